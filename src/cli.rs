@@ -1,0 +1,45 @@
+//! The command line (DESIGN.md §3, a contract). Parsing only; `main.rs` dispatches.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "leasegate", version, about = "Mints a short-lived database user per client and proxies the wire protocol")]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LEASEGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax); RUST_LOG is used when this is absent.
+    #[arg(long, global = true, env = "LEASEGATE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy with a config file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a private PostgreSQL and a leasegate in front of it; Ctrl-C removes everything.
+    Dev {
+        /// Port for leasegate's Postgres listener (0 picks a free one).
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Keep the private cluster's files after exit (for inspection).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Check a config file and the files it names; print every problem; exit 64 if any.
+    CheckConfig { file: PathBuf },
+    /// Read a password on stdin and print the value for `[[client]].password`.
+    HashPassword,
+}

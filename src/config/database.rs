@@ -1,0 +1,184 @@
+//! `[[database]]`: one upstream server, the listener applications use for it, and how
+//! leasegate administers it.
+
+use super::{Problem, SecretSource};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbKind {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// Plain TCP only; SSLRequest is answered `N`.
+    Disabled,
+    /// TLS when the client asks for it.
+    #[default]
+    Optional,
+    /// A client that does not negotiate TLS is refused.
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+}
+
+/// libpq's sslmode values, with libpq's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    /// PEM bundle of trusted CAs; without it verify-* modes use the webpki roots.
+    pub ca: Option<PathBuf>,
+    /// Name to verify in verify-full mode; defaults to the host part of `upstream`.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawDatabase")]
+pub struct DatabaseConfig {
+    pub name: String,
+    pub kind: DbKind,
+    pub listen: SocketAddr,
+    /// `host:port` of the server.
+    pub upstream: String,
+    pub admin_user: String,
+    pub admin_password: SecretSource,
+    /// The database the admin connection opens (Postgres); also where creation statements run.
+    pub admin_database: String,
+    pub name_prefix: String,
+    pub sweep_orphans: bool,
+    pub client_tls: Option<ClientTls>,
+    pub upstream_tls: Option<UpstreamTls>,
+    /// Bound on the client handshake: TLS, startup, authentication.
+    pub handshake_timeout: Duration,
+    /// Bound on one TCP connect (and TLS handshake) to the server.
+    pub connect_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    name: String,
+    kind: DbKind,
+    listen: SocketAddr,
+    upstream: String,
+    admin_user: String,
+    admin_password: Option<String>,
+    admin_password_file: Option<PathBuf>,
+    admin_password_env: Option<String>,
+    admin_database: Option<String>,
+    name_prefix: String,
+    #[serde(default)]
+    sweep_orphans: bool,
+    client_tls: Option<ClientTls>,
+    upstream_tls: Option<UpstreamTls>,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    handshake_timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl TryFrom<RawDatabase> for DatabaseConfig {
+    type Error = String;
+
+    fn try_from(raw: RawDatabase) -> Result<Self, String> {
+        let admin_password = SecretSource::from_keys(raw.admin_password, raw.admin_password_file, raw.admin_password_env)
+            .map_err(|e| format!("database {:?}: admin_password: {e}", raw.name))?;
+        let admin_database = raw.admin_database.unwrap_or_else(|| match raw.kind {
+            DbKind::Postgres => "postgres".into(),
+            DbKind::Mysql => "mysql".into(),
+        });
+        Ok(DatabaseConfig {
+            name: raw.name,
+            kind: raw.kind,
+            listen: raw.listen,
+            upstream: raw.upstream,
+            admin_user: raw.admin_user,
+            admin_password,
+            admin_database,
+            name_prefix: raw.name_prefix,
+            sweep_orphans: raw.sweep_orphans,
+            client_tls: raw.client_tls,
+            upstream_tls: raw.upstream_tls,
+            handshake_timeout: raw.handshake_timeout,
+            connect_timeout: raw.connect_timeout,
+        })
+    }
+}
+
+impl DatabaseConfig {
+    /// Host and port of `upstream`; `[v6]:port` and `host:port` forms.
+    pub fn upstream_host_port(&self) -> Option<(String, u16)> {
+        let (host, port) = self.upstream.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some((host.to_string(), port))
+    }
+
+    pub fn client_tls_mode(&self) -> ClientTlsMode {
+        self.client_tls.as_ref().map_or(ClientTlsMode::Disabled, |t| t.mode)
+    }
+
+    pub fn upstream_tls_mode(&self) -> UpstreamTlsMode {
+        self.upstream_tls.as_ref().map_or(UpstreamTlsMode::Prefer, |t| t.mode)
+    }
+
+    pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
+        if self.kind == DbKind::Mysql {
+            problems.push(Problem::new(format!("{at}.kind"), "kind = \"mysql\" is not available in this build yet"));
+        }
+        if self.upstream_host_port().is_none() {
+            problems.push(Problem::new(format!("{at}.upstream"), format!("{:?} is not host:port", self.upstream)));
+        }
+        if let Err(e) = crate::lease::name::check_prefix(&self.name_prefix) {
+            problems.push(Problem::new(format!("{at}.name_prefix"), e));
+        }
+        if let Some(tls) = &self.client_tls {
+            if tls.mode != ClientTlsMode::Disabled && (tls.cert.is_none() || tls.key.is_none()) {
+                problems.push(Problem::new(format!("{at}.client_tls"), "cert and key are required unless mode = \"disabled\""));
+            }
+        }
+        if self.handshake_timeout.is_zero() {
+            problems.push(Problem::new(format!("{at}.handshake_timeout"), "must be greater than 0"));
+        }
+        if self.connect_timeout.is_zero() {
+            problems.push(Problem::new(format!("{at}.connect_timeout"), "must be greater than 0"));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The configuration file (DESIGN.md §2, a contract): parsed from text by a pure function,
+//! then checked as a whole so that `check-config` can report every problem at once, each with
+//! its TOML path. Reading secret and certificate files is a separate step ([`Config::load_files`])
+//! because it touches the disk.
+
+mod client;
+mod database;
+mod error;
+mod role;
+mod sections;
+mod secret_source;
+
+pub use client::ClientConfig;
+pub use database::{ClientTls, ClientTlsMode, DatabaseConfig, DbKind, UpstreamTls, UpstreamTlsMode};
+pub use error::{ConfigError, Problem};
+pub use role::{RoleConfig, Scope};
+pub use sections::{AdminSection, AuditSection, JournalSection};
+pub use secret_source::SecretSource;
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+    #[serde(default)]
+    pub journal: Option<JournalSection>,
+    #[serde(default)]
+    pub audit: Option<AuditSection>,
+    #[serde(default, rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleConfig>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+}
+
+impl Config {
+    /// Parses and validates. Pure: no file is read.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            message: e.message().to_string(),
+            path: e.span().map(|s| line_of(text, s.start)),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Reads a file and parses it; the file's I/O error is reported like any other problem.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// Every cross-field problem, each with its TOML path.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut seen_db = HashSet::new();
+        let mut seen_listen = HashSet::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let at = format!("database[{i}]");
+            if !seen_db.insert(db.name.as_str()) {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate database name {:?}", db.name)));
+            }
+            if !seen_listen.insert(db.listen) {
+                problems.push(Problem::new(format!("{at}.listen"), format!("{} is used by another database", db.listen)));
+            }
+            db.validate(&at, &mut problems);
+        }
+        let mut seen_role = HashSet::new();
+        for (i, role) in self.roles.iter().enumerate() {
+            let at = format!("role[{i}]");
+            if !seen_role.insert(role.name.as_str()) {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate role name {:?}", role.name)));
+            }
+            if self.database(&role.database).is_none() {
+                problems.push(Problem::new(format!("{at}.database"), format!("no [[database]] is named {:?}", role.database)));
+            }
+            role.validate(&at, &mut problems);
+        }
+        let mut seen_client = HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let at = format!("client[{i}]");
+            if !seen_client.insert(client.name.as_str()) {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate client name {:?}", client.name)));
+            }
+            for (j, role) in client.roles.iter().enumerate() {
+                if self.role(role).is_none() {
+                    problems.push(Problem::new(format!("{at}.roles[{j}]"), format!("no [[role]] is named {role:?}")));
+                }
+            }
+            client.validate(&at, &mut problems);
+        }
+        if self.databases.is_empty() {
+            problems.push(Problem::new("database", "at least one [[database]] is required"));
+        }
+        problems
+    }
+
+    /// Reads every secret and certificate file the config names; returns the problems found.
+    pub fn load_files(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let at = format!("database[{i}]");
+            if let Err(e) = db.admin_password.load() {
+                problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()));
+            }
+            if let Some(tls) = &db.client_tls {
+                for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                    if let Some(path) = path {
+                        if let Err(e) = std::fs::metadata(path) {
+                            problems.push(Problem::new(format!("{at}.client_tls.{key}"), format!("{}: {e}", path.display())));
+                        }
+                    }
+                }
+            }
+            if let Some(ca) = db.upstream_tls.as_ref().and_then(|t| t.ca.as_ref()) {
+                if let Err(e) = std::fs::metadata(ca) {
+                    problems.push(Problem::new(format!("{at}.upstream_tls.ca"), format!("{}: {e}", ca.display())));
+                }
+            }
+        }
+        problems
+    }
+
+    pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+
+    pub fn role(&self, name: &str) -> Option<&RoleConfig> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    pub fn client(&self, name: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.name == name)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> String {
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    format!("line {line}")
+}
+
+#[cfg(test)]
+mod tests;

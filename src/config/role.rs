@@ -1,0 +1,78 @@
+//! `[[role]]`: what a minted user may do, how long its lease lives, and the SQL that creates
+//! and removes it (Vault-compatible templates).
+
+use super::Problem;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One user per client connection, dropped when the connection closes.
+    #[default]
+    Connection,
+    /// One user per (client identity, role), shared by that identity's connections.
+    Identity,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    pub database: String,
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default = "default_idle_grace", with = "humantime_serde")]
+    pub idle_grace: Duration,
+    /// Templates run in one transaction to create the user. Empty: the safe default.
+    #[serde(default)]
+    pub creation_statements: Vec<String>,
+    /// Templates that replace the default clean-up and DROP. Empty: the safe default.
+    #[serde(default)]
+    pub revocation_statements: Vec<String>,
+    /// Templates run when a failed mint is rolled back. Empty: the default drop.
+    #[serde(default)]
+    pub rollback_statements: Vec<String>,
+    /// Templates run at each renewal. Empty: `ALTER ROLE … VALID UNTIL`.
+    #[serde(default)]
+    pub renew_statements: Vec<String>,
+    /// Existing group roles the minted user joins when the default creation statement is used.
+    #[serde(default)]
+    pub member_of: Vec<String>,
+}
+
+fn default_idle_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl RoleConfig {
+    pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
+        if self.default_ttl.is_zero() {
+            problems.push(Problem::new(format!("{at}.default_ttl"), "must be greater than 0"));
+        }
+        if self.max_ttl < self.default_ttl {
+            problems.push(Problem::new(format!("{at}.max_ttl"), "must be at least default_ttl"));
+        }
+        if self.name.is_empty() || self.name.contains('/') {
+            problems.push(Problem::new(format!("{at}.name"), "must be non-empty and contain no '/'"));
+        }
+        if self.scope == Scope::Identity {
+            problems.push(Problem::new(format!("{at}.scope"), "scope = \"identity\" is not available in this build yet"));
+        }
+        if !self.creation_statements.is_empty() && !self.member_of.is_empty() {
+            problems.push(Problem::new(
+                format!("{at}.member_of"),
+                "applies to the default creation statement only; put GRANTs in creation_statements instead",
+            ));
+        }
+        for (i, s) in self.creation_statements.iter().enumerate() {
+            if !s.contains("{{name}}") && !s.contains("{{username}}") {
+                problems.push(Problem::new(format!("{at}.creation_statements[{i}]"), "does not mention {{name}} or {{username}}"));
+            }
+        }
+    }
+}

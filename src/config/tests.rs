@@ -1,0 +1,81 @@
+use super::*;
+
+const VERIFIER: &str = "SCRAM-SHA-256$4096:DKVTcV5s8hmRrSqjjJWA7g==$4HfhFV48avpfwjIbmNWH2bLOpQx1UKX+TORTafJ63hw=:/tQM0M+1LTKV62iQT03QS1MHJExw0scfFH0VRRz8obk=";
+
+fn minimal() -> String {
+    format!(
+        r#"
+[[database]]
+name = "main"
+kind = "postgres"
+listen = "127.0.0.1:6432"
+upstream = "127.0.0.1:5432"
+admin_user = "admin"
+admin_password_env = "PG_ADMIN"
+name_prefix = "lg_"
+
+[[role]]
+name = "app_ro"
+database = "main"
+default_ttl = "1h"
+max_ttl = "24h"
+
+[[client]]
+name = "billing"
+password = "{VERIFIER}"
+roles = ["app_ro"]
+"#
+    )
+}
+
+#[test]
+fn parses_a_minimal_config_with_defaults() {
+    let c = Config::from_toml_str(&minimal()).unwrap();
+    let db = &c.databases[0];
+    assert_eq!(db.admin_database, "postgres");
+    assert_eq!(db.handshake_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(db.admin_password, SecretSource::Env("PG_ADMIN".into()));
+    assert_eq!(c.roles[0].scope, Scope::Connection);
+    assert_eq!(c.roles[0].idle_grace, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn the_example_config_parses() {
+    let text = include_str!("../../config/leasegate.example.toml");
+    let c = Config::from_toml_str(text).unwrap();
+    assert!(!c.databases.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let text = minimal().replace("name_prefix = \"lg_\"", "name_prefix = \"lg_\"\nname_prefx = 1");
+    let e = Config::from_toml_str(&text).unwrap_err().to_string();
+    assert!(e.contains("name_prefx"), "{e}");
+}
+
+#[test]
+fn reports_every_problem_with_its_path() {
+    let text = minimal()
+        .replace("max_ttl = \"24h\"", "max_ttl = \"1m\"")
+        .replace("roles = [\"app_ro\"]", "roles = [\"nope\"]")
+        .replace("name_prefix = \"lg_\"", "name_prefix = \"LG\"");
+    let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&text) else { panic!() };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"role[0].max_ttl"), "{paths:?}");
+    assert!(paths.contains(&"client[0].roles[0]"), "{paths:?}");
+    assert!(paths.contains(&"database[0].name_prefix"), "{paths:?}");
+}
+
+#[test]
+fn a_cleartext_client_password_is_refused() {
+    let text = minimal().replace(VERIFIER, "hunter2");
+    let e = Config::from_toml_str(&text).unwrap_err().to_string();
+    assert!(e.contains("not a SCRAM-SHA-256 verifier"), "{e}");
+    assert!(!e.contains("hunter2"), "the error must not echo the secret: {e}");
+}
+
+#[test]
+fn secret_keys_are_exclusive() {
+    let text = minimal().replace("admin_password_env = \"PG_ADMIN\"", "admin_password_env = \"X\"\nadmin_password_file = \"f\"");
+    assert!(Config::from_toml_str(&text).is_err());
+}

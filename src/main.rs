@@ -1,0 +1,133 @@
+//! The `leasegate` binary: parse the command line, set up logging, dispatch.
+//! Exit codes (contract): 0 clean shutdown, 64 bad config, 1 runtime failure.
+
+use clap::Parser;
+use leasegate::cli::{Cli, Command, LogFormat};
+use leasegate::config::{Config, ConfigError};
+use leasegate::{app, dev, shutdown};
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.log_level.as_deref());
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::HashPassword => hash_password(),
+        Command::Serve { config } => serve(&config),
+        Command::Dev { port, keep } => runtime().and_then(|rt| rt.block_on(dev::run(port, keep)).map_err(|e| {
+            eprintln!("leasegate dev: {e:#}");
+            ExitCode::FAILURE
+        })).map_or_else(|code| code, |()| ExitCode::SUCCESS),
+    }
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("leasegate: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::from_file(path).map_err(|e| {
+        match e {
+            ConfigError::Invalid(problems) => problems.iter().for_each(|p| eprintln!("{}: {p}", path.display())),
+            other => eprintln!("{}: {other}", path.display()),
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let problems = config.load_files();
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    } else {
+        problems.iter().for_each(|p| eprintln!("{}: {p}", path.display()));
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let listeners = match app::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let token = shutdown::Shutdown::new();
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            shutdown::signal().await;
+            trigger.cancel();
+        });
+        match app::run(config, listeners, token).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ app::AppError::Config(_)) => {
+                eprintln!("{}: {e}", path.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "leasegate failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprint!("Password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let _echo = interactive.then(leasegate::dev::EchoOff::new);
+    let mut line = String::new();
+    if let Err(e) = stdin.lock().read_line(&mut line) {
+        eprintln!("leasegate hash-password: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    drop(_echo);
+    if interactive {
+        eprintln!();
+    }
+    let password = leasegate::secret::Secret::new(line.trim_end_matches(['\r', '\n']));
+    if password.is_empty() {
+        eprintln!("leasegate hash-password: empty password");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!("{}", leasegate::auth::hash::client_password_value(&password));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,223 @@
+//! TLS for both legs, with one crypto provider (ring) passed explicitly everywhere so no
+//! process-wide default is needed and two providers can never meet.
+//!
+//! Client leg: a rustls `ServerConfig` from PEM files, and the `tls-server-end-point` hash of
+//! our certificate for SCRAM-SHA-256-PLUS. Upstream leg: a rustls `ClientConfig` per libpq
+//! sslmode (`prefer`/`require` encrypt without verifying, as libpq does; `verify-ca` checks the
+//! chain; `verify-full` the chain and the name).
+
+use crate::config::UpstreamTlsMode;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read PEM from {path}: {source}")]
+    Pem { path: String, source: rustls_pki_types::pem::Error },
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What the client leg needs to offer TLS.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// `tls-server-end-point` channel binding data for our certificate.
+    pub end_point_hash: Vec<u8>,
+}
+
+pub fn server_tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<ServerTls, TlsError> {
+    let pem_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TlsError::Pem { path, source }
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).map_err(pem_err(cert))?.collect::<Result<_, _>>().map_err(pem_err(cert))?;
+    let first = certs.first().ok_or_else(|| TlsError::NoCertificate { path: cert.display().to_string() })?;
+    let end_point_hash = tls_server_end_point(first.as_ref());
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(ServerTls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), end_point_hash })
+}
+
+/// A connector for the upstream leg, or `None` for `disable`.
+pub fn client_tls(mode: UpstreamTlsMode, ca: Option<&Path>) -> Result<Option<tokio_rustls::TlsConnector>, TlsError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let config = match mode {
+        UpstreamTlsMode::Disable => return Ok(None),
+        UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider.signature_verification_algorithms)))
+            .with_no_client_auth(),
+        UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull => {
+            let mut roots = rustls::RootCertStore::empty();
+            match ca {
+                Some(path) => {
+                    let pem_err = |source| TlsError::Pem { path: path.display().to_string(), source };
+                    for cert in CertificateDer::pem_file_iter(path).map_err(pem_err)? {
+                        roots.add(cert.map_err(pem_err)?)?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            let verifier: Arc<dyn ServerCertVerifier> =
+                if mode == UpstreamTlsMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
+            builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
+        }
+    };
+    Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
+}
+
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.to_string()))
+}
+
+/// RFC 5929 `tls-server-end-point`: the certificate hashed with its signature's hash function,
+/// SHA-256 when that is MD5, SHA-1 or not a plain hash (as OpenSSL-based servers do).
+pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
+    const SHA384: [&[u8]; 2] = [&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c], &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]];
+    const SHA512: [&[u8]; 2] = [&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d], &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04]];
+    match signature_algorithm_oid(cert_der) {
+        Some(oid) if SHA384.contains(&oid) => Sha384::digest(cert_der).to_vec(),
+        Some(oid) if SHA512.contains(&oid) => Sha512::digest(cert_der).to_vec(),
+        _ => Sha256::digest(cert_der).to_vec(),
+    }
+}
+
+/// The OID of `Certificate.signatureAlgorithm`, read with a minimal DER walk.
+fn signature_algorithm_oid(der: &[u8]) -> Option<&[u8]> {
+    let (outer, _) = der_tlv(der, 0x30)?;
+    let (_tbs, rest) = der_tlv(outer, 0x30)?;
+    let (alg, _) = der_tlv(rest, 0x30)?;
+    let (oid, _) = der_tlv(alg, 0x06)?;
+    Some(oid)
+}
+
+/// Splits one TLV with the expected tag off `input`: (value, rest).
+fn der_tlv(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *input.first()? != tag {
+        return None;
+    }
+    let first = *input.get(1)? as usize;
+    let (len, header) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = input.get(2..2 + n)?.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((input.get(header..end)?, &input[end..]))
+}
+
+/// libpq's `require`/`prefer`: encryption without authentication of the server.
+#[derive(Debug)]
+struct Unverified(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
+    }
+
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// libpq's `verify-ca`: the chain must lead to a trusted CA; the name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// A self-signed certificate and key (PEM) for `names`, for dev mode and tests.
+pub fn self_signed(names: &[&str]) -> Result<(String, String), rcgen::Error> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        let (pem, _) = self_signed(&["localhost"]).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        // rcgen signs with ECDSA P-256 / SHA-256.
+        assert_eq!(signature_algorithm_oid(&der), Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02][..]));
+        assert_eq!(tls_server_end_point(&der), Sha256::digest(&der).to_vec());
+        assert_eq!(signature_algorithm_oid(b"\x30\x80garbage"), None);
+    }
+}

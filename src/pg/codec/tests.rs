@@ -1,0 +1,77 @@
+use super::*;
+use bytes::BufMut;
+
+fn startup_bytes(version: u32, pairs: &[(&str, &str)]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_u32(version);
+    for (k, v) in pairs {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::new();
+    out.put_u32(body.len() as u32 + 4);
+    out.put_slice(&body);
+    out
+}
+
+#[test]
+fn decodes_a_startup_message_and_keeps_what_follows() {
+    let mut buf = startup_bytes(PROTOCOL_3_0, &[("user", "billing/app_ro"), ("database", "shop"), ("_pq_.x", "1")]);
+    buf.put_slice(b"Q\0\0\0\x05;");
+    let Some(StartupFrame::Startup(m)) = decode_startup(&mut buf).unwrap() else { panic!() };
+    assert_eq!(m.param("user"), Some("billing/app_ro"));
+    assert_eq!(m.param("database"), Some("shop"));
+    assert_eq!(m.protocol_options, vec!["_pq_.x".to_string()]);
+    assert_eq!((m.major, m.minor), (3, 0));
+    assert_eq!(&buf[..], b"Q\0\0\0\x05;", "the pipelined bytes stay in the buffer");
+}
+
+#[test]
+fn incomplete_is_not_an_error() {
+    let full = startup_bytes(PROTOCOL_3_0, &[("user", "a")]);
+    for cut in 0..full.len() {
+        let mut part = BytesMut::from(&full[..cut]);
+        assert_eq!(decode_startup(&mut part), Ok(None), "cut at {cut}");
+    }
+}
+
+#[test]
+fn decodes_ssl_gss_and_cancel() {
+    let mut b = BytesMut::from(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f][..]);
+    assert_eq!(decode_startup(&mut b), Ok(Some(StartupFrame::SslRequest)));
+    let mut b = BytesMut::from(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30][..]);
+    assert_eq!(decode_startup(&mut b), Ok(Some(StartupFrame::GssEncRequest)));
+    let key = CancelKey { pid: 42, secret: vec![1, 2, 3, 4] };
+    let mut b = BytesMut::new();
+    encode_cancel_request(&key, &mut b);
+    assert_eq!(&b[..], &[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 42, 1, 2, 3, 4]);
+    assert_eq!(decode_startup(&mut b), Ok(Some(StartupFrame::Cancel(key))));
+}
+
+#[test]
+fn refuses_bad_lengths_and_versions_without_allocating() {
+    let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+    assert_eq!(decode_startup(&mut b), Err(CodecError::StartupLength));
+    let mut b = BytesMut::from(&[0, 0, 0, 4][..]);
+    assert_eq!(decode_startup(&mut b), Err(CodecError::StartupLength));
+    let mut b = startup_bytes(2 << 16, &[("user", "a")]);
+    assert_eq!(decode_startup(&mut b), Err(CodecError::UnsupportedProtocol(2, 0)));
+    let mut b = BytesMut::from(&[0, 0, 0, 10, 0, 3, 0, 0, b'u', b'x'][..]);
+    assert!(matches!(decode_startup(&mut b), Err(CodecError::Malformed(_))));
+    let mut b = BytesMut::from(&b"p\xff\xff\xff\xff"[..]);
+    assert_eq!(decode_message(&mut b, MAX_HANDSHAKE_MESSAGE_LEN), Err(CodecError::MessageLength(u32::MAX)));
+    let mut b = BytesMut::from(&b"p\0\0\0\x02"[..]);
+    assert_eq!(decode_message(&mut b, MAX_HANDSHAKE_MESSAGE_LEN), Err(CodecError::MessageLength(2)));
+}
+
+#[test]
+fn decodes_typed_messages() {
+    let mut b = BytesMut::from(&b"Z\0\0\0\x05IX"[..]);
+    let m = decode_message(&mut b, 16).unwrap().unwrap();
+    assert_eq!((m.tag, &m.body[..]), (b'Z', &b"I"[..]));
+    assert_eq!(&b[..], b"X");
+    assert_eq!(decode_message(&mut b, 16), Ok(None));
+}

@@ -1,0 +1,257 @@
+//! The client leg: everything leasegate says to an application before the byte pump starts.
+//!
+//! Order of a connection: optional GSSENCRequest (refused) and SSLRequest (TLS per
+//! `client_tls.mode`) or direct TLS, then a CancelRequest or a StartupMessage; protocol 3.0 is
+//! negotiated; then SCRAM-SHA-256(-PLUS) against the client's stored verifier. The caller mints
+//! and connects upstream before [`ClientConn::send_auth_ok`] tells the client it is in.
+
+use super::codec::{self, CodecError, MAX_HANDSHAKE_MESSAGE_LEN};
+use super::message::*;
+use super::scram::{Binding, ScramError, ServerExchange};
+use super::sqlstate;
+use crate::auth::verifier::ScramVerifier;
+use crate::config::ClientTlsMode;
+use crate::net::framed::{FrameError, Framed};
+use crate::net::stream::Stream;
+use crate::net::tls::ServerTls;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+
+/// TLS record type "handshake": a client starting TLS without SSLRequest (PG 17 `sslnegotiation=direct`).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client closed the connection during the handshake")]
+    Closed,
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("TLS handshake with the client failed: {0}")]
+    Tls(std::io::Error),
+    #[error("received unencrypted data after SSL request")]
+    DataAfterSslRequest,
+    #[error("the client did not use TLS, which this listener requires")]
+    TlsRequired,
+    #[error("direct TLS without the \"postgresql\" ALPN protocol")]
+    DirectTlsWithoutAlpn,
+    #[error("expected {expected}, got message type {got:?}")]
+    Unexpected { expected: &'static str, got: char },
+    #[error("{0}")]
+    Scram(#[from] ScramError),
+    #[error("the startup packet has no user name")]
+    NoUser,
+}
+
+impl From<FrameError<CodecError>> for FrontendError {
+    fn from(e: FrameError<CodecError>) -> Self {
+        match e {
+            FrameError::Io(e) => FrontendError::Io(e),
+            FrameError::Truncated => FrontendError::Closed,
+            FrameError::Decode(e) => FrontendError::Codec(e),
+        }
+    }
+}
+
+impl FrontendError {
+    /// The ErrorResponse to send before closing, if the client can still read one.
+    pub fn response(&self, user: &str) -> Option<ErrorResponse> {
+        Some(match self {
+            FrontendError::Io(_) | FrontendError::Closed | FrontendError::Tls(_) => return None,
+            FrontendError::Codec(CodecError::UnsupportedProtocol(..)) => ErrorResponse::fatal(sqlstate::FEATURE_NOT_SUPPORTED, self.to_string()),
+            FrontendError::Codec(_) | FrontendError::DataAfterSslRequest | FrontendError::Unexpected { .. } | FrontendError::NoUser => {
+                ErrorResponse::fatal(sqlstate::PROTOCOL_VIOLATION, self.to_string())
+            }
+            FrontendError::DirectTlsWithoutAlpn => return None,
+            FrontendError::TlsRequired => ErrorResponse::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                "connection requires TLS: this listener has client_tls.mode = \"required\" (use sslmode=require)",
+            ),
+            FrontendError::Scram(ScramError::Proof) => {
+                ErrorResponse::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
+            }
+            FrontendError::Scram(ScramError::Malformed(_) | ScramError::Mechanism) => {
+                ErrorResponse::fatal(sqlstate::PROTOCOL_VIOLATION, self.to_string())
+            }
+            FrontendError::Scram(ScramError::ChannelBinding(_)) => ErrorResponse::fatal(sqlstate::INVALID_AUTHORIZATION, self.to_string()),
+        })
+    }
+}
+
+/// How the connection opened.
+pub enum Opened {
+    /// A session to authenticate.
+    Session(ClientConn),
+    /// A CancelRequest: the connection carries nothing else.
+    Cancel(CancelKey),
+    /// The client went away before sending a startup packet.
+    Gone,
+}
+
+/// A client connection between its StartupMessage and the start of the byte pump.
+pub struct ClientConn {
+    io: Framed<Stream>,
+    pub startup: StartupMessage,
+    binding: Binding,
+}
+
+/// Runs the pre-authentication part of the protocol.
+pub async fn open(socket: TcpStream, tls: Option<&ServerTls>, mode: ClientTlsMode) -> Result<Opened, FrontendError> {
+    let tls = tls.filter(|_| mode != ClientTlsMode::Disabled);
+    let mut first = [0u8; 1];
+    let direct_tls = matches!(socket.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE_RECORD);
+    let mut io = match (direct_tls, tls) {
+        (true, Some(tls)) => {
+            let stream = tls.acceptor.accept(socket).await.map_err(FrontendError::Tls)?;
+            if stream.get_ref().1.alpn_protocol() != Some(b"postgresql") {
+                return Err(FrontendError::DirectTlsWithoutAlpn);
+            }
+            Framed::new(Stream::ServerTls(Box::new(stream)))
+        }
+        _ => Framed::new(Stream::Plain(socket)),
+    };
+    let mut refused_gss = false;
+    loop {
+        let frame = match io.read_frame(codec::decode_startup).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(Opened::Gone),
+            Err(e) => return Err(reject(&mut io, e.into()).await),
+        };
+        match frame {
+            StartupFrame::SslRequest if !io.get_ref().is_tls() => {
+                let Some(tls) = tls else {
+                    io.write_all(b"N").await?;
+                    continue;
+                };
+                // Bytes sent before our answer would be read as if they came over TLS (CVE-2021-23214).
+                if !io.buffered().is_empty() {
+                    return Err(reject(&mut io, FrontendError::DataAfterSslRequest).await);
+                }
+                io.write_all(b"S").await?;
+                let Stream::Plain(tcp) = io.into_parts().0 else {
+                    return Err(FrontendError::Codec(CodecError::Malformed("repeated encryption request")));
+                };
+                let stream = tls.acceptor.accept(tcp).await.map_err(FrontendError::Tls)?;
+                io = Framed::new(Stream::ServerTls(Box::new(stream)));
+            }
+            StartupFrame::GssEncRequest if !refused_gss && !io.get_ref().is_tls() => {
+                refused_gss = true;
+                io.write_all(b"N").await?;
+            }
+            StartupFrame::SslRequest | StartupFrame::GssEncRequest => {
+                return Err(reject(&mut io, FrontendError::Codec(CodecError::Malformed("repeated encryption request"))).await);
+            }
+            StartupFrame::Cancel(key) => return Ok(Opened::Cancel(key)),
+            StartupFrame::Startup(startup) => {
+                if mode == ClientTlsMode::Required && !io.get_ref().is_tls() {
+                    return Err(reject(&mut io, FrontendError::TlsRequired).await);
+                }
+                if startup.param("user").is_none_or(str::is_empty) {
+                    return Err(reject(&mut io, FrontendError::NoUser).await);
+                }
+                let binding = match (io.get_ref(), tls) {
+                    (Stream::ServerTls(_), Some(tls)) => Binding::TlsServerEndPoint(tls.end_point_hash.clone()),
+                    _ => Binding::None,
+                };
+                let mut conn = ClientConn { io, startup, binding };
+                conn.negotiate_version().await?;
+                return Ok(Opened::Session(conn));
+            }
+        }
+    }
+}
+
+/// Tells the client why it is refused (when it can still read it) and returns the error.
+async fn reject(io: &mut Framed<Stream>, error: FrontendError) -> FrontendError {
+    if let Some(response) = error.response("") {
+        let mut out = BytesMut::new();
+        response.encode(&mut out);
+        let _ = io.write_all(&out).await;
+    }
+    error
+}
+
+impl ClientConn {
+    /// The login name the client sent (`<client>[/<role>]`).
+    pub fn user(&self) -> &str {
+        self.startup.param("user").unwrap_or_default()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.io.get_ref().is_tls()
+    }
+
+    /// A 3.x client newer than 3.0, or one asking for `_pq_` options, is told what we speak.
+    async fn negotiate_version(&mut self) -> Result<(), FrontendError> {
+        if self.startup.minor == 0 && self.startup.protocol_options.is_empty() {
+            return Ok(());
+        }
+        let mut out = BytesMut::new();
+        encode_negotiate_protocol_version(0, &self.startup.protocol_options, &mut out);
+        self.io.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// SCRAM-SHA-256(-PLUS) against `verifier`. With `genuine = false` (unknown client or role)
+    /// the exchange runs the same way and fails at the proof, as a real server's mock
+    /// authentication does.
+    pub async fn authenticate(&mut self, verifier: &ScramVerifier, genuine: bool) -> Result<(), FrontendError> {
+        let mut exchange =
+            if genuine { ServerExchange::new(verifier, self.binding.clone()) } else { ServerExchange::mock(verifier, self.binding.clone()) };
+        let mechanisms = self.binding.mechanisms().iter().map(|m| m.to_string()).collect();
+        self.send(Authentication::Sasl(mechanisms)).await?;
+
+        let initial = self.read_password_message().await?;
+        let initial = SaslInitialResponse::parse(&initial).ok_or(ScramError::Malformed("invalid SASLInitialResponse"))?;
+        let server_first = exchange.client_first(initial.mechanism, initial.data)?;
+        self.send(Authentication::SaslContinue(Bytes::from(server_first))).await?;
+
+        let response = self.read_password_message().await?;
+        let server_final = exchange.client_final(&response)?;
+        self.send(Authentication::SaslFinal(Bytes::from(server_final))).await
+    }
+
+    async fn read_password_message(&mut self) -> Result<Bytes, FrontendError> {
+        let msg = self
+            .io
+            .read_frame(|b| codec::decode_message(b, MAX_HANDSHAKE_MESSAGE_LEN))
+            .await?
+            .ok_or(FrontendError::Closed)?;
+        match msg.tag {
+            b'p' => Ok(msg.body),
+            // Terminate: the client gave up (psql asking for a password does this).
+            b'X' => Err(FrontendError::Closed),
+            other => Err(FrontendError::Unexpected { expected: "a password message", got: other as char }),
+        }
+    }
+
+    async fn send(&mut self, auth: Authentication) -> Result<(), FrontendError> {
+        let mut out = BytesMut::new();
+        auth.encode(&mut out);
+        self.io.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Sends an ErrorResponse; the caller closes the connection after it.
+    pub async fn send_error(&mut self, error: &ErrorResponse) {
+        let mut out = BytesMut::new();
+        error.encode(&mut out);
+        let _ = self.io.write_all(&out).await;
+    }
+
+    /// Relays a server's own ErrorResponse bytes; the caller closes the connection after it.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.io.write_all(bytes).await;
+    }
+
+    /// AuthenticationOk followed by the server's own post-auth messages (already framed bytes),
+    /// then hands over the stream and anything the client sent ahead.
+    pub async fn finish(mut self, server_messages: &[u8]) -> Result<(Stream, BytesMut), FrontendError> {
+        let mut out = BytesMut::with_capacity(9 + server_messages.len());
+        Authentication::Ok.encode(&mut out);
+        out.extend_from_slice(server_messages);
+        self.io.write_all(&out).await?;
+        Ok(self.io.into_parts())
+    }
+}

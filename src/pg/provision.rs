@@ -1,0 +1,291 @@
+//! The SQL that creates and removes minted Postgres roles, run through an admin pool (sqlx).
+//!
+//! Creation statements are Vault-compatible templates. `{{password}}` expands to a SCRAM
+//! verifier leasegate computes (one PBKDF2 iteration: the password is 238 random bits, so key
+//! stretching adds nothing but ~10 ms of server CPU per mint), so the cleartext never reaches
+//! the server or its logs. All DDL goes through the simple query protocol (`raw_sql`): one round
+//! trip, one implicit transaction for a multi-statement batch, and no prepared-statement cache
+//! filled with one-off statements. Statement logging is off on these connections.
+
+use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
+use crate::pg::scram;
+use crate::secret::Secret;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{AssertSqlSafe, ConnectOptions};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// PBKDF2 iterations in minted users' verifiers (see the module docs for why 1).
+pub const MINTED_SCRAM_ITERATIONS: u32 = 1;
+/// Postgres's identifier limit (NAMEDATALEN - 1).
+pub const MAX_USER_LEN: usize = 63;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The admin connection could not be opened or was lost.
+    #[error("admin connection to {addr} failed: {message}")]
+    Connect { addr: String, message: String },
+    /// The server refused a statement (missing privilege, template error, …).
+    #[error("{step} failed: {message} (SQLSTATE {code})")]
+    Statement { step: &'static str, code: String, message: String },
+    /// Sessions of the user were still alive after they were told to terminate.
+    #[error("sessions of the user did not end within {0:?}")]
+    SessionsLinger(Duration),
+}
+
+/// SQLSTATE undefined_object: "role … does not exist".
+const UNDEFINED_OBJECT: &str = "42704";
+
+impl ProvisionError {
+    /// True when the failure means the user is already gone: revocation is complete.
+    pub fn user_is_gone(&self) -> bool {
+        matches!(self, ProvisionError::Statement { code, .. } if code == UNDEFINED_OBJECT)
+    }
+}
+
+pub struct PgProvisioner {
+    base: PgConnectOptions,
+    addr: String,
+    admin_database: String,
+    pools: Mutex<HashMap<String, PgPool>>,
+    connect_timeout: Duration,
+}
+
+impl PgProvisioner {
+    pub fn new(db: &DatabaseConfig, admin_password: &Secret) -> Self {
+        let (host, port) = db.upstream_host_port().unwrap_or_else(|| ("127.0.0.1".into(), 5432));
+        let tls = db.upstream_tls.clone().unwrap_or_default();
+        let ssl_mode = match tls.mode {
+            UpstreamTlsMode::Disable => PgSslMode::Disable,
+            UpstreamTlsMode::Prefer => PgSslMode::Prefer,
+            UpstreamTlsMode::Require => PgSslMode::Require,
+            UpstreamTlsMode::VerifyCa => PgSslMode::VerifyCa,
+            UpstreamTlsMode::VerifyFull => PgSslMode::VerifyFull,
+        };
+        let mut base = PgConnectOptions::new()
+            .host(&host)
+            .port(port)
+            .username(&db.admin_user)
+            .password(admin_password.expose())
+            .application_name("leasegate")
+            .ssl_mode(ssl_mode)
+            .disable_statement_logging();
+        if let Some(ca) = &tls.ca {
+            base = base.ssl_root_cert(ca);
+        }
+        PgProvisioner {
+            base,
+            addr: db.upstream.clone(),
+            admin_database: db.admin_database.clone(),
+            pools: Mutex::new(HashMap::new()),
+            connect_timeout: db.connect_timeout,
+        }
+    }
+
+    /// The pool for `database`, created on first use (connections open lazily).
+    fn pool(&self, database: &str) -> PgPool {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(database.to_string())
+            .or_insert_with(|| {
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(0)
+                    .acquire_timeout(self.connect_timeout)
+                    .idle_timeout(Duration::from_secs(300))
+                    .connect_lazy_with(self.base.clone().database(database))
+            })
+            .clone()
+    }
+
+    fn admin(&self) -> PgPool {
+        self.pool(&self.admin_database)
+    }
+
+    /// Opens an admin connection and runs `SELECT 1`: the health check used at start.
+    pub async fn check(&self) -> Result<(), ProvisionError> {
+        self.batch("admin connection check", &self.admin(), "SELECT 1".into(), None).await
+    }
+
+    /// Creates `user` with the role's creation statements (or the default), in one transaction.
+    pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, valid_until: SystemTime) -> Result<(), ProvisionError> {
+        let salt: [u8; 16] = rand::random();
+        let verifier = scram::verifier(password.expose().as_bytes(), &salt, MINTED_SCRAM_ITERATIONS).to_string();
+        let vars = Vars { name: user, password: &verifier, expiration: &pg_timestamp(valid_until) };
+        let sql = if role.creation_statements.is_empty() {
+            vars.render(&default_creation(&role.member_of))
+        } else {
+            role.creation_statements.iter().map(|t| vars.render(t)).collect::<Vec<_>>().join(";\n")
+        };
+        self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
+    }
+
+    /// Undoes a mint whose later steps failed: the rollback statements, or a plain drop.
+    pub async fn rollback(&self, role: &RoleConfig, user: &str) -> Result<(), ProvisionError> {
+        if role.rollback_statements.is_empty() {
+            return self.batch("rollback", &self.admin(), format!("DROP ROLE IF EXISTS {}", quote_ident(user)), None).await;
+        }
+        let vars = Vars { name: user, password: "", expiration: "" };
+        let sql = role.rollback_statements.iter().map(|t| vars.render(t)).collect::<Vec<_>>().join(";\n");
+        self.batch("rollback statements", &self.admin(), sql, None).await
+    }
+
+    /// First step of revocation: no new logins, and every server session of `user` told to end.
+    pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
+        let sql = format!(
+            "ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
+            ident = quote_ident(user),
+            lit = quote_literal(user),
+        );
+        self.batch("stopping sessions", &self.admin(), sql, None).await
+    }
+
+    /// Waits until the server has no session of `user` left (terminated backends exit
+    /// asynchronously, and their temporary objects block DROP until they have).
+    pub async fn wait_sessions_gone(&self, user: &str, limit: Duration) -> Result<(), ProvisionError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+                .bind(user)
+                .fetch_one(&self.admin())
+                .await
+                .map_err(|e| self.error("counting sessions", e, None))?;
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProvisionError::SessionsLinger(limit));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Last step: clean up what `user` owns in every database it used, then drop it, or run the
+    /// role's own revocation statements instead. A user that no longer exists counts as dropped.
+    pub async fn drop_user(&self, role: &RoleConfig, user: &str, used: &BTreeSet<String>) -> Result<(), ProvisionError> {
+        if !role.revocation_statements.is_empty() {
+            let vars = Vars { name: user, password: "", expiration: "" };
+            let sql = role.revocation_statements.iter().map(|t| vars.render(t)).collect::<Vec<_>>().join(";\n");
+            return self.batch("revocation statements", &self.admin(), sql, None).await;
+        }
+        let ident = quote_ident(user);
+        // Objects it created are kept (owned by the admin user); its grants and temp objects go.
+        let cleanup = format!("REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}");
+        for database in used.iter().filter(|d| **d != self.admin_database) {
+            match self.batch("cleaning up owned objects", &self.pool(database), cleanup.clone(), None).await {
+                Err(e) if e.user_is_gone() => return Ok(()),
+                // The database may have been dropped since; nothing is left to own there.
+                Err(ProvisionError::Statement { code, .. }) if code == "3D000" => {}
+                other => other?,
+            }
+        }
+        let sql = format!("{cleanup}; DROP ROLE IF EXISTS {ident}");
+        match self.batch("dropping the user", &self.admin(), sql, None).await {
+            Err(e) if e.user_is_gone() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Runs `sql` as one simple-query batch (one implicit transaction).
+    async fn batch(&self, step: &'static str, pool: &PgPool, sql: String, redact: Option<&str>) -> Result<(), ProvisionError> {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).map_err(|e| self.error(step, e, redact))
+    }
+
+    fn error(&self, step: &'static str, e: sqlx::Error, redact: Option<&str>) -> ProvisionError {
+        let scrub = |s: String| match redact {
+            Some(secret) if !secret.is_empty() => s.replace(secret, "[redacted]"),
+            _ => s,
+        };
+        match e {
+            sqlx::Error::Database(db) => ProvisionError::Statement {
+                step,
+                code: db.code().map(|c| c.into_owned()).unwrap_or_default(),
+                message: scrub(db.message().to_string()),
+            },
+            other => ProvisionError::Connect { addr: self.addr.clone(), message: scrub(other.to_string()) },
+        }
+    }
+
+    /// Closes every admin connection (shutdown).
+    pub async fn close(&self) {
+        let pools: Vec<PgPool> = self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for pool in pools {
+            pool.close().await;
+        }
+    }
+}
+
+/// The creation statement used when a role gives none: a login role that expires with its
+/// lease, optionally joining existing group roles (where the privileges live).
+fn default_creation(member_of: &[String]) -> String {
+    let mut sql = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'".to_string();
+    if !member_of.is_empty() {
+        let groups: Vec<String> = member_of.iter().map(|g| quote_ident(g)).collect();
+        sql.push_str(" IN ROLE ");
+        sql.push_str(&groups.join(", "));
+    }
+    sql
+}
+
+/// Values for the Vault template variables. All are generated by leasegate and contain only
+/// characters that are safe inside the quotes the templates put around them.
+struct Vars<'a> {
+    name: &'a str,
+    password: &'a str,
+    expiration: &'a str,
+}
+
+impl Vars<'_> {
+    fn render(&self, template: &str) -> String {
+        template
+            .replace("{{name}}", self.name)
+            .replace("{{username}}", self.name)
+            .replace("{{password}}", self.password)
+            .replace("{{expiration}}", self.expiration)
+    }
+}
+
+/// `"ident"` with embedded quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'literal'` with embedded quotes doubled (standard_conforming_strings is on since 9.1).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `2026-11-27 18:00:00+00`, the form Vault substitutes for `{{expiration}}`.
+pub fn pg_timestamp(t: SystemTime) -> String {
+    let rfc = humantime::format_rfc3339_seconds(t).to_string();
+    rfc.replacen('T', " ", 1).replace('Z', "+00")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_identifiers_and_literals() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn renders_vault_templates() {
+        let vars = Vars { name: "lg_x", password: "SCRAM-SHA-256$1:c2FsdA==$a:b", expiration: "2026-01-01 00:00:00+00" };
+        let sql = vars.render(&default_creation(&["app_readonly".into()]));
+        assert_eq!(
+            sql,
+            "CREATE ROLE \"lg_x\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$1:c2FsdA==$a:b' VALID UNTIL '2026-01-01 00:00:00+00' IN ROLE \"app_readonly\""
+        );
+        assert_eq!(vars.render("GRANT x TO \"{{username}}\""), "GRANT x TO \"lg_x\"");
+    }
+
+    #[test]
+    fn formats_expiration_like_vault() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(pg_timestamp(t), "2023-11-14 22:13:20+00");
+    }
+}

@@ -1,0 +1,159 @@
+//! One client connection, start to end, as a short list of named steps:
+//! handshake → authenticate → grant lease → connect upstream → relay → release.
+//!
+//! Each step returns what the next consumes; any failure becomes one reply to the client
+//! (mapped in `error.rs`) and the session ends. Releasing is by drop: the lease's
+//! [`SessionGuard`] ends a connection-scoped lease, the cancel registration removes the key.
+
+use super::error::{Reply, SessionError};
+use crate::app::{App, Database};
+use crate::auth::{self, Identity};
+use crate::lease::SessionGuard;
+use crate::net::pump::{Closed, Pump, PumpError, Transferred};
+use crate::net::stream::Stream;
+use crate::pg::backend::ServerConn;
+use crate::pg::frontend::{self, ClientConn, Opened};
+use crate::pg::scram;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Serves one connection accepted on a Postgres listener.
+pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAddr) {
+    let mut client = match handshake(&db, socket).await {
+        Ok(Some(client)) => client,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "client handshake failed");
+            return;
+        }
+    };
+    let login = client.user().to_string();
+    let result = async {
+        let identity = authenticate(&db, &mut client).await?;
+        let guard = grant(&app, &identity).await?;
+        let server = connect_upstream(&db, &guard, &client).await?;
+        Ok::<_, SessionError>((identity, guard, server))
+    }
+    .await;
+    let (identity, guard, server) = match result {
+        Ok(parts) => parts,
+        Err(e) => {
+            refuse(&mut client, &e, &login, peer).await;
+            return;
+        }
+    };
+    relay(&db, client, server, guard, &identity, peer).await;
+}
+
+/// TLS, startup and protocol negotiation, bounded by `handshake_timeout` with authentication.
+/// A CancelRequest is served here and yields `None`.
+async fn handshake(db: &Database, socket: TcpStream) -> Result<Option<ClientConn>, SessionError> {
+    let limit = db.config.handshake_timeout;
+    let opened = tokio::time::timeout(limit, frontend::open(socket, db.client_tls.as_ref(), db.config.client_tls_mode()))
+        .await
+        .map_err(|_| SessionError::HandshakeTimeout(limit))??;
+    match opened {
+        Opened::Session(client) => Ok(Some(client)),
+        Opened::Cancel(key) => {
+            db.cancels.forward(&key, &db.target).await;
+            Ok(None)
+        }
+        Opened::Gone => Ok(None),
+    }
+}
+
+/// SCRAM against the client's verifier; an unknown client or role runs a mock exchange.
+async fn authenticate(db: &Database, client: &mut ClientConn) -> Result<Identity, SessionError> {
+    let login = client.user().to_string();
+    let (identity, verifier) = match auth::lookup(&db.app_config, &db.config.name, &login) {
+        auth::Lookup::Known { identity, verifier } => (Some(identity), verifier.clone()),
+        auth::Lookup::Unknown => (None, scram::mock_verifier(&login, &db.mock_key)),
+    };
+    let limit = db.config.handshake_timeout;
+    tokio::time::timeout(limit, client.authenticate(&verifier, identity.is_some()))
+        .await
+        .map_err(|_| SessionError::HandshakeTimeout(limit))??;
+    // authenticate() fails for every unknown login, so identity is set here.
+    identity.ok_or(SessionError::Client(frontend::FrontendError::Scram(scram::ScramError::Proof)))
+}
+
+async fn grant(app: &App, identity: &Identity) -> Result<SessionGuard, SessionError> {
+    Ok(app.leases.grant(identity).await?)
+}
+
+/// Logs in to the server as the lease's user with the client's startup parameters.
+async fn connect_upstream(db: &Database, guard: &SessionGuard, client: &ClientConn) -> Result<ServerConn, SessionError> {
+    let lease = guard.lease();
+    // The server's default database is the user name; note what it will really be.
+    lease.note_database(client.startup.param("database").unwrap_or(&lease.user));
+    Ok(db.target.login(&lease.user, &lease.password, &client.startup.params).await?)
+}
+
+/// Tells the client why it is refused, and logs it.
+async fn refuse(client: &mut ClientConn, error: &SessionError, login: &str, peer: SocketAddr) {
+    match error {
+        SessionError::Client(_) | SessionError::HandshakeTimeout(_) => {
+            tracing::warn!(%peer, login, error = %error, "client authentication failed");
+        }
+        _ => tracing::error!(%peer, login, error = %error, "session refused"),
+    }
+    match error.to_pg(login) {
+        Reply::Error(e) => client.send_error(&e).await,
+        Reply::Relay(raw) => client.send_raw(&raw).await,
+        Reply::Nothing => {}
+    }
+}
+
+/// Hands the client its AuthenticationOk and the server's greeting, then copies bytes until
+/// either side closes or the lease ends.
+async fn relay(db: &Database, client: ClientConn, server: ServerConn, guard: SessionGuard, identity: &Identity, peer: SocketAddr) {
+    let lease = guard.lease().clone();
+    let _cancel = server.cancel_key.as_ref().map(|k| db.cancels.register(k));
+    let ServerConn { stream: mut server_io, read_ahead, greeting, .. } = server;
+    let (mut client_io, client_ahead) = match client.finish(&greeting).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "client left before the session started");
+            return;
+        }
+    };
+    tracing::info!(%peer, client = %identity.client, role = %identity.role, user = %lease.user, lease = %lease.id, "session started");
+    // Nothing read ahead during the handshake may be lost.
+    if let Err(e) = forward_read_ahead(&mut client_io, &client_ahead, &mut server_io, &read_ahead).await {
+        tracing::debug!(%peer, error = %e, "connection closed during hand-off");
+        return;
+    }
+    let mut pump = Pump::new(&mut client_io, &mut server_io);
+    let outcome = tokio::select! {
+        r = &mut pump => Some(r),
+        _ = lease.ended.cancelled() => None,
+    };
+    let bytes = pump.transferred();
+    log_end(outcome, bytes, &lease.user, peer);
+    // A TLS client gets close_notify; bounded so a stuck peer cannot hold the task.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_io.shutdown()).await;
+    drop(guard);
+}
+
+async fn forward_read_ahead(client: &mut Stream, client_ahead: &[u8], server: &mut Stream, server_ahead: &[u8]) -> std::io::Result<()> {
+    if !client_ahead.is_empty() {
+        server.write_all(client_ahead).await?;
+        server.flush().await?;
+    }
+    if !server_ahead.is_empty() {
+        client.write_all(server_ahead).await?;
+        client.flush().await?;
+    }
+    Ok(())
+}
+
+fn log_end(outcome: Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
+    let (up, down) = (bytes.client_to_server, bytes.server_to_client);
+    match outcome {
+        Some(Ok(closed)) => tracing::info!(%peer, user, ?closed, bytes_up = up, bytes_down = down, "session ended"),
+        Some(Err(e)) => tracing::info!(%peer, user, error = %e, bytes_up = up, bytes_down = down, "session ended"),
+        None => tracing::info!(%peer, user, bytes_up = up, bytes_down = down, "session closed: lease ended"),
+    }
+}
