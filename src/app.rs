@@ -57,8 +57,7 @@ pub struct Database {
 pub async fn bind(config: &Config) -> Result<HashMap<String, TcpListener>, AppError> {
     let mut listeners = HashMap::new();
     for db in &config.databases {
-        let listener =
-            TcpListener::bind(db.listen).await.map_err(|source| AppError::Bind { addr: db.listen.to_string(), source })?;
+        let listener = TcpListener::bind(db.listen).await.map_err(|source| AppError::Bind { addr: db.listen.to_string(), source })?;
         listeners.insert(db.name.clone(), listener);
     }
     Ok(listeners)
@@ -66,6 +65,25 @@ pub async fn bind(config: &Config) -> Result<HashMap<String, TcpListener>, AppEr
 
 /// Runs until `shutdown` is cancelled, then shuts down in the order above.
 pub async fn run(config: Config, listeners: HashMap<String, TcpListener>, shutdown: Shutdown) -> Result<(), AppError> {
+    start(config, listeners, shutdown).await?.finished().await;
+    Ok(())
+}
+
+/// A started service: its shared state, and the task that shuts it down.
+pub struct Running {
+    pub app: App,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Resolves when shutdown has completed.
+    pub async fn finished(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the listeners; returns once they accept connections.
+pub async fn start(config: Config, listeners: HashMap<String, TcpListener>, shutdown: Shutdown) -> Result<Running, AppError> {
     let config = Arc::new(config);
     let mut problems = Vec::new();
     let mut provisioners = HashMap::new();
@@ -105,7 +123,20 @@ pub async fn run(config: Config, listeners: HashMap<String, TcpListener>, shutdo
         })));
     }
 
-    shutdown.cancelled().await;
+    let running_app = app.clone();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        shut_down(app, loops, connections, provisioners).await;
+    });
+    Ok(Running { app: running_app, task })
+}
+
+async fn shut_down(
+    app: App,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    connections: TaskTracker,
+    provisioners: HashMap<String, Arc<PgProvisioner>>,
+) {
     tracing::info!("shutting down: no new connections or leases");
     for l in loops {
         let _ = l.await;
@@ -121,7 +152,6 @@ pub async fn run(config: Config, listeners: HashMap<String, TcpListener>, shutdo
         p.close().await;
     }
     tracing::info!("shutdown complete");
-    Ok(())
 }
 
 fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<PgProvisioner>), Vec<Problem>> {
@@ -130,7 +160,8 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
     if db.kind != DbKind::Postgres {
         problems.push(Problem::new(format!("{at}.kind"), "only postgres is supported by this build"));
     }
-    let admin_password = db.admin_password.load().map_err(|e| problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()))).ok();
+    let admin_password =
+        db.admin_password.load().map_err(|e| problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()))).ok();
     if matches!(db.admin_password, crate::config::SecretSource::Inline(_)) {
         tracing::warn!(database = %db.name, "admin_password is inline in the config; use admin_password_file or admin_password_env outside dev");
     }

@@ -50,9 +50,11 @@ pub async fn run(port: u16, keep: bool) -> anyhow::Result<()> {
 async fn prepare_cluster(pg: &PrivatePostgres) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&pg.url("postgres")).await?;
-    sqlx::raw_sql("CREATE ROLE dev_app NOLOGIN; GRANT ALL ON SCHEMA public TO dev_app; GRANT CREATE, TEMPORARY ON DATABASE postgres TO dev_app")
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(
+        "CREATE ROLE dev_app NOLOGIN; GRANT ALL ON SCHEMA public TO dev_app; GRANT CREATE, TEMPORARY ON DATABASE postgres TO dev_app",
+    )
+    .execute(&mut conn)
+    .await?;
     conn.close().await?;
     Ok(())
 }

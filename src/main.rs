@@ -17,10 +17,14 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::HashPassword => hash_password(),
         Command::Serve { config } => serve(&config),
-        Command::Dev { port, keep } => runtime().and_then(|rt| rt.block_on(dev::run(port, keep)).map_err(|e| {
-            eprintln!("leasegate dev: {e:#}");
-            ExitCode::FAILURE
-        })).map_or_else(|code| code, |()| ExitCode::SUCCESS),
+        Command::Dev { port, keep } => runtime()
+            .and_then(|rt| {
+                rt.block_on(dev::run(port, keep)).map_err(|e| {
+                    eprintln!("leasegate dev: {e:#}");
+                    ExitCode::FAILURE
+                })
+            })
+            .map_or_else(|code| code, |()| ExitCode::SUCCESS),
     }
 }
 

@@ -53,8 +53,5 @@ pub fn lookup<'a>(config: &'a Config, database: &str, user: &str) -> Lookup<'a> 
         Some(r) if r.database == database => {}
         _ => return Lookup::Unknown,
     }
-    Lookup::Known {
-        identity: Identity { client: client.name.clone(), role: role.to_string() },
-        verifier: &client.password.scram,
-    }
+    Lookup::Known { identity: Identity { client: client.name.clone(), role: role.to_string() }, verifier: &client.password.scram }
 }

@@ -27,7 +27,9 @@ impl fmt::Debug for ScramVerifier {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifierError {
-    #[error("not a SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, as `leasegate hash-password` prints)")]
+    #[error(
+        "not a SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, as `leasegate hash-password` prints)"
+    )]
     Format,
     #[error("the iteration count must be a positive integer")]
     Iterations,
@@ -49,12 +51,7 @@ impl ScramVerifier {
         if salt.is_empty() {
             return Err(VerifierError::Encoding("salt"));
         }
-        Ok(ScramVerifier {
-            iterations,
-            salt,
-            stored_key: decode_key(stored, "StoredKey")?,
-            server_key: decode_key(server, "ServerKey")?,
-        })
+        Ok(ScramVerifier { iterations, salt, stored_key: decode_key(stored, "StoredKey")?, server_key: decode_key(server, "ServerKey")? })
     }
 }
 
@@ -73,10 +70,7 @@ impl fmt::Display for ScramVerifier {
 }
 
 fn decode_key(text: &str, what: &'static str) -> Result<[u8; 32], VerifierError> {
-    B64.decode(text)
-        .ok()
-        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
-        .ok_or(VerifierError::Encoding(what))
+    B64.decode(text).ok().and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()).ok_or(VerifierError::Encoding(what))
 }
 
 /// The value of `[[client]].password`.

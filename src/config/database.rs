@@ -169,10 +169,11 @@ impl DatabaseConfig {
         if let Err(e) = crate::lease::name::check_prefix(&self.name_prefix) {
             problems.push(Problem::new(format!("{at}.name_prefix"), e));
         }
-        if let Some(tls) = &self.client_tls {
-            if tls.mode != ClientTlsMode::Disabled && (tls.cert.is_none() || tls.key.is_none()) {
-                problems.push(Problem::new(format!("{at}.client_tls"), "cert and key are required unless mode = \"disabled\""));
-            }
+        if let Some(tls) = &self.client_tls
+            && tls.mode != ClientTlsMode::Disabled
+            && (tls.cert.is_none() || tls.key.is_none())
+        {
+            problems.push(Problem::new(format!("{at}.client_tls"), "cert and key are required unless mode = \"disabled\""));
         }
         if self.handshake_timeout.is_zero() {
             problems.push(Problem::new(format!("{at}.handshake_timeout"), "must be greater than 0"));

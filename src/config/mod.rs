@@ -7,15 +7,15 @@ mod client;
 mod database;
 mod error;
 mod role;
-mod sections;
 mod secret_source;
+mod sections;
 
 pub use client::ClientConfig;
 pub use database::{ClientTls, ClientTlsMode, DatabaseConfig, DbKind, UpstreamTls, UpstreamTlsMode};
 pub use error::{ConfigError, Problem};
 pub use role::{RoleConfig, Scope};
-pub use sections::{AdminSection, AuditSection, JournalSection};
 pub use secret_source::SecretSource;
+pub use sections::{AdminSection, AuditSection, JournalSection};
 
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -41,24 +41,15 @@ pub struct Config {
 impl Config {
     /// Parses and validates. Pure: no file is read.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            message: e.message().to_string(),
-            path: e.span().map(|s| line_of(text, s.start)),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { message: e.message().to_string(), path: e.span().map(|s| line_of(text, s.start)) })?;
         let problems = config.validate();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
     }
 
     /// Reads a file and parses it; the file's I/O error is reported like any other problem.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Config::from_toml_str(&text)
     }
 
@@ -117,17 +108,17 @@ impl Config {
             }
             if let Some(tls) = &db.client_tls {
                 for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
-                    if let Some(path) = path {
-                        if let Err(e) = std::fs::metadata(path) {
-                            problems.push(Problem::new(format!("{at}.client_tls.{key}"), format!("{}: {e}", path.display())));
-                        }
+                    if let Some(path) = path
+                        && let Err(e) = std::fs::metadata(path)
+                    {
+                        problems.push(Problem::new(format!("{at}.client_tls.{key}"), format!("{}: {e}", path.display())));
                     }
                 }
             }
-            if let Some(ca) = db.upstream_tls.as_ref().and_then(|t| t.ca.as_ref()) {
-                if let Err(e) = std::fs::metadata(ca) {
-                    problems.push(Problem::new(format!("{at}.upstream_tls.ca"), format!("{}: {e}", ca.display())));
-                }
+            if let Some(ca) = db.upstream_tls.as_ref().and_then(|t| t.ca.as_ref())
+                && let Err(e) = std::fs::metadata(ca)
+            {
+                problems.push(Problem::new(format!("{at}.upstream_tls.ca"), format!("{}: {e}", ca.display())));
             }
         }
         problems

@@ -1,6 +1,7 @@
 use super::*;
 
-const VERIFIER: &str = "SCRAM-SHA-256$4096:DKVTcV5s8hmRrSqjjJWA7g==$4HfhFV48avpfwjIbmNWH2bLOpQx1UKX+TORTafJ63hw=:/tQM0M+1LTKV62iQT03QS1MHJExw0scfFH0VRRz8obk=";
+const VERIFIER: &str =
+    "SCRAM-SHA-256$4096:DKVTcV5s8hmRrSqjjJWA7g==$4HfhFV48avpfwjIbmNWH2bLOpQx1UKX+TORTafJ63hw=:/tQM0M+1LTKV62iQT03QS1MHJExw0scfFH0VRRz8obk=";
 
 fn minimal() -> String {
     format!(

@@ -2,6 +2,7 @@
 //! temporary directory, with password authentication that really checks passwords, and removed
 //! on drop (and killed by the kernel if this process dies first).
 
+mod keeper;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

@@ -1,17 +1,18 @@
 //! A private PostgreSQL cluster: `initdb` with scram-sha-256 for every connection, then the
 //! `postgres` server as a child process on a free port.
 
+use super::keeper::Keeper;
 use super::{DevDbError, TempDir, chown_tree, free_port, io_err, run_as, service_account};
 use crate::secret::Secret;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct PrivatePostgres {
     dir: TempDir,
     bindir: PathBuf,
     owner: Option<(u32, u32)>,
-    child: Option<Child>,
+    child: Option<Keeper>,
     port: u16,
     pub superuser: String,
     pub password: Secret,
@@ -61,6 +62,7 @@ impl PrivatePostgres {
 
     fn spawn(&mut self, port: u16, options: &PgOptions) -> Result<(), DevDbError> {
         use std::os::unix::process::CommandExt;
+        self.stop();
         let log = std::fs::File::create(self.log_path()).map_err(io_err("creating the server log"))?;
         chown_tree(&self.log_path(), self.owner)?;
         let mut cmd = Command::new(self.bindir.join("postgres"));
@@ -86,16 +88,7 @@ impl PrivatePostgres {
         if let Some((uid, gid)) = self.owner {
             cmd.uid(uid).gid(gid);
         }
-        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child process.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If this process dies without running Drop, the kernel stops the server.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(io_err("starting postgres"))?;
-        self.child = Some(child);
+        self.child = Some(Keeper::spawn(cmd)?);
         self.port = port;
         match self.wait_ready(Duration::from_secs(30)) {
             Ok(()) => Ok(()),
@@ -109,10 +102,8 @@ impl PrivatePostgres {
     fn wait_ready(&mut self, limit: Duration) -> Result<(), DevDbError> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(DevDbError::Command { command: "postgres".into(), output: format!("exited with {status}: {}", self.log()) });
-                }
+            if let Some(status) = self.child.as_ref().and_then(Keeper::exited) {
+                return Err(DevDbError::Command { command: "postgres".into(), output: format!("exited with {status}: {}", self.log()) });
             }
             let ready = Command::new(self.bindir.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1"])
@@ -162,18 +153,9 @@ impl PrivatePostgres {
 
     /// Fast shutdown (SIGINT), then SIGKILL if it has not exited within 10 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: kill with a pid we spawned and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(keeper) = self.child.take() {
+            keeper.stop();
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Starts a stopped server again on the same port (tests of revocation retries).

@@ -35,17 +35,11 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 /// A fresh user name no longer than `max_len` bytes.
 pub fn user_name(prefix: &str, client: &str, role: &str, max_len: usize) -> String {
     let suffix = random_string(LOWER_ALNUM, SUFFIX_LEN);
-    let middle: String = format!("{client}_{role}")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-        .collect();
+    let middle: String =
+        format!("{client}_{role}").chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     let room = max_len.saturating_sub(prefix.len() + SUFFIX_LEN + 1);
     let middle = &middle[..middle.len().min(room)];
-    if middle.is_empty() {
-        format!("{prefix}{suffix}")
-    } else {
-        format!("{prefix}{middle}_{suffix}")
-    }
+    if middle.is_empty() { format!("{prefix}{suffix}") } else { format!("{prefix}{middle}_{suffix}") }
 }
 
 pub fn password() -> Secret {

@@ -118,10 +118,8 @@ impl Target {
             _ => None,
         };
         let mut io = Framed::new(stream);
-        let params: Vec<(String, String)> = client_params
-            .iter()
-            .map(|(k, v)| if k == "user" { (k.clone(), user.to_string()) } else { (k.clone(), v.clone()) })
-            .collect();
+        let params: Vec<(String, String)> =
+            client_params.iter().map(|(k, v)| if k == "user" { (k.clone(), user.to_string()) } else { (k.clone(), v.clone()) }).collect();
         let mut out = BytesMut::new();
         encode_startup(&params, &mut out);
         io.write_all(&out).await?;

@@ -59,7 +59,9 @@ impl FrontendError {
     pub fn response(&self, user: &str) -> Option<ErrorResponse> {
         Some(match self {
             FrontendError::Io(_) | FrontendError::Closed | FrontendError::Tls(_) => return None,
-            FrontendError::Codec(CodecError::UnsupportedProtocol(..)) => ErrorResponse::fatal(sqlstate::FEATURE_NOT_SUPPORTED, self.to_string()),
+            FrontendError::Codec(CodecError::UnsupportedProtocol(..)) => {
+                ErrorResponse::fatal(sqlstate::FEATURE_NOT_SUPPORTED, self.to_string())
+            }
             FrontendError::Codec(_) | FrontendError::DataAfterSslRequest | FrontendError::Unexpected { .. } | FrontendError::NoUser => {
                 ErrorResponse::fatal(sqlstate::PROTOCOL_VIOLATION, self.to_string())
             }
@@ -197,8 +199,11 @@ impl ClientConn {
     /// the exchange runs the same way and fails at the proof, as a real server's mock
     /// authentication does.
     pub async fn authenticate(&mut self, verifier: &ScramVerifier, genuine: bool) -> Result<(), FrontendError> {
-        let mut exchange =
-            if genuine { ServerExchange::new(verifier, self.binding.clone()) } else { ServerExchange::mock(verifier, self.binding.clone()) };
+        let mut exchange = if genuine {
+            ServerExchange::new(verifier, self.binding.clone())
+        } else {
+            ServerExchange::mock(verifier, self.binding.clone())
+        };
         let mechanisms = self.binding.mechanisms().iter().map(|m| m.to_string()).collect();
         self.send(Authentication::Sasl(mechanisms)).await?;
 
@@ -213,11 +218,7 @@ impl ClientConn {
     }
 
     async fn read_password_message(&mut self) -> Result<Bytes, FrontendError> {
-        let msg = self
-            .io
-            .read_frame(|b| codec::decode_message(b, MAX_HANDSHAKE_MESSAGE_LEN))
-            .await?
-            .ok_or(FrontendError::Closed)?;
+        let msg = self.io.read_frame(|b| codec::decode_message(b, MAX_HANDSHAKE_MESSAGE_LEN)).await?.ok_or(FrontendError::Closed)?;
         match msg.tag {
             b'p' => Ok(msg.body),
             // Terminate: the client gave up (psql asking for a password does this).

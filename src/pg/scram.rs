@@ -33,6 +33,7 @@ pub enum ScramError {
 
 type HmacSha256 = Hmac<Sha256>;
 
+#[allow(clippy::expect_used)] // HMAC is defined for keys of every length; the error cannot occur.
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
     for p in parts {

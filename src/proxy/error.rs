@@ -46,9 +46,10 @@ impl SessionError {
             SessionError::Lease(LeaseError::Mint { source: ProvisionError::Connect { addr, .. } }) => {
                 fatal(sqlstate::CONNECTION_FAILURE, format!("leasegate could not reach the database server at {addr} to create a user"))
             }
-            SessionError::Lease(LeaseError::Mint { .. }) => {
-                fatal(sqlstate::SYSTEM_ERROR, "leasegate could not create a database user for this connection; the cause is in its log".into())
-            }
+            SessionError::Lease(LeaseError::Mint { .. }) => fatal(
+                sqlstate::SYSTEM_ERROR,
+                "leasegate could not create a database user for this connection; the cause is in its log".into(),
+            ),
             SessionError::Upstream(BackendError::Server { raw, .. }) => Reply::Relay(raw.clone()),
             SessionError::Upstream(e @ (BackendError::Connect { .. } | BackendError::Tls { .. } | BackendError::TlsRefused { .. })) => {
                 fatal(sqlstate::CONNECTION_FAILURE, e.to_string())

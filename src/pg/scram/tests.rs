@@ -37,7 +37,10 @@ fn checks_channel_binding() {
     let bad = ChannelBinding::tls_server_end_point(vec![8; 32]);
     assert!(matches!(exchange("pw", &stored, tls.clone(), bad, SCRAM_SHA_256_PLUS), Err(ScramError::ChannelBinding(_))));
     // "y": the client could bind but believes we cannot — a downgrade.
-    assert!(matches!(exchange("pw", &stored, tls.clone(), ChannelBinding::unrequested(), SCRAM_SHA_256), Err(ScramError::ChannelBinding(_))));
+    assert!(matches!(
+        exchange("pw", &stored, tls.clone(), ChannelBinding::unrequested(), SCRAM_SHA_256),
+        Err(ScramError::ChannelBinding(_))
+    ));
     assert_eq!(exchange("pw", &stored, tls, ChannelBinding::unsupported(), SCRAM_SHA_256), Ok(()));
     // -PLUS over plain TCP is not offered, so it is refused.
     let plain = ChannelBinding::tls_server_end_point(vec![7; 32]);

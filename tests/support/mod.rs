@@ -1,0 +1,255 @@
+//! Test harness: a private scram-sha-256 PostgreSQL per test (no mocks), leasegate started
+//! in-process on 127.0.0.1:0 against it, and helpers to drive real clients (psql, pgbench).
+//! Everything is removed on drop.
+#![allow(dead_code)]
+
+use leasegate::app::{self, App, Running};
+use leasegate::config::Config;
+use leasegate::devdb::TempDir;
+use leasegate::devdb::postgres::{PgOptions, PrivatePostgres};
+use leasegate::shutdown::Shutdown;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Everything leasegate logs in this test process.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("LEASEGATE_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = LogSink(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,sqlx=debug,hyper=info"))
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+/// Everything logged so far by every leasegate in this process.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&init_logs().lock().unwrap()).into_owned()
+}
+
+pub struct Setup {
+    /// `client_tls.mode`; a self-signed certificate is always generated.
+    pub client_tls_mode: &'static str,
+    /// Extra `[[role]]` tables (TOML), for the client `ci` too.
+    pub extra_roles: Vec<(String, String)>,
+    /// Replaces the default role's TTLs.
+    pub ttl: (&'static str, &'static str),
+    pub pg: PgOptions,
+    /// SQL run as superuser before leasegate starts.
+    pub prepare: Vec<String>,
+    /// Replaces the admin user leasegate uses (created by `prepare`).
+    pub admin: Option<(String, String)>,
+    /// Replaces the upstream address (e.g. a closed port).
+    pub upstream: Option<String>,
+    pub handshake_timeout: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            client_tls_mode: "optional",
+            extra_roles: vec![],
+            ttl: ("1h", "24h"),
+            pg: PgOptions::default(),
+            prepare: vec![],
+            admin: None,
+            upstream: None,
+            handshake_timeout: "10s",
+        }
+    }
+}
+
+pub const PREFIX: &str = "lgt_";
+
+pub struct Lg {
+    pub addr: SocketAddr,
+    pub app: App,
+    pub client_password: String,
+    shutdown: Shutdown,
+    running: Option<Running>,
+    rt: Option<tokio::runtime::Runtime>,
+    pub dir: TempDir,
+    pub pg: PrivatePostgres,
+}
+
+impl Lg {
+    pub fn start(setup: Setup) -> Lg {
+        init_logs();
+        let pg = PrivatePostgres::start(&setup.pg).expect("private postgres starts");
+        let dir = TempDir::new("leasegate-test").unwrap();
+        let setup_sql = [
+            "CREATE ROLE app_group NOLOGIN",
+            "GRANT ALL ON SCHEMA public TO app_group",
+            "GRANT CREATE, TEMPORARY ON DATABASE postgres TO app_group",
+            "CREATE TABLE items(id int primary key, name text)",
+            "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 100) g",
+            "GRANT ALL ON ALL TABLES IN SCHEMA public TO app_group",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO app_group",
+        ];
+        for sql in setup_sql.iter().map(|s| s.to_string()).chain(setup.prepare.iter().cloned()) {
+            admin_psql(&pg, &sql);
+        }
+        let client_password = format!("pw-{}", leasegate::lease::name::password().expose());
+        let verifier = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
+        let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        let (admin_user, admin_pw) = setup.admin.clone().unwrap_or((pg.superuser.clone(), pg.password.expose().to_string()));
+        std::fs::write(dir.path().join("admin.secret"), admin_pw).unwrap();
+        let extra_names: Vec<String> = setup.extra_roles.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        let mut text = format!(
+            r#"
+[[database]]
+name = "main"
+kind = "postgres"
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+admin_user = "{admin_user}"
+admin_password_file = "{dir}/admin.secret"
+name_prefix = "{PREFIX}"
+client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}" }}
+upstream_tls = {{ mode = "prefer" }}
+connect_timeout = "3s"
+handshake_timeout = "{handshake_timeout}"
+
+[[role]]
+name = "app"
+database = "main"
+default_ttl = "{ttl}"
+max_ttl = "{max_ttl}"
+member_of = ["app_group"]
+
+[[client]]
+name = "ci"
+password = "{verifier}"
+roles = ["app"{extra}]
+
+[[client]]
+name = "other"
+password = "{verifier}"
+roles = ["app"]
+"#,
+            upstream = setup.upstream.clone().unwrap_or_else(|| pg.addr()),
+            dir = dir.path().display(),
+            mode = setup.client_tls_mode,
+            handshake_timeout = setup.handshake_timeout,
+            ttl = setup.ttl.0,
+            max_ttl = setup.ttl.1,
+            extra = extra_names.iter().map(|n| format!(", {n}")).collect::<String>(),
+        );
+        for (_, role) in &setup.extra_roles {
+            text.push_str(role);
+        }
+        let config = Config::from_toml_str(&text).expect("test config is valid");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let shutdown = Shutdown::new();
+        let (addr, running) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let listeners = [("main".to_string(), listener)].into_iter().collect();
+            (addr, app::start(config, listeners, shutdown.clone()).await.expect("leasegate starts"))
+        });
+        Lg { addr, app: running.app.clone(), client_password, shutdown, running: Some(running), rt: Some(rt), dir, pg }
+    }
+
+    /// A libpq URL through leasegate for `login` (e.g. `ci` or `ci/app`).
+    pub fn url(&self, login: &str, params: &str) -> String {
+        let login = login.replace('/', "%2F");
+        let sep = if params.is_empty() { "" } else { "?" };
+        format!("postgres://{login}:{}@{}/postgres{sep}{params}", self.client_password, self.addr)
+    }
+
+    /// Runs psql through leasegate: `-Atc sql` against `url`.
+    pub fn psql(&self, url: &str, sql: &str) -> Output {
+        psql_cmd(url).args(["-Atc", sql]).output().expect("psql runs")
+    }
+
+    /// Runs SQL directly on the private cluster as the superuser; returns trimmed stdout.
+    pub fn admin(&self, sql: &str) -> String {
+        admin_psql(&self.pg, sql)
+    }
+
+    /// Minted users currently in pg_roles.
+    pub fn minted_roles(&self) -> Vec<String> {
+        let out = self.admin(&format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{PREFIX}%' ORDER BY 1"));
+        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    }
+
+    pub fn shutdown(&mut self) {
+        self.shutdown.cancel();
+        if let (Some(rt), Some(running)) = (self.rt.as_ref(), self.running.take()) {
+            rt.block_on(running.finished());
+        }
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.as_ref().unwrap().block_on(f)
+    }
+}
+
+impl Drop for Lg {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+pub fn psql_cmd(url: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.arg(url).env("PGCONNECT_TIMEOUT", "10").env_remove("PGPASSWORD").env_remove("PGSSLMODE");
+    cmd
+}
+
+pub fn admin_psql(pg: &PrivatePostgres, sql: &str) -> String {
+    let out = psql_cmd(&pg.url("postgres")).args(["-v", "ON_ERROR_STOP=1", "-Atc", sql]).output().expect("psql runs");
+    assert!(out.status.success(), "admin SQL failed: {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` passes; returns the time it took.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
