@@ -12,6 +12,9 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax); RUST_LOG is used when this is absent.
     #[arg(long, global = true, env = "LEASEGATE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Threads that serve connections; 1 runs everything on one event loop.
+    #[arg(long, global = true, default_value_t = 1, env = "LEASEGATE_WORKER_THREADS")]
+    pub worker_threads: usize,
     #[command(subcommand)]
     pub command: Command,
 }

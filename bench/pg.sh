@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Postgres benchmark: pgbench -S direct vs through PgBouncer (session mode) vs through leasegate,
+# in interleaved rounds on one private server, plus pgbench -C (a connection per transaction)
+# direct vs leasegate, and leasegate's mint latency (p50/p99) from its own log.
+#
+#   bench/pg.sh                         # defaults: ROUNDS=3 DURATION=10 SCALE=10 CLIENTS="8 32"
+#   ROUNDS=5 DURATION=20 bench/pg.sh
+#
+# Needs: postgresql (initdb, pgbench), pgbouncer (installed when missing, as root). Only 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-"8 32"}
+THREADS=${THREADS:-2}
+
+if ! command -v pgbouncer >/dev/null && ! [ -x /usr/sbin/pgbouncer ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "pgbouncer is missing (apt-get install pgbouncer)" >&2; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+fi
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+BIN=$(pg_config --bindir)
+cargo build --release --quiet
+LG="${CARGO_TARGET_DIR:-target}/release/leasegate"
+
+calc() { awk "BEGIN { print ($*) }"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+work=$(mktemp -d /tmp/leasegate-bench.XXXXXX)
+chmod 755 "$work"
+[ "$(id -u)" -eq 0 ] && chown postgres "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  as_pg "$BIN/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+PG_PORT=$(free_port); BOUNCER_PORT=$(free_port); LG_PORT=$(free_port)
+ADMIN_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+echo "$ADMIN_PW" > "$work/pwfile"; [ "$(id -u)" -eq 0 ] && chown postgres "$work/pwfile"
+as_pg "$BIN/initdb" -D "$work/data" -U bench_admin --auth=scram-sha-256 --pwfile="$work/pwfile" --no-sync --no-instructions >/dev/null
+as_pg "$BIN/pg_ctl" -D "$work/data" -l "$work/pg.log" -w -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$work -c max_connections=300 -c shared_buffers=256MB" start >/dev/null
+export PGHOST=127.0.0.1 PGPASSWORD="$ADMIN_PW"
+psql -q -p "$PG_PORT" -U bench_admin -d postgres -v ON_ERROR_STOP=1 <<SQL
+CREATE ROLE bench_group NOLOGIN;
+CREATE ROLE bench_direct LOGIN PASSWORD '$ADMIN_PW' IN ROLE bench_group;
+SQL
+"$BIN/pgbench" -i -q -s "$SCALE" -p "$PG_PORT" -U bench_admin postgres >/dev/null 2>&1
+psql -q -p "$PG_PORT" -U bench_admin -d postgres -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_group"
+
+# PgBouncer, session mode, SCRAM for clients and server.
+cat > "$work/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$PG_PORT dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/userlist.txt
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 64
+logfile = $work/pgbouncer.log
+INI
+echo "\"bench_direct\" \"$ADMIN_PW\"" > "$work/userlist.txt"
+[ "$(id -u)" -eq 0 ] && chown postgres "$work"/pgbouncer.ini "$work"/userlist.txt
+as_pg "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
+pids+=($!)
+
+# leasegate
+CLIENT_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+VERIFIER=$(echo "$CLIENT_PW" | "$LG" hash-password)
+echo "$ADMIN_PW" > "$work/admin.secret"
+cat > "$work/leasegate.toml" <<TOML
+[[database]]
+name = "bench"
+kind = "postgres"
+listen = "127.0.0.1:$LG_PORT"
+upstream = "127.0.0.1:$PG_PORT"
+admin_user = "bench_admin"
+admin_password_file = "$work/admin.secret"
+name_prefix = "lgb_"
+upstream_tls = { mode = "disable" }
+
+[[role]]
+name = "reader"
+database = "bench"
+default_ttl = "1h"
+max_ttl = "2h"
+member_of = ["bench_group"]
+
+[[client]]
+name = "bench"
+password = "$VERIFIER"
+roles = ["reader"]
+TOML
+"$LG" --log-format json --log-level info serve --config "$work/leasegate.toml" 2> "$work/leasegate.log" &
+LG_PID=$!
+pids+=($LG_PID)
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BOUNCER_PORT) 2>/dev/null && break; sleep 0.1; done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+run() { # target clients extra-args… → "TPS proxy-CPU-µs-per-transaction"
+  local target=$1 clients=$2; shift 2
+  local port user pw proxy=""
+  case $target in
+    direct) port=$PG_PORT user=bench_direct pw=$ADMIN_PW ;;
+    pgbouncer) port=$BOUNCER_PORT user=bench_direct pw=$ADMIN_PW proxy=$(pgrep -f -n "pgbouncer $work") ;;
+    leasegate) port=$LG_PORT user=bench pw=$CLIENT_PW proxy=$LG_PID ;;
+  esac
+  local before=0; [ -n "$proxy" ] && before=$(cpu_ticks "$proxy")
+  local out; out=$(PGPASSWORD=$pw PGSSLMODE=disable "$BIN/pgbench" -n -S -c "$clients" -j "$THREADS" -T "$DURATION" -p "$port" -U "$user" "$@" postgres 2>&1)
+  local after=0; [ -n "$proxy" ] && after=$(cpu_ticks "$proxy")
+  grep -q 'failed transactions: [1-9]' <<<"$out" && echo "pgbench reported failed transactions against $target" >&2
+  local tps n; tps=$(awk '/^tps = / {print $3}' <<<"$out"); n=$(awk -F': ' '/actually processed/ {split($2, a, "/"); print a[1]}' <<<"$out")
+  echo "${tps:-0} $(calc "${n:-0} > 0 ? ($after - $before) * 10000 / ${n:-1} : 0")"
+}
+
+declare -A sum
+echo "# pgbench -S, $ROUNDS interleaved rounds of ${DURATION}s, scale $SCALE, $(nproc) cores, -j $THREADS"
+for c in $CLIENTS; do
+  for r in $(seq "$ROUNDS"); do
+    for t in direct pgbouncer leasegate; do
+      read -r tps cpu < <(run "$t" "$c")
+      if [ "$t" = direct ]; then cpu_note=""; else cpu_note=$(printf '  (proxy CPU %.1f µs/tx)' "$cpu"); fi
+      printf 'round %d  clients %-3s %-10s %10.0f tps%s\n' "$r" "$c" "$t" "$tps" "$cpu_note"
+      sum[$t,$c]=$(calc "${sum[$t,$c]:-0} + $tps")
+    done
+  done
+done
+for r in $(seq "$ROUNDS"); do
+  for t in direct leasegate; do
+    read -r tps _ < <(run "$t" 8 -C)
+    printf 'round %d  clients 8   %-10s %10.0f tps (-C: new connection per transaction)\n' "$r" "$t" "$tps"
+    sum[$t,C]=$(calc "${sum[$t,C]:-0} + $tps")
+  done
+done
+
+echo
+echo "| workload | direct TPS | PgBouncer TPS (ratio) | leasegate TPS (ratio) |"
+echo "|---|---|---|---|"
+for c in $CLIENTS; do
+  d=$(calc "${sum[direct,$c]} / $ROUNDS"); b=$(calc "${sum[pgbouncer,$c]} / $ROUNDS"); l=$(calc "${sum[leasegate,$c]} / $ROUNDS")
+  printf '| pgbench -S, %s clients | %.0f | %.0f (%.2f×) | %.0f (%.2f×) |\n' "$c" "$d" "$b" "$(calc "$b/$d")" "$l" "$(calc "$l/$d")"
+done
+d=$(calc "${sum[direct,C]} / $ROUNDS"); l=$(calc "${sum[leasegate,C]} / $ROUNDS")
+printf '| pgbench -S -C, 8 clients (connect per transaction) | %.0f | — | %.0f (%.2f×) |\n' "$d" "$l" "$(calc "$l/$d")"
+
+# Mint latency from leasegate's own "lease granted" events.
+python3 - "$work/leasegate.log" <<'PY'
+import json, sys
+ms = sorted(json.loads(l)["fields"]["mint_ms"] for l in open(sys.argv[1]) if '"lease granted"' in l)
+if ms:
+    pick = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]
+    print(f"\nmint latency over {len(ms)} mints: p50 {pick(0.5):.2f} ms, p99 {pick(0.99):.2f} ms")
+PY
+grep -q '"level":"ERROR"' "$work/leasegate.log" && { echo "leasegate logged errors:"; grep '"level":"ERROR"' "$work/leasegate.log" | head -5; } || true
