@@ -246,3 +246,53 @@ fn the_minted_password_reaches_no_log() {
     }
     assert!(!ours.contains(&lg.client_password), "leasegate logged the client password");
 }
+
+/// The minted session's own TLS state, seen by the server.
+fn upstream_ssl(lg: &Lg, params: &str) -> Result<String, String> {
+    let out = lg.psql(&lg.url("ci", params), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+    if out.status.success() { Ok(stdout(&out)) } else { Err(stderr(&out)) }
+}
+
+#[test]
+fn upstream_tls_modes_follow_libpq() {
+    for (mode, want) in [
+        ("{ mode = \"disable\" }", Ok("f")),
+        ("{ mode = \"prefer\" }", Ok("t")),
+        ("{ mode = \"require\" }", Ok("t")),
+        ("{ mode = \"verify-ca\", ca = \"{ca}\", server_name = \"not-the-name\" }", Ok("t")),
+        ("{ mode = \"verify-full\", ca = \"{ca}\" }", Ok("t")),
+        ("{ mode = \"verify-full\", ca = \"{ca}\", server_name = \"not-the-name\" }", Err("08006")),
+    ] {
+        let mut setup = Setup { upstream_tls: mode.to_string(), ..Setup::default() };
+        setup.pg.tls = true;
+        let lg = Lg::start(setup);
+        match (upstream_ssl(&lg, ""), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{mode}"),
+            (Err(err), Err(_)) => assert!(err.contains("TLS") || err.contains("could not"), "{mode}: {err}"),
+            (got, want) => panic!("{mode}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn upstream_require_fails_against_a_server_without_tls() {
+    let lg = Lg::start(Setup { upstream_tls: "{ mode = \"require\" }".into(), ..Setup::default() });
+    let err = upstream_ssl(&lg, "").unwrap_err();
+    assert!(err.contains("does not support TLS") || err.contains("could not"), "{err}");
+}
+
+#[test]
+fn shutdown_closes_sessions_and_drops_every_role() {
+    let mut lg = Lg::start(Setup::default());
+    let children: Vec<_> =
+        (0..3).map(|_| psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT pg_sleep(30)"]).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 3).is_some());
+    let start = Instant::now();
+    lg.shutdown();
+    assert!(start.elapsed() < Duration::from_secs(10), "shutdown took {:?}", start.elapsed());
+    assert!(lg.minted_roles().is_empty(), "{:?}", lg.minted_roles());
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(!out.status.success());
+    }
+}

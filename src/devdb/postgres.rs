@@ -23,6 +23,9 @@ pub struct PrivatePostgres {
 pub struct PgOptions {
     /// Extra `-c name=value` server settings (e.g. `log_statement=all`).
     pub settings: Vec<(String, String)>,
+    /// Serve TLS with a self-signed certificate for `localhost` and `127.0.0.1`
+    /// (its PEM is at [`PrivatePostgres::tls_cert_path`]).
+    pub tls: bool,
 }
 
 impl PrivatePostgres {
@@ -79,6 +82,9 @@ impl PrivatePostgres {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        if options.tls {
+            settings.extend(self.write_tls_files()?);
+        }
         settings.extend(options.settings.iter().cloned());
         for (k, v) in &settings {
             cmd.arg("-c").arg(format!("{k}={v}"));
@@ -115,6 +121,28 @@ impl PrivatePostgres {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(DevDbError::NotReady(limit, self.log()))
+    }
+
+    fn write_tls_files(&self) -> Result<Vec<(String, String)>, DevDbError> {
+        use std::os::unix::fs::PermissionsExt;
+        let (cert, key) = crate::net::tls::self_signed(&["localhost", "127.0.0.1"])
+            .map_err(|e| DevDbError::Missing(format!("generating a certificate: {e}")))?;
+        let key_path = self.dir.path().join("server.key");
+        std::fs::write(self.tls_cert_path(), cert).map_err(io_err("writing server.crt"))?;
+        std::fs::write(&key_path, key).map_err(io_err("writing server.key"))?;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod server.key"))?;
+        chown_tree(&key_path, self.owner)?;
+        chown_tree(&self.tls_cert_path(), self.owner)?;
+        Ok(vec![
+            ("ssl".into(), "on".into()),
+            ("ssl_cert_file".into(), self.tls_cert_path().display().to_string()),
+            ("ssl_key_file".into(), key_path.display().to_string()),
+        ])
+    }
+
+    /// The server certificate (PEM) when started with `tls: true`.
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
     }
 
     pub fn port(&self) -> u16 {

@@ -66,6 +66,8 @@ pub struct Setup {
     /// Replaces the upstream address (e.g. a closed port).
     pub upstream: Option<String>,
     pub handshake_timeout: &'static str,
+    /// The `upstream_tls` inline table; `{ca}` is replaced by the server certificate's path.
+    pub upstream_tls: String,
 }
 
 impl Default for Setup {
@@ -79,6 +81,7 @@ impl Default for Setup {
             admin: None,
             upstream: None,
             handshake_timeout: "10s",
+            upstream_tls: "{ mode = \"prefer\" }".into(),
         }
     }
 }
@@ -132,7 +135,7 @@ admin_user = "{admin_user}"
 admin_password_file = "{dir}/admin.secret"
 name_prefix = "{PREFIX}"
 client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}" }}
-upstream_tls = {{ mode = "prefer" }}
+upstream_tls = {upstream_tls}
 connect_timeout = "3s"
 handshake_timeout = "{handshake_timeout}"
 
@@ -157,6 +160,7 @@ roles = ["app"]
             dir = dir.path().display(),
             mode = setup.client_tls_mode,
             handshake_timeout = setup.handshake_timeout,
+            upstream_tls = setup.upstream_tls.replace("{ca}", &pg.tls_cert_path().display().to_string()),
             ttl = setup.ttl.0,
             max_ttl = setup.ttl.1,
             extra = extra_names.iter().map(|n| format!(", {n}")).collect::<String>(),

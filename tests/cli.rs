@@ -1,0 +1,82 @@
+//! The binary's contract: `dev`, `check-config` (exit 64), `hash-password`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step should stop the test
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasegate");
+
+#[test]
+fn hash_password_prints_a_verifier_that_check_config_accepts() {
+    let mut child = Command::new(BIN).arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let verifier = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+    assert!(!verifier.contains("correct horse"));
+
+    let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
+    std::fs::write(dir.path().join("admin.secret"), "x").unwrap();
+    let config = include_str!("../config/leasegate.example.toml")
+        .replace("pg-admin.secret", &dir.path().join("admin.secret").display().to_string())
+        .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
+        .replace(", ca = \"tls/upstream-ca.pem\"", "");
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_config_reports_every_problem_and_exits_64() {
+    let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
+    let bad = include_str!("../config/leasegate.example.toml")
+        .replace("max_ttl = \"24h\"", "max_ttl = \"1m\"")
+        .replace("roles = [\"app_ro\", \"app_rw\"]", "roles = [\"ghost\"]");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("role[0].max_ttl") && err.contains("client[0].roles[0]"), "{err}");
+
+    // Valid TOML whose files are missing: also 64, with the key named.
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(&missing, include_str!("../config/leasegate.example.toml")).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database[0].admin_password"));
+
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "serve refuses a bad config with 64");
+}
+
+#[test]
+fn dev_mode_prints_a_working_psql_line_and_cleans_up_on_ctrl_c() {
+    let mut child = Command::new(BIN).args(["dev", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    let mut config = None;
+    let start = Instant::now();
+    while url.is_none() && start.elapsed() < Duration::from_secs(60) {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.trim().strip_prefix("connect: psql \"") {
+            url = Some(rest.trim_end_matches('"').to_string());
+        }
+        if let Some(rest) = line.trim().strip_prefix("config:") {
+            config = Some(std::path::PathBuf::from(rest.trim()));
+        }
+    }
+    let url = url.expect("dev prints a psql line");
+    let cluster_dir = config.expect("dev prints its config path").parent().unwrap().to_path_buf();
+    let out = Command::new("psql").arg(&url).args(["-Atc", "CREATE TABLE t(x int); SELECT current_user"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lg_dev_dev_rw_"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "dev exits 0 on Ctrl-C");
+    assert!(!cluster_dir.exists(), "the private cluster is removed");
+}
