@@ -235,3 +235,49 @@ fn a_silent_client_is_dropped_at_the_handshake_timeout() {
         assert!(start.elapsed() >= Duration::from_millis(900) && start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
     });
 }
+
+#[test]
+fn a_cancel_request_sent_inside_tls_cancels_the_query() {
+    use leasegate::config::UpstreamTlsMode;
+    let lg = Lg::start(Setup::default());
+    lg.block_on(async {
+        let (mut io, ok) = login(&lg, "ci", &lg.client_password, "postgres", b"").await;
+        assert_eq!(Authentication::parse(&ok.body), Some(Authentication::Ok));
+        let mut key = None;
+        loop {
+            let msg = read(&mut io).await.unwrap();
+            if msg.tag == b'K' {
+                key = leasegate::pg::message::parse_backend_key_data(&msg.body);
+            }
+            if msg.tag == b'Z' {
+                break;
+            }
+        }
+        let key = key.expect("BackendKeyData");
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query("SELECT pg_sleep(20)", &mut q).unwrap();
+        io.write_all(&q).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Second connection: SSLRequest, TLS, then the CancelRequest inside TLS.
+        let mut tcp = connect(&lg).await;
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"S");
+        let connector = leasegate::net::tls::client_tls(UpstreamTlsMode::Require, None).unwrap().unwrap();
+        let mut tls = connector.connect(leasegate::net::tls::server_name("localhost").unwrap(), tcp).await.unwrap();
+        let mut pkt = BytesMut::new();
+        leasegate::pg::message::encode_cancel_request(&key, &mut pkt);
+        tls.write_all(&pkt).await.unwrap();
+        tls.flush().await.unwrap();
+        let sent = Instant::now();
+
+        let mut msg = read(&mut io).await.unwrap();
+        while msg.tag == b'T' {
+            msg = read(&mut io).await.unwrap(); // RowDescription comes before the error
+        }
+        assert_eq!(code(&msg), "57014", "{}", text(&msg));
+        assert!(sent.elapsed() < Duration::from_secs(2));
+    });
+}

@@ -110,8 +110,16 @@ impl Target {
         Ok(Stream::ClientTls(Box::new(stream)))
     }
 
-    /// Logs in as `user` and reads the server's greeting up to ReadyForQuery.
+    /// Logs in as `user` and reads the server's greeting up to ReadyForQuery, within twice
+    /// the connect timeout (a server that accepts TCP and then says nothing cannot hang us).
     pub async fn login(&self, user: &str, password: &Secret, client_params: &[(String, String)]) -> Result<ServerConn, BackendError> {
+        let limit = self.connect_timeout * 2;
+        tokio::time::timeout(limit, self.login_unbounded(user, password, client_params))
+            .await
+            .map_err(|_| BackendError::Connect { addr: self.addr.clone(), reason: format!("login timed out after {limit:?}") })?
+    }
+
+    async fn login_unbounded(&self, user: &str, password: &Secret, client_params: &[(String, String)]) -> Result<ServerConn, BackendError> {
         let stream = self.open().await?;
         let binding = match &stream {
             Stream::ClientTls(tls) => tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| tls::tls_server_end_point(c)),

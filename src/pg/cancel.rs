@@ -22,19 +22,20 @@ pub struct CancelRegistry {
 /// Removes the session's key when the session ends.
 pub struct Registration {
     registry: CancelRegistry,
-    pid: u32,
+    key: CancelKey,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.sessions.remove(&self.pid);
+        // Only our own entry: a new session may already have the same (reused) pid.
+        self.registry.sessions.remove_if(&self.key.pid, |_, secret| *secret == self.key.secret);
     }
 }
 
 impl CancelRegistry {
     pub fn register(&self, key: &CancelKey) -> Registration {
         self.sessions.insert(key.pid, key.secret.clone());
-        Registration { registry: self.clone(), pid: key.pid }
+        Registration { registry: self.clone(), key: key.clone() }
     }
 
     /// True when `key` is the key of a live session.
@@ -88,5 +89,11 @@ mod tests {
         assert!(!reg.is_live(&CancelKey { pid: 8, secret: vec![1, 2, 3, 4] }));
         drop(guard);
         assert!(!reg.is_live(&key));
+        // A stale registration for a reused pid does not remove the new session's key.
+        let old = reg.register(&key);
+        let new_key = CancelKey { pid: 7, secret: vec![9, 9, 9, 9] };
+        let _new = reg.register(&new_key);
+        drop(old);
+        assert!(reg.is_live(&new_key));
     }
 }

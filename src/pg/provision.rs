@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime};
 
 /// PBKDF2 iterations in minted users' verifiers (see the module docs for why 1).
 pub const MINTED_SCRAM_ITERATIONS: u32 = 1;
+/// Bound on one admin batch, beyond the server-side statement_timeout.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(45);
 /// Postgres's identifier limit (NAMEDATALEN - 1).
 pub const MAX_USER_LEN: usize = 63;
 
@@ -69,6 +71,9 @@ impl PgProvisioner {
             .username(&db.admin_user)
             .password(admin_password.expose())
             .application_name("leasegate")
+            // The server ends a statement stuck behind a lock (pg_authid, a table a DROP OWNED
+            // needs) instead of letting a mint or a revocation hang.
+            .options([("statement_timeout", "30s"), ("lock_timeout", "10s")])
             .ssl_mode(ssl_mode)
             .disable_statement_logging();
         if let Some(ca) = &tls.ca {
@@ -187,9 +192,15 @@ impl PgProvisioner {
         }
     }
 
-    /// Runs `sql` as one simple-query batch (one implicit transaction).
+    /// Runs `sql` as one simple-query batch (one implicit transaction), bounded in time even if
+    /// the network, not the server, stalls.
     async fn batch(&self, step: &'static str, pool: &PgPool, sql: String, redact: Option<&str>) -> Result<(), ProvisionError> {
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).map_err(|e| self.error(step, e, redact))
+        match tokio::time::timeout(BATCH_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool)).await {
+            Ok(result) => result.map(|_| ()).map_err(|e| self.error(step, e, redact)),
+            Err(_) => {
+                Err(ProvisionError::Connect { addr: self.addr.clone(), message: format!("{step} timed out after {BATCH_TIMEOUT:?}") })
+            }
+        }
     }
 
     fn error(&self, step: &'static str, e: sqlx::Error, redact: Option<&str>) -> ProvisionError {
