@@ -121,7 +121,7 @@ impl PgProvisioner {
         let sql = if role.creation_statements.is_empty() {
             vars.render(&default_creation(&role.member_of))
         } else {
-            role.creation_statements.iter().map(|t| vars.render(t)).collect::<Vec<_>>().join(";\n")
+            vars.render_all(&role.creation_statements)
         };
         self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
     }
@@ -132,7 +132,7 @@ impl PgProvisioner {
             return self.batch("rollback", &self.admin(), format!("DROP ROLE IF EXISTS {}", quote_ident(user)), None).await;
         }
         let vars = Vars { name: user, password: "", expiration: "" };
-        let sql = role.rollback_statements.iter().map(|t| vars.render(t)).collect::<Vec<_>>().join(";\n");
+        let sql = vars.render_all(&role.rollback_statements);
         self.batch("rollback statements", &self.admin(), sql, None).await
     }
 
@@ -171,7 +171,7 @@ impl PgProvisioner {
     pub async fn drop_user(&self, role: &RoleConfig, user: &str, used: &BTreeSet<String>) -> Result<(), ProvisionError> {
         if !role.revocation_statements.is_empty() {
             let vars = Vars { name: user, password: "", expiration: "" };
-            let sql = role.revocation_statements.iter().map(|t| vars.render(t)).collect::<Vec<_>>().join(";\n");
+            let sql = vars.render_all(&role.revocation_statements);
             return self.batch("revocation statements", &self.admin(), sql, None).await;
         }
         let ident = quote_ident(user);
@@ -254,6 +254,11 @@ impl Vars<'_> {
             .replace("{{username}}", self.name)
             .replace("{{password}}", self.password)
             .replace("{{expiration}}", self.expiration)
+    }
+
+    /// Renders each template; joined into one batch that runs as one implicit transaction.
+    fn render_all(&self, templates: &[String]) -> String {
+        templates.iter().map(|t| self.render(t)).collect::<Vec<_>>().join(";\n")
     }
 }
 
