@@ -4,13 +4,15 @@
 //! 1. stop accepting (the accept loops watch the shutdown token);
 //! 2. stop granting (new logins already past accept are refused with 57P03);
 //! 3. revoke every lease — this terminates its server sessions and closes its client sockets;
-//! 4. wait (bounded) for connection tasks and revocations to finish, then close admin pools.
+//! 4. wait (bounded) for connection tasks and revocations to finish, then close admin pools;
+//! 5. close the journal (every transition was already written synchronously).
 //!
-//! The journal flush and a drain period for idle sessions come with the lease-engine and
-//! operations issues.
+//! Start-up order: open the journal, revoke the leases a previous run left (in the
+//! background), start the orphan sweep, then accept connections.
 
 use crate::config::{Config, DatabaseConfig, DbKind, Problem};
-use crate::lease::{EndReason, LeaseManager};
+use crate::lease::journal::Journal;
+use crate::lease::{EndReason, LeaseManager, recovery};
 use crate::net::listener::accept_loop;
 use crate::net::tls::{self, ServerTls};
 use crate::pg::backend::Target;
@@ -33,6 +35,9 @@ pub enum AppError {
     Config(Vec<Problem>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    /// The lease journal cannot be opened or read: leasegate will not mint without it.
+    #[error("{path}: {source}")]
+    Journal { path: String, source: crate::lease::journal::JournalError },
 }
 
 /// Shared state cloned into every task.
@@ -106,7 +111,18 @@ pub async fn start(config: Config, listeners: HashMap<String, TcpListener>, shut
             Err(e) => tracing::warn!(database = %name, error = %e, "admin connection failed; logins will fail until it works"),
         }
     }
-    let app = App { config: config.clone(), leases: LeaseManager::new(config.clone(), provisioners.clone()) };
+    let journal_path = config.journal_path();
+    let journal_err = |source| AppError::Journal { path: journal_path.display().to_string(), source };
+    let journal = Journal::open(&journal_path).await.map_err(journal_err)?;
+    let app = App { config: config.clone(), leases: LeaseManager::new(config.clone(), provisioners.clone(), journal) };
+    // Users a previous run left: revoked in the background, retrying until each is gone.
+    let recovered = recovery::recover(&app.leases).await.map_err(journal_err)?;
+    if recovered > 0 {
+        tracing::info!(leases = recovered, "revoking leases left by a previous run");
+    }
+    for db in &config.databases {
+        tokio::spawn(recovery::sweep_orphans(app.leases.clone(), db.clone()));
+    }
     let connections = TaskTracker::new();
     let mut listeners = listeners;
     let mut loops = Vec::new();
@@ -151,6 +167,7 @@ async fn shut_down(
     for p in provisioners.values() {
         p.close().await;
     }
+    app.leases.journal().close().await;
     tracing::info!("shutdown complete");
 }
 

@@ -141,6 +141,8 @@ fn a_forged_cancel_request_is_not_relayed() {
     });
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "the query was cancelled by a forged key: {}", stderr(&out));
+    // Refused by leasegate itself, not by the server.
+    assert!(captured_logs().contains(&format!("cancel request for no live session ignored pid={pid}")), "not refused by leasegate");
 }
 
 #[test]
@@ -207,13 +209,16 @@ fn a_role_that_owns_a_table_and_a_temp_table_is_still_dropped() {
     assert!(out.status.success(), "{}", stderr(&out));
     let user = stdout(&out).lines().last().unwrap().to_string();
     assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
-    assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'owned_by_lease'"), lg.pg.superuser);
+    // What it created goes to its group (never to the admin user, where a SECURITY DEFINER
+    // function would run with admin rights).
+    assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'owned_by_lease'"), "app_group");
     assert!(!user.is_empty());
 }
 
 #[test]
 fn a_lease_at_max_ttl_closes_its_session_and_drops_its_role() {
-    let lg = Lg::start(Setup { ttl: ("2s", "2s"), ..Setup::default() });
+    // hard_close_grace = 0: no waiting for an idle point (the lease-engine tests cover that).
+    let lg = Lg::start(Setup { ttl: ("2s", "2s"), role_extra: "hard_close_grace = \"0s\"".into(), ..Setup::default() });
     let start = Instant::now();
     let out = lg.psql(&lg.url("ci", ""), "SELECT pg_sleep(20)");
     let closed = start.elapsed();
@@ -295,4 +300,21 @@ fn shutdown_closes_sessions_and_drops_every_role() {
         let out = c.wait_with_output().unwrap();
         assert!(!out.status.success());
     }
+}
+
+#[test]
+fn a_createrole_admin_that_is_not_superuser_mints_and_drops() {
+    let lg = Lg::start(Setup {
+        prepare: vec![
+            "CREATE ROLE lg_admin LOGIN CREATEROLE PASSWORD 'createrole-only-pw'".into(),
+            "GRANT app_group TO lg_admin WITH ADMIN OPTION".into(),
+        ],
+        admin: Some(("lg_admin".into(), "createrole-only-pw".into())),
+        ..Setup::default()
+    });
+    assert_eq!(lg.admin("SELECT rolsuper FROM pg_roles WHERE rolname = 'lg_admin'"), "f");
+    let out = lg.psql(&lg.url("ci", ""), "CREATE TABLE made_by_lease(x int); CREATE TEMP TABLE t(y int); SELECT current_user");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+    assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_lease'"), "app_group");
 }

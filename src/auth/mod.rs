@@ -24,34 +24,47 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// The outcome of looking a login name up: a real identity with its verifier, or nothing.
-/// Callers run the same exchange either way so the answer never says which part was wrong.
+/// The outcome of looking a login name up. Callers run the same exchange in every case, with
+/// the salt a probe would expect, so the answer never says which part was wrong.
 pub enum Lookup<'a> {
-    Known { identity: Identity, verifier: &'a ScramVerifier },
-    Unknown,
+    Known {
+        identity: Identity,
+        verifier: &'a ScramVerifier,
+    },
+    /// A real client asking for a role it may not use: its own salt, then a refusal, so the
+    /// salt does not reveal which roles it has.
+    Refused {
+        verifier: &'a ScramVerifier,
+    },
+    /// No such client: the caller mocks a verifier from `client` (the part before any `/`),
+    /// so `x` and `x/role` look alike.
+    Unknown {
+        client: &'a str,
+    },
 }
 
 /// Resolves `<client>[/<role>]` for the database `database`.
-pub fn lookup<'a>(config: &'a Config, database: &str, user: &str) -> Lookup<'a> {
+pub fn lookup<'a>(config: &'a Config, database: &str, user: &'a str) -> Lookup<'a> {
     let (client_name, role_name) = match user.split_once('/') {
         Some((c, r)) => (c, Some(r)),
         None => (user, None),
     };
     let Some(client) = config.client(client_name) else {
-        return Lookup::Unknown;
+        return Lookup::Unknown { client: client_name };
     };
+    let refused = Lookup::Refused { verifier: &client.password.scram };
     let role = match role_name {
         Some(r) if client.roles.iter().any(|allowed| allowed == r) => r,
-        Some(_) => return Lookup::Unknown,
+        Some(_) => return refused,
         None => match client.roles.first() {
             Some(r) => r.as_str(),
-            None => return Lookup::Unknown,
+            None => return refused,
         },
     };
     // A role belongs to one database: a client reaching another database's listener is refused.
     match config.role(role) {
         Some(r) if r.database == database => {}
-        _ => return Lookup::Unknown,
+        _ => return refused,
     }
     Lookup::Known { identity: Identity { client: client.name.clone(), role: role.to_string() }, verifier: &client.password.scram }
 }

@@ -58,6 +58,35 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
 }
 
+/// `sweep_orphans`: drop users with our prefix that the journal does not know, only log them,
+/// or leave them alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepOrphans {
+    Off,
+    On,
+    DryRun,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSweep {
+    Bool(bool),
+    Word(String),
+}
+
+impl TryFrom<RawSweep> for SweepOrphans {
+    type Error = String;
+
+    fn try_from(raw: RawSweep) -> Result<Self, String> {
+        match raw {
+            RawSweep::Bool(true) => Ok(SweepOrphans::On),
+            RawSweep::Bool(false) => Ok(SweepOrphans::Off),
+            RawSweep::Word(w) if w == "dry-run" => Ok(SweepOrphans::DryRun),
+            RawSweep::Word(w) => Err(format!("sweep_orphans must be true, false or \"dry-run\", not {w:?}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawDatabase")]
 pub struct DatabaseConfig {
@@ -71,7 +100,9 @@ pub struct DatabaseConfig {
     /// The database the admin connection opens (Postgres); also where creation statements run.
     pub admin_database: String,
     pub name_prefix: String,
-    pub sweep_orphans: bool,
+    pub sweep_orphans: SweepOrphans,
+    /// Mints in flight at once against this database; more wait (bounded), then get 53300.
+    pub max_concurrent_mints: usize,
     pub client_tls: Option<ClientTls>,
     pub upstream_tls: Option<UpstreamTls>,
     /// Bound on the client handshake: TLS, startup, authentication.
@@ -93,14 +124,19 @@ struct RawDatabase {
     admin_password_env: Option<String>,
     admin_database: Option<String>,
     name_prefix: String,
-    #[serde(default)]
-    sweep_orphans: bool,
+    sweep_orphans: Option<RawSweep>,
+    #[serde(default = "default_max_concurrent_mints")]
+    max_concurrent_mints: usize,
     client_tls: Option<ClientTls>,
     upstream_tls: Option<UpstreamTls>,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     handshake_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     connect_timeout: Duration,
+}
+
+fn default_max_concurrent_mints() -> usize {
+    8
 }
 
 fn default_handshake_timeout() -> Duration {
@@ -117,6 +153,10 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
     fn try_from(raw: RawDatabase) -> Result<Self, String> {
         let admin_password = SecretSource::from_keys(raw.admin_password, raw.admin_password_file, raw.admin_password_env)
             .map_err(|e| format!("database {:?}: admin_password: {e}", raw.name))?;
+        let sweep_orphans = match raw.sweep_orphans {
+            Some(s) => SweepOrphans::try_from(s).map_err(|e| format!("database {:?}: {e}", raw.name))?,
+            None => SweepOrphans::Off,
+        };
         let admin_database = raw.admin_database.unwrap_or_else(|| match raw.kind {
             DbKind::Postgres => "postgres".into(),
             DbKind::Mysql => "mysql".into(),
@@ -130,7 +170,8 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             admin_password,
             admin_database,
             name_prefix: raw.name_prefix,
-            sweep_orphans: raw.sweep_orphans,
+            sweep_orphans,
+            max_concurrent_mints: raw.max_concurrent_mints,
             client_tls: raw.client_tls,
             upstream_tls: raw.upstream_tls,
             handshake_timeout: raw.handshake_timeout,
@@ -174,6 +215,9 @@ impl DatabaseConfig {
             && (tls.cert.is_none() || tls.key.is_none())
         {
             problems.push(Problem::new(format!("{at}.client_tls"), "cert and key are required unless mode = \"disabled\""));
+        }
+        if self.max_concurrent_mints == 0 {
+            problems.push(Problem::new(format!("{at}.max_concurrent_mints"), "must be at least 1"));
         }
         if self.handshake_timeout.is_zero() {
             problems.push(Problem::new(format!("{at}.handshake_timeout"), "must be greater than 0"));

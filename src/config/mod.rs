@@ -11,7 +11,7 @@ mod secret_source;
 mod sections;
 
 pub use client::ClientConfig;
-pub use database::{ClientTls, ClientTlsMode, DatabaseConfig, DbKind, UpstreamTls, UpstreamTlsMode};
+pub use database::{ClientTls, ClientTlsMode, DatabaseConfig, DbKind, SweepOrphans, UpstreamTls, UpstreamTlsMode};
 pub use error::{ConfigError, Problem};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;
@@ -130,6 +130,10 @@ impl Config {
 
     pub fn role(&self, name: &str) -> Option<&RoleConfig> {
         self.roles.iter().find(|r| r.name == name)
+    }
+
+    pub fn journal_path(&self) -> std::path::PathBuf {
+        self.journal.as_ref().map_or_else(JournalSection::default_path, |j| j.path.clone())
     }
 
     pub fn client(&self, name: &str) -> Option<&ClientConfig> {

@@ -28,6 +28,11 @@ pub struct RoleConfig {
     pub scope: Scope,
     #[serde(default = "default_idle_grace", with = "humantime_serde")]
     pub idle_grace: Duration,
+    /// After max TTL, sessions close at their next idle point, or at most this much later.
+    #[serde(default = "default_hard_close_grace", with = "humantime_serde")]
+    pub hard_close_grace: Duration,
+    /// Leases of this role alive at once; more logins get 53300 (too many connections).
+    pub max_leases: Option<usize>,
     /// Templates run in one transaction to create the user. Empty: the safe default.
     #[serde(default)]
     pub creation_statements: Vec<String>,
@@ -49,7 +54,31 @@ fn default_idle_grace() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_hard_close_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
 impl RoleConfig {
+    /// Defaults only: used to revoke a user whose role is no longer configured (recovery,
+    /// orphans), so the default revocation statements apply.
+    pub fn fallback(database: &str) -> RoleConfig {
+        RoleConfig {
+            name: String::new(),
+            database: database.to_string(),
+            default_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(60),
+            scope: Scope::Connection,
+            idle_grace: default_idle_grace(),
+            hard_close_grace: default_hard_close_grace(),
+            max_leases: None,
+            creation_statements: vec![],
+            revocation_statements: vec![],
+            rollback_statements: vec![],
+            renew_statements: vec![],
+            member_of: vec![],
+        }
+    }
+
     pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
         if self.default_ttl.is_zero() {
             problems.push(Problem::new(format!("{at}.default_ttl"), "must be greater than 0"));
@@ -60,8 +89,8 @@ impl RoleConfig {
         if self.name.is_empty() || self.name.contains('/') {
             problems.push(Problem::new(format!("{at}.name"), "must be non-empty and contain no '/'"));
         }
-        if self.scope == Scope::Identity {
-            problems.push(Problem::new(format!("{at}.scope"), "scope = \"identity\" is not available in this build yet"));
+        if self.max_leases == Some(0) {
+            problems.push(Problem::new(format!("{at}.max_leases"), "must be at least 1 (omit it for no limit)"));
         }
         if !self.creation_statements.is_empty() && !self.member_of.is_empty() {
             problems.push(Problem::new(

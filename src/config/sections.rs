@@ -1,7 +1,8 @@
 //! The single-instance sections: `[admin]`, `[journal]`, `[audit]`.
 //!
-//! They are part of the contract and parsed now so a complete config file is accepted; the admin
-//! HTTP server, the journal and the audit log that use them are built by later issues.
+//! `[journal]` locates the lease journal; `[admin]` and `[audit]` are part of the contract and
+//! parsed so a complete config file is accepted, for the admin HTTP server and audit log that
+//! the operations issue builds.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -18,6 +19,13 @@ pub struct AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct JournalSection {
     pub path: PathBuf,
+}
+
+impl JournalSection {
+    /// The journal used when the config has no `[journal]` table.
+    pub fn default_path() -> PathBuf {
+        PathBuf::from("leasegate.db")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,10 +1,13 @@
-//! The lease manager: grants leases (mints users), ends them (revokes users) and times them out.
+//! The lease manager: grants leases (mints users or joins an identity's lease), renews them
+//! while they have sessions, rolls them over at max TTL and ends them (revokes users).
 //!
-//! Granting inserts the lease before its user is created, so shutdown sees a lease whose mint
-//! is in flight. Ending runs in a background task that retries with capped exponential backoff
-//! (1 s → 5 min) until the user is gone — a failed revocation is logged at every attempt and
-//! the lease shows `RevokeFailed` meanwhile; it is never dropped silently.
+//! Every lease is journaled before its user is created. Deadlines live in one [`Scheduler`]
+//! served by one task. Ending runs in a background task that retries with capped exponential
+//! backoff (1 s → 5 min) until the user is gone: each failure is logged, journaled and shown as
+//! `RevokeFailed`; it is never dropped silently.
 
+use super::journal::{Intent, Journal};
+use super::scheduler::Scheduler;
 use super::{EndReason, Lease, LeaseState, SessionGuard, name};
 use crate::auth::Identity;
 use crate::config::{Config, RoleConfig, Scope};
@@ -12,10 +15,10 @@ use crate::pg::provision::{MAX_USER_LEN, PgProvisioner, ProvisionError};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -28,13 +31,32 @@ pub enum LeaseError {
     /// leasegate is shutting down and grants no new lease (SQLSTATE 57P03).
     #[error("leasegate is shutting down")]
     ShuttingDown,
+    /// `max_leases` of the role reached, or no mint slot freed within `connect_timeout`
+    /// (SQLSTATE 53300, what a server says when it has too many connections).
+    #[error("too many leases: {0}")]
+    TooMany(&'static str),
     /// The role or its database vanished from the config (cannot happen after validation).
     #[error("role {0:?} is not configured")]
     UnknownRole(String),
+    /// The journal could not record the intent, so no user was created.
+    #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
     /// The user could not be created; the cause is in `source`.
     #[error("could not create a database user: {source}")]
     Mint { source: ProvisionError },
 }
+
+/// The deadlines a lease can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    Renew,
+    Expire,
+    MaxTtl,
+    HardClose,
+    IdleEnd,
+}
+
+type TimerKey = (Arc<str>, Timer);
 
 #[derive(Clone)]
 pub struct LeaseManager {
@@ -44,138 +66,365 @@ pub struct LeaseManager {
 struct Inner {
     config: Arc<Config>,
     leases: DashMap<String, Arc<Lease>>,
+    /// The joinable lease of each identity-scoped (client, role).
+    current: DashMap<Identity, Arc<Lease>>,
+    identity_locks: DashMap<Identity, Arc<tokio::sync::Mutex<()>>>,
     provisioners: HashMap<String, Arc<PgProvisioner>>,
+    mint_slots: HashMap<String, Arc<Semaphore>>,
+    role_leases: HashMap<String, AtomicUsize>,
+    timers: Scheduler<TimerKey>,
+    journal: Journal,
     tasks: TaskTracker,
     granting: AtomicBool,
 }
 
 impl LeaseManager {
-    pub fn new(config: Arc<Config>, provisioners: HashMap<String, Arc<PgProvisioner>>) -> Self {
-        LeaseManager {
+    /// Also starts the task that fires lease deadlines.
+    pub fn new(config: Arc<Config>, provisioners: HashMap<String, Arc<PgProvisioner>>, journal: Journal) -> Self {
+        let mint_slots = config.databases.iter().map(|d| (d.name.clone(), Arc::new(Semaphore::new(d.max_concurrent_mints)))).collect();
+        let role_leases = config.roles.iter().map(|r| (r.name.clone(), AtomicUsize::new(0))).collect();
+        let manager = LeaseManager {
             inner: Arc::new(Inner {
                 config,
                 leases: DashMap::new(),
+                current: DashMap::new(),
+                identity_locks: DashMap::new(),
                 provisioners,
+                mint_slots,
+                role_leases,
+                timers: Scheduler::default(),
+                journal,
                 tasks: TaskTracker::new(),
                 granting: AtomicBool::new(true),
             }),
-        }
+        };
+        let weak = Arc::downgrade(&manager.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let due = tokio::select! {
+                    due = inner.timers.next_due() => due,
+                    // Re-check now and then that the manager still exists.
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                };
+                let manager = LeaseManager { inner };
+                for key in due {
+                    manager.on_timer(key);
+                }
+            }
+        });
+        manager
     }
 
-    /// A lease for `identity` with one session attached (scope `connection`: always a new one).
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    /// A session on a lease for `identity`: the identity's current lease when its role has
+    /// `scope = "identity"`, otherwise a freshly minted one.
     pub async fn grant(&self, identity: &Identity) -> Result<SessionGuard, LeaseError> {
         if !self.inner.granting.load(Ordering::Acquire) {
             return Err(LeaseError::ShuttingDown);
         }
         let role = self.inner.config.role(&identity.role).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
-        let db = self.inner.config.database(&role.database).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
-        let provisioner = self.provisioner(&role.database).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
+        if role.scope == Scope::Connection {
+            return self.mint(identity, role).await;
+        }
+        // One mint per identity at a time, so concurrent first connections share one user.
+        let lock = self.inner.identity_locks.entry(identity.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        let current = self.inner.current.get(identity).map(|l| l.value().clone());
+        if let Some(lease) = current
+            && lease.try_join()
+        {
+            self.inner.timers.cancel(&(lease.id.as_str().into(), Timer::IdleEnd));
+            return Ok(SessionGuard { lease, manager: self.clone() });
+        }
+        self.mint(identity, role).await
+    }
 
-        let granted_at = SystemTime::now();
-        let lease = Arc::new(Lease {
-            id: name::lease_id(),
-            identity: identity.clone(),
-            database: role.database.clone(),
-            user: name::user_name(&db.name_prefix, &identity.client, &identity.role, MAX_USER_LEN),
-            password: name::password(),
-            granted_at,
-            max_expires_at: granted_at + role.max_ttl,
-            max_deadline: Instant::now() + role.max_ttl,
-            ended: CancellationToken::new(),
-            state: std::sync::Mutex::new(LeaseState::Minting),
-            sessions: std::sync::atomic::AtomicUsize::new(1),
-            used_databases: Default::default(),
-        });
-        // Recorded before the user exists, so shutdown revokes a mint that is in flight.
+    async fn mint(&self, identity: &Identity, role: &RoleConfig) -> Result<SessionGuard, LeaseError> {
+        let unknown = || LeaseError::UnknownRole(identity.role.clone());
+        let db = self.inner.config.database(&role.database).ok_or_else(unknown)?;
+        let provisioner = self.inner.provisioners.get(&role.database).cloned().ok_or_else(unknown)?;
+        let count = self.inner.role_leases.get(&role.name).ok_or_else(unknown)?;
+        if role.max_leases.is_some_and(|max| count.fetch_add(1, Ordering::AcqRel) >= max) {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(LeaseError::TooMany("the role's max_leases is reached"));
+        }
+        if role.max_leases.is_none() {
+            count.fetch_add(1, Ordering::AcqRel);
+        }
+        let result = self.mint_counted(identity, role, db.connect_timeout, &db.name_prefix, &provisioner).await;
+        if result.is_err() {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    async fn mint_counted(
+        &self,
+        identity: &Identity,
+        role: &RoleConfig,
+        wait: Duration,
+        prefix: &str,
+        provisioner: &PgProvisioner,
+    ) -> Result<SessionGuard, LeaseError> {
+        let slots = self.inner.mint_slots.get(&role.database).cloned().ok_or_else(|| LeaseError::UnknownRole(role.name.clone()))?;
+        let _slot = match tokio::time::timeout(wait, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(LeaseError::ShuttingDown),
+            Err(_) => return Err(LeaseError::TooMany("no mint slot freed in time (max_concurrent_mints)")),
+        };
+        let now = SystemTime::now();
+        let ttl = role.default_ttl.min(role.max_ttl);
+        let lease = Lease::new(
+            name::lease_id(),
+            identity.clone(),
+            role.database.clone(),
+            name::user_name(prefix, &identity.client, &identity.role, MAX_USER_LEN),
+            name::password(),
+            LeaseState::Minting,
+            now + ttl,
+            now + role.max_ttl,
+            Instant::now() + role.max_ttl,
+        );
+        lease.attach_first();
+        let intent = Intent {
+            id: &lease.id,
+            database: &lease.database,
+            role: &role.name,
+            client: &identity.client,
+            db_user: &lease.user,
+            granted_at: lease.granted_at,
+            expires_at: lease.expires_at(),
+            max_expires_at: lease.max_expires_at,
+        };
+        // The intent is on disk before the user exists: a crash from here on is recovered.
+        self.inner.journal.intent(&intent).await?;
         self.inner.leases.insert(lease.id.clone(), lease.clone());
+        if !self.inner.granting.load(Ordering::Acquire) {
+            // Shutdown began between the first check and the insert: revoke_all may not see us.
+            lease.set_state(LeaseState::Ended);
+            let _ = self.inner.journal.set_state(&lease.id, "ended", Some("shutdown before mint")).await;
+            self.inner.leases.remove(&lease.id);
+            return Err(LeaseError::ShuttingDown);
+        }
 
         let started = std::time::Instant::now();
-        if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.max_expires_at).await {
+        if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.expires_at()).await {
             tracing::error!(lease = %lease.id, user = %lease.user, role = %role.name, error = %source, "mint failed");
-            if let Err(e) = provisioner.rollback(role, &lease.user).await {
-                tracing::warn!(lease = %lease.id, user = %lease.user, error = %e, "rollback after a failed mint failed");
-            }
-            lease.set_state(LeaseState::Ended);
-            self.inner.leases.remove(&lease.id);
+            // A refused or never-sent batch created nothing (one implicit transaction); a lost
+            // connection leaves the outcome unknown, so that user is revoked until surely gone.
+            let unknown = matches!(source, ProvisionError::Connect { .. });
+            self.abandon(&lease, role, provisioner, &source.to_string(), unknown).await;
             return Err(LeaseError::Mint { source });
         }
         if !lease.begin_active() {
-            // Shutdown claimed this lease while we were minting; its revocation may have run
+            // Shutdown claimed the lease while we were minting; its revocation may have run
             // before the user existed, so drop it here too (a second drop is harmless).
-            if let Err(e) = provisioner.rollback(role, &lease.user).await {
-                tracing::warn!(lease = %lease.id, user = %lease.user, error = %e, "dropping a user minted during shutdown failed");
-            }
+            self.abandon(&lease, role, provisioner, "shutdown during mint", true).await;
             return Err(LeaseError::ShuttingDown);
         }
+        self.journal_state(&lease, None).await;
+        if role.scope == Scope::Identity {
+            self.inner.current.insert(identity.clone(), lease.clone());
+        }
+        self.schedule_expiry(&lease, role, Instant::now());
+        self.inner.timers.set((lease.id.as_str().into(), Timer::MaxTtl), lease.max_deadline);
         tracing::info!(
             lease = %lease.id, user = %lease.user, client = %identity.client, role = %role.name,
-            max_ttl = ?role.max_ttl, mint_ms = started.elapsed().as_secs_f64() * 1e3, "lease granted"
+            ttl = ?ttl, max_ttl = ?role.max_ttl, mint_ms = started.elapsed().as_secs_f64() * 1e3, "lease granted"
         );
-        self.spawn_timer(&lease);
         Ok(SessionGuard { lease, manager: self.clone() })
     }
 
-    fn provisioner(&self, database: &str) -> Option<Arc<PgProvisioner>> {
-        self.inner.provisioners.get(database).cloned()
+    /// A mint that did not complete: roll back, journal the end, forget the lease.
+    async fn abandon(&self, lease: &Arc<Lease>, role: &RoleConfig, provisioner: &PgProvisioner, why: &str, may_exist: bool) {
+        let rolled_back = provisioner.rollback(role, &lease.user).await;
+        if let Err(e) = &rolled_back {
+            tracing::warn!(lease = %lease.id, user = %lease.user, error = %e, "rollback after a failed mint failed");
+        }
+        match rolled_back {
+            Err(_) if may_exist => {
+                // The user may exist: revoke it like any lease, until it is gone.
+                lease.set_state(LeaseState::Active);
+                self.end(lease, EndReason::Revoked);
+            }
+            _ => {
+                lease.set_state(LeaseState::Ended);
+                if let Err(e) = self.inner.journal.set_state(&lease.id, "ended", Some(why)).await {
+                    tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+                }
+                self.inner.leases.remove(&lease.id);
+            }
+        }
     }
 
-    /// Ends the lease at its hard deadline.
-    fn spawn_timer(&self, lease: &Arc<Lease>) {
+    /// Renewal at 2/3 of the TTL and expiry at `expires_at`, unless max TTL comes first.
+    fn schedule_expiry(&self, lease: &Arc<Lease>, role: &RoleConfig, from: Instant) {
+        let ttl = role.default_ttl.min(role.max_ttl);
+        let id: Arc<str> = lease.id.as_str().into();
+        let expires = (from + ttl).min(lease.max_deadline);
+        if expires < lease.max_deadline {
+            self.inner.timers.set((id.clone(), Timer::Renew), from + ttl * 2 / 3);
+            self.inner.timers.set((id, Timer::Expire), expires);
+        } else {
+            self.inner.timers.cancel(&(id.clone(), Timer::Renew));
+            self.inner.timers.cancel(&(id, Timer::Expire));
+        }
+    }
+
+    fn on_timer(&self, (id, timer): TimerKey) {
+        let Some(lease) = self.get(&id) else { return };
+        match timer {
+            Timer::Renew => self.spawn_renewal(lease),
+            Timer::Expire => self.end(&lease, EndReason::Expired),
+            Timer::MaxTtl => self.begin_drain(&lease),
+            Timer::HardClose => self.end(&lease, EndReason::MaxTtl),
+            Timer::IdleEnd => self.end_if_idle(&lease, EndReason::Closed),
+        }
+    }
+
+    /// Moves the lease's expiry forward by one TTL (never past max) while it has sessions.
+    fn spawn_renewal(&self, lease: Arc<Lease>) {
+        let Some(role) = self.inner.config.role(&lease.identity.role).cloned() else { return };
+        let Some(provisioner) = self.inner.provisioners.get(&lease.database).cloned() else { return };
         let manager = self.clone();
-        let lease = lease.clone();
         self.inner.tasks.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep_until(lease.max_deadline) => manager.end(&lease, EndReason::MaxTtl),
-                _ = lease.ended.cancelled() => {}
+            if lease.live_sessions() == 0 || lease.state() != LeaseState::Active {
+                return; // an idle lease runs out at expires_at
+            }
+            let ttl = role.default_ttl.min(role.max_ttl);
+            let now = Instant::now();
+            let expires_at = (SystemTime::now() + ttl).min(lease.max_expires_at);
+            match provisioner.renew(&role, &lease.user, expires_at).await {
+                Ok(()) => {
+                    lease.set_expires_at(expires_at);
+                    manager.schedule_expiry(&lease, &role, now);
+                    if let Err(e) = manager.inner.journal.renewed(&lease.id, expires_at).await {
+                        tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+                    }
+                    tracing::info!(lease = %lease.id, user = %lease.user, expires_at = %humantime::format_rfc3339_seconds(expires_at), "lease renewed");
+                }
+                Err(e) => {
+                    // Try again soon; if it keeps failing the lease expires at its current end.
+                    let retry = (ttl / 6).clamp(Duration::from_millis(500), Duration::from_secs(30));
+                    tracing::warn!(lease = %lease.id, user = %lease.user, error = %e, retry_in = ?retry, "renewal failed");
+                    manager.inner.timers.set((lease.id.as_str().into(), Timer::Renew), Instant::now() + retry);
+                }
             }
         });
     }
 
-    pub(super) fn last_session_closed(&self, lease: &Arc<Lease>) {
+    /// Max TTL: no session joins any more; sessions close at their next idle point, and at
+    /// `hard_close_grace` later regardless.
+    fn begin_drain(&self, lease: &Arc<Lease>) {
+        lease.drain.cancel();
+        self.inner.current.remove_if(&lease.identity, |_, current| current.id == lease.id);
+        let id: Arc<str> = lease.id.as_str().into();
+        self.inner.timers.cancel(&(id.clone(), Timer::Renew));
+        self.inner.timers.cancel(&(id.clone(), Timer::Expire));
+        let grace = self.inner.config.role(&lease.identity.role).map_or(Duration::ZERO, |r| r.hard_close_grace);
+        tracing::info!(lease = %lease.id, user = %lease.user, sessions = lease.live_sessions(), "lease reached max TTL; closing its sessions at their next idle point");
+        self.inner.timers.set((id, Timer::HardClose), lease.max_deadline + grace);
+        self.end_if_idle(lease, EndReason::MaxTtl);
+    }
+
+    pub(super) fn session_closed(&self, lease: &Arc<Lease>) {
+        if lease.leave() > 0 {
+            return;
+        }
         let scope = self.inner.config.role(&lease.identity.role).map_or(Scope::Connection, |r| r.scope);
-        if scope == Scope::Connection {
-            self.end(lease, EndReason::Closed);
+        if lease.drain.is_cancelled() {
+            self.end_if_idle(lease, EndReason::MaxTtl);
+        } else if scope == Scope::Connection {
+            self.end_if_idle(lease, EndReason::Closed);
+        } else {
+            let grace = self.inner.config.role(&lease.identity.role).map_or(Duration::ZERO, |r| r.idle_grace);
+            self.inner.timers.set((lease.id.as_str().into(), Timer::IdleEnd), Instant::now() + grace);
+        }
+    }
+
+    /// Ends the lease only if no session is attached (a session may join concurrently).
+    fn end_if_idle(&self, lease: &Arc<Lease>, reason: EndReason) {
+        if lease.begin_revoking(true) {
+            self.spawn_revocation(lease, reason);
         }
     }
 
     /// Starts ending `lease` (once); the revocation runs in the background until it succeeds.
     pub fn end(&self, lease: &Arc<Lease>, reason: EndReason) {
-        if !lease.begin_revoking() {
-            return;
+        if lease.begin_revoking(false) {
+            self.spawn_revocation(lease, reason);
         }
+    }
+
+    fn spawn_revocation(&self, lease: &Arc<Lease>, reason: EndReason) {
+        let id: Arc<str> = lease.id.as_str().into();
+        for t in [Timer::Renew, Timer::Expire, Timer::MaxTtl, Timer::HardClose, Timer::IdleEnd] {
+            self.inner.timers.cancel(&(id.clone(), t));
+        }
+        self.inner.current.remove_if(&lease.identity, |_, current| current.id == lease.id);
         let manager = self.clone();
         let lease = lease.clone();
         self.inner.tasks.spawn(async move { manager.revoke(lease, reason).await });
     }
 
     async fn revoke(&self, lease: Arc<Lease>, reason: EndReason) {
-        let role = self.inner.config.role(&lease.identity.role).cloned();
-        let (Some(provisioner), Some(role)) = (self.provisioner(&lease.database), role) else {
-            tracing::error!(lease = %lease.id, user = %lease.user, "lease has no provisioner; cannot revoke");
+        let Some(provisioner) = self.inner.provisioners.get(&lease.database).cloned() else {
+            tracing::error!(lease = %lease.id, user = %lease.user, database = %lease.database, "no [[database]] for this lease; cannot revoke");
             return;
         };
+        // A role removed from the config since is revoked with the default statements.
+        let role = self.inner.config.role(&lease.identity.role).cloned().unwrap_or_else(|| RoleConfig::fallback(&lease.database));
+        self.journal_state(&lease, None).await;
         let started = std::time::Instant::now();
         let mut delay = FIRST_RETRY;
         let mut attempt = 1u32;
-        loop {
-            match revoke_once(&provisioner, &role, &lease).await {
-                Ok(()) => break,
-                Err(e) => {
-                    lease.ended.cancel();
-                    tracing::warn!(lease = %lease.id, user = %lease.user, attempt, retry_in = ?delay, error = %e, "revocation failed; will retry");
-                    lease.set_state(LeaseState::RevokeFailed(e.to_string()));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_RETRY);
-                    attempt += 1;
-                }
-            }
+        while let Err(e) = revoke_once(&provisioner, &role, &lease).await {
+            lease.ended.cancel();
+            tracing::warn!(lease = %lease.id, user = %lease.user, attempt, retry_in = ?delay, error = %e, "revocation failed; will retry");
+            lease.set_state(LeaseState::RevokeFailed(e.to_string()));
+            self.journal_state(&lease, Some(&e.to_string())).await;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY);
+            attempt += 1;
         }
         lease.set_state(LeaseState::Ended);
+        if let Err(e) = self.inner.journal.ended(&lease.id, reason.as_str()).await {
+            tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+        }
         self.inner.leases.remove(&lease.id);
+        if let Some(count) = self.inner.role_leases.get(&lease.identity.role) {
+            let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        }
         tracing::info!(
             lease = %lease.id, user = %lease.user, reason = %reason, attempts = attempt,
             revoke_ms = started.elapsed().as_secs_f64() * 1e3, "lease ended"
         );
+    }
+
+    async fn journal_state(&self, lease: &Lease, error: Option<&str>) {
+        if let Err(e) = self.inner.journal.set_state(&lease.id, lease.state().as_str(), error).await {
+            tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+        }
+    }
+
+    pub(super) async fn journal_databases(&self, lease: &Lease) {
+        if let Err(e) = self.inner.journal.used_databases(&lease.id, &lease.used_databases()).await {
+            tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+        }
+    }
+
+    /// Takes over a lease a previous run left unfinished and revokes it.
+    pub(super) fn adopt_for_revocation(&self, lease: Arc<Lease>, reason: EndReason) {
+        self.inner.leases.insert(lease.id.clone(), lease.clone());
+        self.spawn_revocation(&lease, reason);
+    }
+
+    pub(super) fn provisioner(&self, database: &str) -> Option<Arc<PgProvisioner>> {
+        self.inner.provisioners.get(database).cloned()
     }
 
     /// Refuses every later grant (first step of shutdown).
@@ -186,17 +435,18 @@ impl LeaseManager {
     /// Ends every lease with `reason` and waits up to `limit` for the users to be dropped;
     /// returns how many leases were still not ended then.
     pub async fn revoke_all(&self, reason: EndReason, limit: Duration) -> usize {
-        let leases: Vec<Arc<Lease>> = self.inner.leases.iter().map(|e| e.value().clone()).collect();
-        for lease in &leases {
-            match lease.state() {
-                // A mint in flight is claimed here; the granting task sees it and backs off,
-                // and this revocation drops whatever the mint created.
-                LeaseState::Minting | LeaseState::Active => self.end(lease, reason),
-                _ => {}
-            }
+        for lease in self.list() {
+            // A mint in flight is claimed here; the granting task sees it and drops its user.
+            self.end(&lease, reason);
         }
         let deadline = Instant::now() + limit;
         while !self.inner.leases.is_empty() && Instant::now() < deadline {
+            // A mint that was past its checks when shutdown began is ended as it appears.
+            for lease in self.list() {
+                if lease.state() == LeaseState::Active {
+                    self.end(&lease, reason);
+                }
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.inner.leases.len()
@@ -212,7 +462,7 @@ impl LeaseManager {
 }
 
 /// One revocation attempt: stop logins and sessions, close our sockets, clean up and drop.
-async fn revoke_once(p: &PgProvisioner, role: &RoleConfig, lease: &Lease) -> Result<(), ProvisionError> {
+pub(super) async fn revoke_once(p: &PgProvisioner, role: &RoleConfig, lease: &Lease) -> Result<(), ProvisionError> {
     match p.stop_sessions(&lease.user).await {
         Err(e) if e.user_is_gone() => {
             lease.ended.cancel();
@@ -226,17 +476,4 @@ async fn revoke_once(p: &PgProvisioner, role: &RoleConfig, lease: &Lease) -> Res
     lease.ended.cancel();
     waited?;
     p.drop_user(role, &lease.user, &lease.used_databases()).await
-}
-
-impl Lease {
-    /// Minting → Active; false when shutdown claimed the lease meanwhile.
-    fn begin_active(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if *s == LeaseState::Minting {
-            *s = LeaseState::Active;
-            true
-        } else {
-            false
-        }
-    }
 }

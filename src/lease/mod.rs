@@ -1,19 +1,23 @@
 //! Leases: a minted database user and how long it may live.
 //!
-//! `manager` grants leases (mint), ends them (revoke, retried until it succeeds) and times them
-//! out. A [`Lease`] is shared by the sessions that use it; each session holds a [`SessionGuard`],
-//! and a connection-scoped lease ends when its guard drops.
+//! `manager` grants leases (mint), joins identity-scoped ones, renews them while they have
+//! sessions, rolls them over at max TTL and ends them (revoke, retried until it succeeds);
+//! `scheduler` holds every deadline; `journal` makes all of it survive a crash; `recovery`
+//! revokes what a previous run left and sweeps orphans. A [`Lease`] is shared by the sessions
+//! that use it; each holds a [`SessionGuard`] whose drop tells the manager the session is gone.
 
+pub mod journal;
 pub mod manager;
 pub mod name;
+pub mod recovery;
+pub mod scheduler;
 
 pub use manager::{LeaseError, LeaseManager};
 
 use crate::auth::Identity;
 use crate::secret::Secret;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +66,27 @@ pub enum LeaseState {
     Ended,
 }
 
+impl LeaseState {
+    /// The journal's (and later the API's) name for the state.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LeaseState::Minting => "minting",
+            LeaseState::Active => "active",
+            LeaseState::Revoking => "revoking",
+            LeaseState::RevokeFailed(_) => "revoke_failed",
+            LeaseState::Ended => "ended",
+        }
+    }
+}
+
+/// What changes over a lease's life, behind one lock so checks and updates are atomic.
+struct Mutable {
+    state: LeaseState,
+    sessions: usize,
+    expires_at: SystemTime,
+    used_databases: BTreeSet<String>,
+}
+
 pub struct Lease {
     pub id: String,
     pub identity: Identity,
@@ -71,48 +96,125 @@ pub struct Lease {
     pub user: String,
     pub password: Secret,
     pub granted_at: SystemTime,
-    /// Hard end: the user's `VALID UNTIL`, and when leasegate closes its sessions.
+    /// Hard end: no renewal goes past it.
     pub max_expires_at: SystemTime,
     pub max_deadline: Instant,
-    /// Cancelled when the lease ends: sessions using it close.
+    /// Cancelled when the lease ends: its sessions close now.
     pub ended: CancellationToken,
-    state: Mutex<LeaseState>,
-    sessions: AtomicUsize,
-    /// Databases (Postgres `database` parameter) its sessions used; revocation cleans up in each.
-    used_databases: Mutex<BTreeSet<String>>,
+    /// Cancelled at max TTL: its sessions close at their next idle point.
+    pub drain: CancellationToken,
+    mutable: Mutex<Mutable>,
 }
 
 impl Lease {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: String,
+        identity: Identity,
+        database: String,
+        user: String,
+        password: Secret,
+        state: LeaseState,
+        expires_at: SystemTime,
+        max_expires_at: SystemTime,
+        max_deadline: Instant,
+    ) -> Arc<Lease> {
+        Arc::new(Lease {
+            id,
+            identity,
+            database,
+            user,
+            password,
+            granted_at: SystemTime::now(),
+            max_expires_at,
+            max_deadline,
+            ended: CancellationToken::new(),
+            drain: CancellationToken::new(),
+            mutable: Mutex::new(Mutable { state, sessions: 0, expires_at, used_databases: BTreeSet::new() }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mutable> {
+        self.mutable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn state(&self) -> LeaseState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().state.clone()
     }
 
     fn set_state(&self, state: LeaseState) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.lock().state = state;
     }
 
-    /// Moves Active/Minting → Revoking once; false if the lease is already ending.
-    fn begin_revoking(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match *s {
+    pub fn expires_at(&self) -> SystemTime {
+        self.lock().expires_at
+    }
+
+    fn set_expires_at(&self, at: SystemTime) {
+        self.lock().expires_at = at;
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.lock().sessions
+    }
+
+    /// Adds a session if the lease is active and not draining.
+    fn try_join(&self) -> bool {
+        let mut m = self.lock();
+        if m.state == LeaseState::Active && !self.drain.is_cancelled() {
+            m.sessions += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The minting session's own place on its new lease.
+    fn attach_first(&self) {
+        self.lock().sessions += 1;
+    }
+
+    /// Removes a session; returns how many are left.
+    fn leave(&self) -> usize {
+        let mut m = self.lock();
+        m.sessions = m.sessions.saturating_sub(1);
+        m.sessions
+    }
+
+    /// Minting → Active; false when shutdown claimed the lease meanwhile.
+    fn begin_active(&self) -> bool {
+        let mut m = self.lock();
+        if m.state == LeaseState::Minting {
+            m.state = LeaseState::Active;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Minting/Active → Revoking, once; with `only_if_idle`, only when no session is attached
+    /// (checked under the same lock a joining session takes).
+    fn begin_revoking(&self, only_if_idle: bool) -> bool {
+        let mut m = self.lock();
+        if only_if_idle && m.sessions > 0 {
+            return false;
+        }
+        match m.state {
             LeaseState::Minting | LeaseState::Active => {
-                *s = LeaseState::Revoking;
+                m.state = LeaseState::Revoking;
                 true
             }
             _ => false,
         }
     }
 
-    pub fn note_database(&self, database: &str) {
-        self.used_databases.lock().unwrap_or_else(|e| e.into_inner()).insert(database.to_string());
+    /// Records a database the lease's sessions use; true when it is new.
+    pub fn note_database(&self, database: &str) -> bool {
+        self.lock().used_databases.insert(database.to_string())
     }
 
     pub fn used_databases(&self) -> BTreeSet<String> {
-        self.used_databases.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn live_sessions(&self) -> usize {
-        self.sessions.load(Ordering::Acquire)
+        self.lock().used_databases.clone()
     }
 }
 
@@ -124,20 +226,25 @@ impl std::fmt::Debug for Lease {
 
 /// Held by each session using a lease; dropping it tells the manager the session is gone.
 pub struct SessionGuard {
-    lease: std::sync::Arc<Lease>,
+    lease: Arc<Lease>,
     manager: LeaseManager,
 }
 
 impl SessionGuard {
-    pub fn lease(&self) -> &std::sync::Arc<Lease> {
+    pub fn lease(&self) -> &Arc<Lease> {
         &self.lease
+    }
+
+    /// Records the database the session uses (journaled, for clean-up at revocation).
+    pub async fn note_database(&self, database: &str) {
+        if self.lease.note_database(database) {
+            self.manager.journal_databases(&self.lease).await;
+        }
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if self.lease.sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.manager.last_session_closed(&self.lease);
-        }
+        self.manager.session_closed(&self.lease);
     }
 }

@@ -13,12 +13,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const BUF_SIZE: usize = 16 * 1024;
 
-/// Which side closed first.
+/// Which side closed first, or that the pump stopped at an idle point on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
     Client,
     Server,
+    /// [`Pump::close_at_idle`] was asked and the observer reported an idle point.
+    Idle,
 }
+
+/// Sees every chunk the pump moves, to follow protocol message boundaries (headers only).
+/// The pump never parses anything itself.
+pub trait Observer {
+    fn client_bytes(&mut self, _bytes: &[u8]) {}
+    fn server_bytes(&mut self, _bytes: &[u8]) {}
+    /// True when the session could be closed without cutting a transaction or a reply.
+    fn is_idle(&self) -> bool {
+        false
+    }
+}
+
+/// No observation: the pump only copies.
+impl Observer for () {}
 
 /// Bytes moved in each direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +71,19 @@ impl Half {
         Half { buf: vec![0; BUF_SIZE].into_boxed_slice(), pos: 0, cap: 0, eof: false, unflushed: false, bytes: 0 }
     }
 
+    /// Everything read has been written.
+    fn drained(&self) -> bool {
+        self.pos == self.cap
+    }
+
     /// Copies until the reader's EOF has been reached and everything before it written.
-    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, mut r: Pin<&mut R>, mut w: Pin<&mut W>) -> Poll<Result<(), HalfError>>
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+        mut seen: impl FnMut(&[u8]),
+    ) -> Poll<Result<(), HalfError>>
     where
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
@@ -70,6 +97,7 @@ impl Half {
                         if n == 0 {
                             self.eof = true;
                         } else {
+                            seen(rb.filled());
                             self.pos = 0;
                             self.cap = n;
                             self.bytes += n as u64;
@@ -103,37 +131,58 @@ impl Half {
 }
 
 /// Copies between `client` and `server` until one side closes or fails.
-pub struct Pump<'a, C: ?Sized, S: ?Sized> {
+pub struct Pump<'a, C: ?Sized, S: ?Sized, O = ()> {
     client: &'a mut C,
     server: &'a mut S,
     up: Half,
     down: Half,
+    observer: O,
+    close_at_idle: bool,
 }
 
-impl<'a, C, S> Pump<'a, C, S>
+impl<'a, C, S, O> Pump<'a, C, S, O>
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    O: Observer + Unpin,
 {
-    pub fn new(client: &'a mut C, server: &'a mut S) -> Self {
-        Pump { client, server, up: Half::new(), down: Half::new() }
+    pub fn new(client: &'a mut C, server: &'a mut S, observer: O) -> Self {
+        Pump { client, server, up: Half::new(), down: Half::new(), observer, close_at_idle: false }
     }
 
     pub fn transferred(&self) -> Transferred {
         Transferred { client_to_server: self.up.bytes, server_to_client: self.down.bytes }
     }
+
+    /// From now on, end with [`Closed::Idle`] at the first idle point (max-TTL rollover).
+    pub fn close_at_idle(&mut self) {
+        self.close_at_idle = true;
+    }
+
+    pub fn closing_at_idle(&self) -> bool {
+        self.close_at_idle
+    }
+
+    fn idle_now(&self) -> bool {
+        self.close_at_idle && self.up.drained() && self.down.drained() && self.observer.is_idle()
+    }
 }
 
-impl<C, S> Future for Pump<'_, C, S>
+impl<C, S, O> Future for Pump<'_, C, S, O>
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    O: Observer + Unpin,
 {
     type Output = Result<Closed, PumpError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let up = this.up.poll_copy(cx, Pin::new(&mut *this.client), Pin::new(&mut *this.server));
+        if this.idle_now() {
+            return Poll::Ready(Ok(Closed::Idle));
+        }
+        let observer = &mut this.observer;
+        let up = this.up.poll_copy(cx, Pin::new(&mut *this.client), Pin::new(&mut *this.server), |b| observer.client_bytes(b));
         if let Poll::Ready(r) = up {
             return Poll::Ready(match r {
                 Ok(()) => Ok(Closed::Client),
@@ -141,13 +190,17 @@ where
                 Err(HalfError::Write(e)) => Err(PumpError::Server(e)),
             });
         }
-        let down = this.down.poll_copy(cx, Pin::new(&mut *this.server), Pin::new(&mut *this.client));
+        let observer = &mut this.observer;
+        let down = this.down.poll_copy(cx, Pin::new(&mut *this.server), Pin::new(&mut *this.client), |b| observer.server_bytes(b));
         if let Poll::Ready(r) = down {
             return Poll::Ready(match r {
                 Ok(()) => Ok(Closed::Server),
                 Err(HalfError::Read(e)) => Err(PumpError::Server(e)),
                 Err(HalfError::Write(e)) => Err(PumpError::Client(e)),
             });
+        }
+        if this.idle_now() {
+            return Poll::Ready(Ok(Closed::Idle));
         }
         Poll::Pending
     }
@@ -163,7 +216,7 @@ mod tests {
         let (mut app, mut client_side) = duplex(64);
         let (mut server_side, mut db) = duplex(64);
         let task = tokio::spawn(async move {
-            let mut pump = Pump::new(&mut client_side, &mut server_side);
+            let mut pump = Pump::new(&mut client_side, &mut server_side, ());
             let closed = (&mut pump).await;
             (closed.unwrap(), pump.transferred())
         });

@@ -79,8 +79,14 @@ pub struct ServerConn {
 }
 
 impl Target {
-    /// TCP and, per mode, TLS. Also used for forwarding CancelRequests.
+    /// TCP and, per mode, TLS, within `connect_timeout`. Also used for forwarding CancelRequests.
     pub async fn open(&self) -> Result<Stream, BackendError> {
+        tokio::time::timeout(self.connect_timeout, self.open_unbounded())
+            .await
+            .map_err(|_| BackendError::Connect { addr: self.addr.clone(), reason: format!("timed out after {:?}", self.connect_timeout) })?
+    }
+
+    async fn open_unbounded(&self) -> Result<Stream, BackendError> {
         let addr = self.addr.clone();
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((self.host.as_str(), self.port)))
             .await
@@ -162,6 +168,7 @@ fn server_error(msg: &Message) -> BackendError {
 /// Answers the server's authentication requests until AuthenticationOk.
 async fn authenticate(io: &mut Framed<Stream>, password: &Secret, tls_end_point: Option<Vec<u8>>) -> Result<(), BackendError> {
     let mut scram: Option<ScramSha256> = None;
+    let mut server_verified = false;
     loop {
         let msg = next(io).await?;
         if msg.tag == b'v' {
@@ -174,6 +181,10 @@ async fn authenticate(io: &mut Framed<Stream>, password: &Secret, tls_end_point:
         let mut out = BytesMut::new();
         let pf = |e: std::io::Error| BackendError::Protocol(e.to_string());
         match auth {
+            // A started SCRAM exchange must have verified the server's signature first.
+            Authentication::Ok if scram.is_some() && !server_verified => {
+                return Err(BackendError::Protocol("AuthenticationOk before the SCRAM exchange finished".into()));
+            }
             Authentication::Ok => return Ok(()),
             Authentication::Sasl(mechanisms) => {
                 let plus = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
@@ -198,11 +209,14 @@ async fn authenticate(io: &mut Framed<Stream>, password: &Secret, tls_end_point:
                 // Checks the server's signature: a server that does not know the verifier is refused.
                 let s = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASLFinal before SASL".into()))?;
                 s.finish(&data).map_err(BackendError::Scram)?;
+                server_verified = true;
                 continue;
             }
-            Authentication::CleartextPassword => {
+            // Only inside TLS: over plain TCP anyone on the path would read the password.
+            Authentication::CleartextPassword if tls_end_point.is_some() => {
                 postgres_protocol::message::frontend::password_message(password.expose().as_bytes(), &mut out).map_err(pf)?;
             }
+            Authentication::CleartextPassword => return Err(BackendError::UnsupportedAuth(3)),
             Authentication::Md5Password(_) => return Err(BackendError::UnsupportedAuth(5)),
             Authentication::Other(code) => return Err(BackendError::UnsupportedAuth(code)),
         }

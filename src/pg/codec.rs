@@ -62,6 +62,9 @@ fn decode_startup_message(version: u32, body: &[u8]) -> Result<StartupMessage, C
     if major != 3 {
         return Err(CodecError::UnsupportedProtocol(major, minor));
     }
+    if body.last() != Some(&0) {
+        return Err(CodecError::Malformed("expected terminator as last byte"));
+    }
     let mut params = Vec::new();
     let mut protocol_options = Vec::new();
     let mut fields = body.split(|&b| b == 0);

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cancel;
 pub mod codec;
 pub mod frontend;
+pub mod idle;
 pub mod message;
 pub mod provision;
 pub mod scram;

@@ -25,7 +25,10 @@ pub const MAX_USER_LEN: usize = 63;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    /// The admin connection could not be opened or was lost.
+    /// No admin connection could be had: the statement was never sent.
+    #[error("admin connection to {addr} failed: {message}")]
+    Unreachable { addr: String, message: String },
+    /// The admin connection was lost or stalled while a statement ran: its outcome is unknown.
     #[error("admin connection to {addr} failed: {message}")]
     Connect { addr: String, message: String },
     /// The server refused a statement (missing privilege, template error, …).
@@ -126,6 +129,29 @@ impl PgProvisioner {
         self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
     }
 
+    /// Moves the user's expiry: the role's renew statements, or `ALTER ROLE … VALID UNTIL`.
+    pub async fn renew(&self, role: &RoleConfig, user: &str, valid_until: SystemTime) -> Result<(), ProvisionError> {
+        let expiration = pg_timestamp(valid_until);
+        let vars = Vars { name: user, password: "", expiration: &expiration };
+        let sql = if role.renew_statements.is_empty() {
+            vars.render("ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}'")
+        } else {
+            vars.render_all(&role.renew_statements)
+        };
+        self.batch("renew statements", &self.admin(), sql, None).await
+    }
+
+    /// Every role whose name starts with `prefix` (for the orphan sweep). The prefix is compared
+    /// with `left()`, not LIKE, where `_` would be a wildcard.
+    pub async fn users_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProvisionError> {
+        let users: Vec<(String,)> = sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE left(rolname, length($1)) = $1 ORDER BY 1")
+            .bind(prefix)
+            .fetch_all(&self.admin())
+            .await
+            .map_err(|e| self.error("listing users", e, None))?;
+        Ok(users.into_iter().map(|(u,)| u).collect())
+    }
+
     /// Undoes a mint whose later steps failed: the rollback statements, or a plain drop.
     pub async fn rollback(&self, role: &RoleConfig, user: &str) -> Result<(), ProvisionError> {
         if role.rollback_statements.is_empty() {
@@ -151,10 +177,11 @@ impl PgProvisioner {
     pub async fn wait_sessions_gone(&self, user: &str, limit: Duration) -> Result<(), ProvisionError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
-                .bind(user)
-                .fetch_one(&self.admin())
+            let admin = self.admin();
+            let count = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1").bind(user).fetch_one(&admin);
+            let left: i64 = tokio::time::timeout(BATCH_TIMEOUT, count)
                 .await
+                .map_err(|_| ProvisionError::Connect { addr: self.addr.clone(), message: "counting sessions timed out".into() })?
                 .map_err(|e| self.error("counting sessions", e, None))?;
             if left == 0 {
                 return Ok(());
@@ -175,13 +202,13 @@ impl PgProvisioner {
             return self.batch("revocation statements", &self.admin(), sql, None).await;
         }
         let ident = quote_ident(user);
-        // Objects it created are kept (owned by the admin user); its grants and temp objects go.
-        let cleanup = format!("REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}");
+        let cleanup = cleanup_sql(role, &ident);
         for database in used.iter().filter(|d| **d != self.admin_database) {
             match self.batch("cleaning up owned objects", &self.pool(database), cleanup.clone(), None).await {
                 Err(e) if e.user_is_gone() => return Ok(()),
-                // The database may have been dropped since; nothing is left to own there.
-                Err(ProvisionError::Statement { code, .. }) if code == "3D000" => {}
+                // A database that is gone, or that refuses connections (template0, no CONNECT
+                // privilege for the admin), holds nothing the user could have created.
+                Err(ProvisionError::Statement { code, .. }) if ["3D000", "55000", "42501"].contains(&code.as_str()) => {}
                 other => other?,
             }
         }
@@ -195,7 +222,8 @@ impl PgProvisioner {
     /// Runs `sql` as one simple-query batch (one implicit transaction), bounded in time even if
     /// the network, not the server, stalls.
     async fn batch(&self, step: &'static str, pool: &PgPool, sql: String, redact: Option<&str>) -> Result<(), ProvisionError> {
-        match tokio::time::timeout(BATCH_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool)).await {
+        let mut conn = pool.acquire().await.map_err(|e| ProvisionError::Unreachable { addr: self.addr.clone(), message: e.to_string() })?;
+        match tokio::time::timeout(BATCH_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn)).await {
             Ok(result) => result.map(|_| ()).map_err(|e| self.error(step, e, redact)),
             Err(_) => {
                 Err(ProvisionError::Connect { addr: self.addr.clone(), message: format!("{step} timed out after {BATCH_TIMEOUT:?}") })
@@ -228,7 +256,9 @@ impl PgProvisioner {
 }
 
 /// The creation statement used when a role gives none: a login role that expires with its
-/// lease, optionally joining existing group roles (where the privileges live).
+/// lease, optionally joining existing group roles (where the privileges live). The admin is
+/// made a member of the new role so that, without being superuser (CREATEROLE suffices), it may
+/// later terminate the role's sessions and REASSIGN/DROP what the role owns.
 fn default_creation(member_of: &[String]) -> String {
     let mut sql = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'".to_string();
     if !member_of.is_empty() {
@@ -236,7 +266,18 @@ fn default_creation(member_of: &[String]) -> String {
         sql.push_str(" IN ROLE ");
         sql.push_str(&groups.join(", "));
     }
+    sql.push_str(";\nGRANT \"{{name}}\" TO CURRENT_USER");
     sql
+}
+
+/// What happens to objects a minted user created: they go to the role's first `member_of`
+/// group (which already had the user's privileges), or are dropped with it. Never to the admin
+/// user: a SECURITY DEFINER function left by the lease would then run with admin rights.
+fn cleanup_sql(role: &RoleConfig, ident: &str) -> String {
+    match role.member_of.first() {
+        Some(group) => format!("REASSIGN OWNED BY {ident} TO {}; DROP OWNED BY {ident}", quote_ident(group)),
+        None => format!("DROP OWNED BY {ident}"),
+    }
 }
 
 /// Values for the Vault template variables. All are generated by leasegate and contain only
@@ -294,7 +335,7 @@ mod tests {
         let sql = vars.render(&default_creation(&["app_readonly".into()]));
         assert_eq!(
             sql,
-            "CREATE ROLE \"lg_x\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$1:c2FsdA==$a:b' VALID UNTIL '2026-01-01 00:00:00+00' IN ROLE \"app_readonly\""
+            "CREATE ROLE \"lg_x\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$1:c2FsdA==$a:b' VALID UNTIL '2026-01-01 00:00:00+00' IN ROLE \"app_readonly\";\nGRANT \"lg_x\" TO CURRENT_USER"
         );
         assert_eq!(vars.render("GRANT x TO \"{{username}}\""), "GRANT x TO \"lg_x\"");
     }

@@ -40,12 +40,13 @@ impl SessionError {
             SessionError::HandshakeTimeout(_) => fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timed out".into()),
             SessionError::Client(e) => e.response(login).map_or(Reply::Nothing, Reply::Error),
             SessionError::Lease(LeaseError::ShuttingDown) => fatal(sqlstate::CANNOT_CONNECT_NOW, "leasegate is shutting down".into()),
-            SessionError::Lease(LeaseError::UnknownRole(_)) => {
+            SessionError::Lease(LeaseError::TooMany(_)) => fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already".into()),
+            SessionError::Lease(LeaseError::UnknownRole(_) | LeaseError::Journal(_)) => {
                 fatal(sqlstate::SYSTEM_ERROR, "leasegate could not create a database user; see its log".into())
             }
-            SessionError::Lease(LeaseError::Mint { source: ProvisionError::Connect { addr, .. } }) => {
-                fatal(sqlstate::CONNECTION_FAILURE, format!("leasegate could not reach the database server at {addr} to create a user"))
-            }
+            SessionError::Lease(LeaseError::Mint {
+                source: ProvisionError::Connect { addr, .. } | ProvisionError::Unreachable { addr, .. },
+            }) => fatal(sqlstate::CONNECTION_FAILURE, format!("leasegate could not reach the database server at {addr} to create a user")),
             SessionError::Lease(LeaseError::Mint { .. }) => fatal(
                 sqlstate::SYSTEM_ERROR,
                 "leasegate could not create a database user for this connection; the cause is in its log".into(),

@@ -13,7 +13,10 @@ use crate::net::pump::{Closed, Pump, PumpError, Transferred};
 use crate::net::stream::Stream;
 use crate::pg::backend::ServerConn;
 use crate::pg::frontend::{self, ClientConn, Opened};
+use crate::pg::idle::PgIdle;
+use crate::pg::message::ErrorResponse;
 use crate::pg::scram;
+use crate::pg::sqlstate;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -21,7 +24,9 @@ use tokio::net::TcpStream;
 
 /// Serves one connection accepted on a Postgres listener.
 pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAddr) {
-    let mut client = match handshake(&db, socket).await {
+    // One deadline for everything the client drives: TLS, startup and authentication.
+    let deadline = tokio::time::Instant::now() + db.config.handshake_timeout;
+    let mut client = match handshake(&db, socket, deadline).await {
         Ok(Some(client)) => client,
         Ok(None) => return,
         Err(e) => {
@@ -31,7 +36,7 @@ pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAdd
     };
     let login = client.user().to_string();
     let result = async {
-        let identity = authenticate(&db, &mut client).await?;
+        let identity = authenticate(&db, &mut client, deadline).await?;
         let guard = grant(&app, &identity).await?;
         let server = connect_upstream(&db, &guard, &client).await?;
         Ok::<_, SessionError>((identity, guard, server))
@@ -49,9 +54,9 @@ pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAdd
 
 /// TLS, startup and protocol negotiation, bounded by `handshake_timeout` with authentication.
 /// A CancelRequest is served here and yields `None`.
-async fn handshake(db: &Database, socket: TcpStream) -> Result<Option<ClientConn>, SessionError> {
+async fn handshake(db: &Database, socket: TcpStream, deadline: tokio::time::Instant) -> Result<Option<ClientConn>, SessionError> {
     let limit = db.config.handshake_timeout;
-    let opened = tokio::time::timeout(limit, frontend::open(socket, db.client_tls.as_ref(), db.config.client_tls_mode()))
+    let opened = tokio::time::timeout_at(deadline, frontend::open(socket, db.client_tls.as_ref(), db.config.client_tls_mode()))
         .await
         .map_err(|_| SessionError::HandshakeTimeout(limit))??;
     match opened {
@@ -65,14 +70,15 @@ async fn handshake(db: &Database, socket: TcpStream) -> Result<Option<ClientConn
 }
 
 /// SCRAM against the client's verifier; an unknown client or role runs a mock exchange.
-async fn authenticate(db: &Database, client: &mut ClientConn) -> Result<Identity, SessionError> {
+async fn authenticate(db: &Database, client: &mut ClientConn, deadline: tokio::time::Instant) -> Result<Identity, SessionError> {
     let login = client.user().to_string();
     let (identity, verifier) = match auth::lookup(&db.app_config, &db.config.name, &login) {
         auth::Lookup::Known { identity, verifier } => (Some(identity), verifier.clone()),
-        auth::Lookup::Unknown => (None, scram::mock_verifier(&login, &db.mock_key)),
+        auth::Lookup::Refused { verifier } => (None, verifier.clone()),
+        auth::Lookup::Unknown { client } => (None, scram::mock_verifier(client, &db.mock_key)),
     };
     let limit = db.config.handshake_timeout;
-    tokio::time::timeout(limit, client.authenticate(&verifier, identity.is_some()))
+    tokio::time::timeout_at(deadline, client.authenticate(&verifier, identity.is_some()))
         .await
         .map_err(|_| SessionError::HandshakeTimeout(limit))??;
     // authenticate() fails for every unknown login, so identity is set here.
@@ -86,9 +92,11 @@ async fn grant(app: &App, identity: &Identity) -> Result<SessionGuard, SessionEr
 /// Logs in to the server as the lease's user with the client's startup parameters.
 async fn connect_upstream(db: &Database, guard: &SessionGuard, client: &ClientConn) -> Result<ServerConn, SessionError> {
     let lease = guard.lease();
-    // The server's default database is the user name; note what it will really be.
-    lease.note_database(client.startup.param("database").unwrap_or(&lease.user));
-    Ok(db.target.login(&lease.user, &lease.password, &client.startup.params).await?)
+    let server = db.target.login(&lease.user, &lease.password, &client.startup.params).await?;
+    // Only a database the user really got into can hold objects it creates (the server's
+    // default database is the user name).
+    guard.note_database(client.startup.param("database").unwrap_or(&lease.user)).await;
+    Ok(server)
 }
 
 /// Tells the client why it is refused, and logs it.
@@ -125,13 +133,20 @@ async fn relay(db: &Database, client: ClientConn, server: ServerConn, guard: Ses
         tracing::debug!(%peer, error = %e, "connection closed during hand-off");
         return;
     }
-    let mut pump = Pump::new(&mut client_io, &mut server_io);
-    let outcome = tokio::select! {
-        r = &mut pump => Some(r),
-        _ = lease.ended.cancelled() => None,
+    let mut pump = Pump::new(&mut client_io, &mut server_io, PgIdle::default());
+    let outcome = loop {
+        tokio::select! {
+            r = &mut pump => break Some(r),
+            _ = lease.ended.cancelled() => break None,
+            // Max TTL: finish at the next idle point so no transaction is cut.
+            _ = lease.drain.cancelled(), if !pump.closing_at_idle() => pump.close_at_idle(),
+        }
     };
     let bytes = pump.transferred();
-    log_end(outcome, bytes, &lease.user, peer);
+    log_end(&outcome, bytes, &lease.user, peer);
+    if let Some(Ok(Closed::Idle)) = outcome {
+        say_goodbye(&mut client_io, &mut server_io).await;
+    }
     // A TLS client gets close_notify; bounded so a stuck peer cannot hold the task.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_io.shutdown()).await;
     drop(guard);
@@ -149,7 +164,17 @@ async fn forward_read_ahead(client: &mut Stream, client_ahead: &[u8], server: &m
     Ok(())
 }
 
-fn log_end(outcome: Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
+/// At an idle point after max TTL: the client gets the FATAL a server sends when it terminates a
+/// session (so a pool discards the connection and opens a new one), the server a Terminate.
+async fn say_goodbye(client: &mut Stream, server: &mut Stream) {
+    let mut out = bytes::BytesMut::new();
+    ErrorResponse::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection because its database credentials reached their max TTL")
+        .encode(&mut out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.write_all(&out)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.write_all(b"X\0\0\0\x04")).await;
+}
+
+fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
     let (up, down) = (bytes.client_to_server, bytes.server_to_client);
     match outcome {
         Some(Ok(closed)) => tracing::info!(%peer, user, ?closed, bytes_up = up, bytes_down = down, "session ended"),

@@ -68,6 +68,9 @@ pub struct Setup {
     pub handshake_timeout: &'static str,
     /// The `upstream_tls` inline table; `{ca}` is replaced by the server certificate's path.
     pub upstream_tls: String,
+    /// Extra keys for the `[[database]]` table and the `app` role.
+    pub database_extra: String,
+    pub role_extra: String,
 }
 
 impl Default for Setup {
@@ -82,6 +85,8 @@ impl Default for Setup {
             upstream: None,
             handshake_timeout: "10s",
             upstream_tls: "{ mode = \"prefer\" }".into(),
+            database_extra: String::new(),
+            role_extra: String::new(),
         }
     }
 }
@@ -126,6 +131,9 @@ impl Lg {
         let extra_names: Vec<String> = setup.extra_roles.iter().map(|(n, _)| format!("\"{n}\"")).collect();
         let mut text = format!(
             r#"
+[journal]
+path = "{dir}/journal.db"
+
 [[database]]
 name = "main"
 kind = "postgres"
@@ -138,6 +146,7 @@ client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}" }
 upstream_tls = {upstream_tls}
 connect_timeout = "3s"
 handshake_timeout = "{handshake_timeout}"
+{database_extra}
 
 [[role]]
 name = "app"
@@ -145,6 +154,7 @@ database = "main"
 default_ttl = "{ttl}"
 max_ttl = "{max_ttl}"
 member_of = ["app_group"]
+{role_extra}
 
 [[client]]
 name = "ci"
@@ -160,6 +170,8 @@ roles = ["app"]
             dir = dir.path().display(),
             mode = setup.client_tls_mode,
             handshake_timeout = setup.handshake_timeout,
+            database_extra = setup.database_extra,
+            role_extra = setup.role_extra,
             upstream_tls = setup.upstream_tls.replace("{ca}", &pg.tls_cert_path().display().to_string()),
             ttl = setup.ttl.0,
             max_ttl = setup.ttl.1,

@@ -1,0 +1,85 @@
+//! Start-up: revoke what a previous run left behind, then sweep orphans.
+//!
+//! Every lease the journal shows not ended had its connections die with the old process, so it
+//! is revoked (reason `recovered`) through the normal revocation path, retrying until it
+//! succeeds. Then, per `[[database]]` with `sweep_orphans`, users whose names carry its prefix
+//! but that no lease knows are dropped (reason `orphan`), or only logged in dry-run mode.
+
+use super::journal::JournalError;
+use super::{EndReason, Lease, LeaseManager, LeaseState, name};
+use crate::auth::Identity;
+use crate::config::{DatabaseConfig, SweepOrphans};
+use crate::secret::Secret;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Revokes every unfinished lease of the journal; returns how many there were.
+pub async fn recover(manager: &LeaseManager) -> Result<usize, JournalError> {
+    let rows = manager.journal().unfinished().await?;
+    let count = rows.len();
+    for row in rows {
+        tracing::info!(lease = %row.id, user = %row.db_user, state = %row.state, "revoking a lease left by a previous run");
+        let lease = unfinished_lease(row.id, Identity { client: row.client, role: row.role }, row.database, row.db_user);
+        for db in &row.used_databases {
+            lease.note_database(db);
+        }
+        manager.adopt_for_revocation(lease, EndReason::Recovered);
+    }
+    Ok(count)
+}
+
+/// A lease object for a user this process did not mint: it only exists to be revoked.
+fn unfinished_lease(id: String, identity: Identity, database: String, user: String) -> std::sync::Arc<Lease> {
+    let now = SystemTime::now();
+    Lease::new(id, identity, database, user, Secret::new(""), LeaseState::Revoking, now, now, Instant::now())
+}
+
+/// Finds (and, unless dry-run, drops) users with the database's prefix that no lease knows.
+/// Retries listing with backoff while the server is unreachable.
+pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
+    if db.sweep_orphans == SweepOrphans::Off {
+        return;
+    }
+    let Some(provisioner) = manager.provisioner(&db.name) else { return };
+    let mut delay = Duration::from_secs(1);
+    let users = loop {
+        match provisioner.users_with_prefix(&db.name_prefix).await {
+            Ok(users) => break users,
+            Err(e) => {
+                tracing::warn!(database = %db.name, error = %e, retry_in = ?delay, "orphan sweep cannot list users; will retry");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(300));
+            }
+        }
+    };
+    // Read what is known only after listing: a lease minted meanwhile is journaled before its
+    // user exists, so it is in this set if its user was in the listing.
+    let known = match known_users(&manager, &db.name).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(database = %db.name, error = %e, "orphan sweep cannot read the journal; skipped");
+            return;
+        }
+    };
+    for user in users.into_iter().filter(|u| !known.contains(u)) {
+        if db.sweep_orphans == SweepOrphans::DryRun {
+            tracing::warn!(database = %db.name, user = %user, "orphan user found (dry-run: not dropped)");
+            continue;
+        }
+        let id = name::lease_id();
+        if let Err(e) = manager.journal().orphan_intent(&id, &db.name, &user).await {
+            tracing::error!(database = %db.name, user = %user, error = %e, "journal write failed; orphan left alone");
+            continue;
+        }
+        tracing::info!(database = %db.name, user = %user, lease = %id, "dropping orphan user");
+        let lease = unfinished_lease(id, Identity { client: String::new(), role: String::new() }, db.name.clone(), user);
+        manager.adopt_for_revocation(lease, EndReason::Orphan);
+    }
+}
+
+async fn known_users(manager: &LeaseManager, database: &str) -> Result<HashSet<String>, JournalError> {
+    let mut known = manager.journal().open_users(database).await?;
+    known.extend(manager.list().into_iter().filter(|l| l.database == database).map(|l| l.user.clone()));
+    Ok(known)
+}
