@@ -104,8 +104,16 @@ pub struct Lg {
     pub pg: PrivatePostgres,
 }
 
-impl Lg {
-    pub fn start(setup: Setup) -> Lg {
+/// A private server prepared for a test, and the leasegate config that points at it.
+pub struct Prepared {
+    pub pg: PrivatePostgres,
+    pub dir: TempDir,
+    pub client_password: String,
+    pub text: String,
+}
+
+pub fn prepare(setup: &Setup, listen: &str) -> Prepared {
+    {
         init_logs();
         let pg = PrivatePostgres::start(&setup.pg).expect("private postgres starts");
         let dir = TempDir::new("leasegate-test").unwrap();
@@ -137,7 +145,7 @@ path = "{dir}/journal.db"
 [[database]]
 name = "main"
 kind = "postgres"
-listen = "127.0.0.1:0"
+listen = "{listen}"
 upstream = "{upstream}"
 admin_user = "{admin_user}"
 admin_password_file = "{dir}/admin.secret"
@@ -164,8 +172,9 @@ roles = ["app"{extra}]
 [[client]]
 name = "other"
 password = "{verifier}"
-roles = ["app"]
+roles = ["app"{extra}]
 "#,
+            listen = listen,
             upstream = setup.upstream.clone().unwrap_or_else(|| pg.addr()),
             dir = dir.path().display(),
             mode = setup.client_tls_mode,
@@ -180,6 +189,13 @@ roles = ["app"]
         for (_, role) in &setup.extra_roles {
             text.push_str(role);
         }
+        Prepared { pg, dir, client_password, text }
+    }
+}
+
+impl Lg {
+    pub fn start(setup: Setup) -> Lg {
+        let Prepared { pg, dir, client_password, text } = prepare(&setup, "127.0.0.1:0");
         let config = Config::from_toml_str(&text).expect("test config is valid");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let shutdown = Shutdown::new();
@@ -268,4 +284,79 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// leasegate as a separate process (`leasegate serve`), for crash tests.
+pub struct LgProcess {
+    pub addr: SocketAddr,
+    pub client_password: String,
+    pub config_path: std::path::PathBuf,
+    pub log_path: std::path::PathBuf,
+    child: Option<std::process::Child>,
+    pub dir: TempDir,
+    pub pg: PrivatePostgres,
+}
+
+impl LgProcess {
+    pub fn start(setup: Setup) -> LgProcess {
+        let port = leasegate::devdb::free_port().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let Prepared { pg, dir, client_password, text } = prepare(&setup, &addr.to_string());
+        let config_path = dir.path().join("leasegate.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let log_path = dir.path().join("leasegate.log");
+        let mut p = LgProcess { addr, client_password, config_path, log_path, child: None, dir, pg };
+        p.spawn();
+        p
+    }
+
+    /// Starts the binary (again) and waits until it accepts connections.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["--log-level", "info,leasegate=debug", "serve", "--config"])
+            .arg(&self.config_path)
+            .current_dir(self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(self.addr).is_ok());
+        assert!(up.is_some(), "leasegate did not start: {}", self.log());
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn url(&self, login: &str, params: &str) -> String {
+        let login = login.replace('/', "%2F");
+        let sep = if params.is_empty() { "" } else { "?" };
+        format!("postgres://{login}:{}@{}/postgres{sep}{params}", self.client_password, self.addr)
+    }
+
+    pub fn minted_roles(&self) -> Vec<String> {
+        let out = admin_psql(&self.pg, &format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{PREFIX}%' ORDER BY 1"));
+        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    }
+}
+
+impl Drop for LgProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = wait_until(Duration::from_secs(15), || child.try_wait().ok().flatten().is_some());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
