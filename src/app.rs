@@ -1,28 +1,37 @@
 //! The running service: `run(config, listeners, shutdown)` is what `main` and the tests drive.
 //!
-//! Shutdown order (STYLE rule 7):
-//! 1. stop accepting (the accept loops watch the shutdown token);
+//! Shutdown order (STYLE rule 7), on the first SIGTERM/SIGINT:
+//! 1. `/readyz` turns unready; stop accepting (the accept loops watch the signal);
 //! 2. stop granting (new logins already past accept are refused with 57P03);
-//! 3. revoke every lease — this terminates its server sessions and closes its client sockets;
-//! 4. wait (bounded) for connection tasks and revocations to finish, then close admin pools;
-//! 5. close the journal (every transition was already written synchronously).
+//! 3. drain: every session closes at its next idle point, idle ones at once, for at most
+//!    `[service].shutdown_grace` (a second signal ends the wait);
+//! 4. revoke every lease — this terminates the remaining server sessions and closes their
+//!    client sockets — and wait (bounded) for the users to be dropped;
+//! 5. close admin pools and the journal (every transition was already written synchronously;
+//!    the audit log is flushed per event); stop the admin API.
 //!
 //! Start-up order: open the journal, revoke the leases a previous run left (in the
 //! background), start the orphan sweep, then accept connections.
 
+use crate::admin::AdminState;
+use crate::audit::Audit;
 use crate::config::{Config, DatabaseConfig, DbKind, Problem};
 use crate::lease::journal::Journal;
 use crate::lease::{EndReason, LeaseManager, recovery};
+use crate::metrics::Metrics;
 use crate::net::listener::accept_loop;
 use crate::net::tls::{self, ServerTls};
 use crate::pg::backend::Target;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::provision::PgProvisioner;
-use crate::shutdown::Shutdown;
+use crate::secret::Secret;
+use crate::shutdown::Signals;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for revocations before giving up (users then expire by VALID UNTIL).
@@ -45,6 +54,8 @@ pub enum AppError {
 pub struct App {
     pub config: Arc<Config>,
     pub leases: LeaseManager,
+    pub metrics: Metrics,
+    pub audit: Audit,
 }
 
 /// One `[[database]]` at run time: its listener's TLS, its upstream and its cancel keys.
@@ -58,19 +69,29 @@ pub struct Database {
     pub mock_key: [u8; 32],
 }
 
-/// Binds every `[[database]].listen`, by database name.
-pub async fn bind(config: &Config) -> Result<HashMap<String, TcpListener>, AppError> {
-    let mut listeners = HashMap::new();
-    for db in &config.databases {
-        let listener = TcpListener::bind(db.listen).await.map_err(|source| AppError::Bind { addr: db.listen.to_string(), source })?;
-        listeners.insert(db.name.clone(), listener);
-    }
-    Ok(listeners)
+/// The sockets `start` serves: one per `[[database]]` (by name) and the admin API's.
+pub struct Listeners {
+    pub databases: HashMap<String, TcpListener>,
+    pub admin: Option<TcpListener>,
 }
 
-/// Runs until `shutdown` is cancelled, then shuts down in the order above.
-pub async fn run(config: Config, listeners: HashMap<String, TcpListener>, shutdown: Shutdown) -> Result<(), AppError> {
-    start(config, listeners, shutdown).await?.finished().await;
+/// Binds every `[[database]].listen` and `[admin].listen`.
+pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
+    let mut databases = HashMap::new();
+    for db in &config.databases {
+        let listener = TcpListener::bind(db.listen).await.map_err(|source| AppError::Bind { addr: db.listen.to_string(), source })?;
+        databases.insert(db.name.clone(), listener);
+    }
+    let admin = match &config.admin {
+        Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|source| AppError::Bind { addr: a.listen.to_string(), source })?),
+        None => None,
+    };
+    Ok(Listeners { databases, admin })
+}
+
+/// Runs until `signals.begin` is cancelled, then shuts down in the order above.
+pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> Result<(), AppError> {
+    start(config, listeners, signals).await?.finished().await;
     Ok(())
 }
 
@@ -88,23 +109,9 @@ impl Running {
 }
 
 /// Starts the listeners; returns once they accept connections.
-pub async fn start(config: Config, listeners: HashMap<String, TcpListener>, shutdown: Shutdown) -> Result<Running, AppError> {
+pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Result<Running, AppError> {
     let config = Arc::new(config);
-    let mut problems = Vec::new();
-    let mut provisioners = HashMap::new();
-    let mut databases = Vec::new();
-    for (i, db) in config.databases.iter().enumerate() {
-        match build_database(&config, db, i) {
-            Ok((runtime, provisioner)) => {
-                provisioners.insert(db.name.clone(), provisioner);
-                databases.push(Arc::new(runtime));
-            }
-            Err(mut p) => problems.append(&mut p),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(AppError::Config(problems));
-    }
+    let (databases, provisioners) = build_databases(&config)?;
     for (name, p) in &provisioners {
         match p.check().await {
             Ok(()) => tracing::info!(database = %name, "admin connection works"),
@@ -114,7 +121,12 @@ pub async fn start(config: Config, listeners: HashMap<String, TcpListener>, shut
     let journal_path = config.journal_path();
     let journal_err = |source| AppError::Journal { path: journal_path.display().to_string(), source };
     let journal = Journal::open(&journal_path).await.map_err(journal_err)?;
-    let app = App { config: config.clone(), leases: LeaseManager::new(config.clone(), provisioners.clone(), journal) };
+    let audit_path = config.audit.as_ref().map(|a| a.path.clone());
+    let audit = Audit::open(audit_path.as_deref())
+        .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;
+    let metrics = Metrics::default();
+    let leases = LeaseManager::new(config.clone(), provisioners.clone(), journal, metrics.clone(), audit.clone());
+    let app = App { config: config.clone(), leases, metrics, audit };
     // Users a previous run left: revoked in the background, retrying until each is gone.
     let recovered = recovery::recover(&app.leases).await.map_err(journal_err)?;
     if recovered > 0 {
@@ -123,8 +135,52 @@ pub async fn start(config: Config, listeners: HashMap<String, TcpListener>, shut
     for db in &config.databases {
         tokio::spawn(recovery::sweep_orphans(app.leases.clone(), db.clone()));
     }
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = match listeners.admin {
+        Some(listener) => Some(tokio::spawn(crate::admin::serve(listener, admin_state(&app, &ready)?, signals.stopped.clone()))),
+        None => None,
+    };
     let connections = TaskTracker::new();
-    let mut listeners = listeners;
+    let loops = spawn_listeners(&app, databases, listeners.databases, &signals, &connections);
+    ready.store(true, Ordering::Release);
+
+    let running_app = app.clone();
+    let task = tokio::spawn(async move {
+        signals.begin.cancelled().await;
+        ready.store(false, Ordering::Release);
+        shut_down(app, loops, connections, provisioners, &signals).await;
+        signals.stopped.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+    });
+    Ok(Running { app: running_app, task })
+}
+
+fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppError> {
+    let token = match app.config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| AppError::Config(vec![Problem::new("admin.token_file", format!("{}: {e}", path.display()))]))?;
+            let token = text.trim_end_matches(['\r', '\n']).to_string();
+            if token.len() < 16 {
+                return Err(AppError::Config(vec![Problem::new("admin.token_file", "the token must be at least 16 characters")]));
+            }
+            Some(Arc::new(Secret::new(token)))
+        }
+        None => None,
+    };
+    let registry = Arc::new(app.metrics.registry(app.leases.clone()));
+    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone() })
+}
+
+fn spawn_listeners(
+    app: &App,
+    databases: Vec<Arc<Database>>,
+    mut listeners: HashMap<String, TcpListener>,
+    signals: &Signals,
+    connections: &TaskTracker,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = Vec::new();
     for db in databases {
         let Some(listener) = listeners.remove(&db.config.name) else {
@@ -134,35 +190,47 @@ pub async fn start(config: Config, listeners: HashMap<String, TcpListener>, shut
             tracing::info!(database = %db.config.name, %addr, upstream = %db.config.upstream, "listening");
         }
         let (app, tasks) = (app.clone(), connections.clone());
-        loops.push(tokio::spawn(accept_loop(listener, shutdown.clone(), tasks, move |socket, peer| {
-            crate::proxy::session::run(app.clone(), db.clone(), socket, peer)
+        let limit = db.config.max_client_connections.map(|n| Arc::new(Semaphore::new(n)));
+        loops.push(tokio::spawn(accept_loop(listener, signals.begin.clone(), tasks, move |socket, peer| {
+            // Over the limit the client is told so right after its startup packet (53300).
+            let slot = match &limit {
+                Some(l) => l.clone().try_acquire_owned().map(Some).map_err(|_| ()),
+                None => Ok(None),
+            };
+            crate::proxy::session::run(app.clone(), db.clone(), socket, peer, slot)
         })));
     }
-
-    let running_app = app.clone();
-    let task = tokio::spawn(async move {
-        shutdown.cancelled().await;
-        shut_down(app, loops, connections, provisioners).await;
-    });
-    Ok(Running { app: running_app, task })
+    loops
 }
 
+/// Shutdown, in the order the module docs give.
 async fn shut_down(
     app: App,
     loops: Vec<tokio::task::JoinHandle<()>>,
     connections: TaskTracker,
     provisioners: HashMap<String, Arc<PgProvisioner>>,
+    signals: &Signals,
 ) {
-    tracing::info!("shutting down: no new connections or leases");
+    let grace = app.config.service.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: no new connections or leases; sessions close at their next idle point");
     for l in loops {
         let _ = l.await;
     }
     app.leases.stop_granting();
-    let left = app.leases.revoke_all(EndReason::Shutdown, SHUTDOWN_REVOKE_LIMIT).await;
-    if left > 0 {
-        tracing::error!(leases = left, "shutdown: some users could not be dropped; they expire at their VALID UNTIL");
+    // Drain: every session closes at its next idle point (idle ones at once).
+    for lease in app.leases.list() {
+        lease.drain.cancel();
     }
     connections.close();
+    tokio::select! {
+        _ = connections.wait() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace over; closing the remaining sessions"),
+        _ = signals.hurry.cancelled() => tracing::warn!("second signal; closing the remaining sessions now"),
+    }
+    let left = app.leases.revoke_all(EndReason::Shutdown, SHUTDOWN_REVOKE_LIMIT).await;
+    if left > 0 {
+        tracing::error!(leases = left, "shutdown: some users could not be dropped; they are revoked at the next start");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     for p in provisioners.values() {
         p.close().await;
@@ -170,6 +238,24 @@ async fn shut_down(
     app.leases.journal().close().await;
     tracing::info!("shutdown complete");
 }
+
+fn build_databases(config: &Arc<Config>) -> Result<DatabasesAndProvisioners, AppError> {
+    let mut problems = Vec::new();
+    let mut provisioners = HashMap::new();
+    let mut databases = Vec::new();
+    for (i, db) in config.databases.iter().enumerate() {
+        match build_database(config, db, i) {
+            Ok((runtime, provisioner)) => {
+                provisioners.insert(db.name.clone(), provisioner);
+                databases.push(Arc::new(runtime));
+            }
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if problems.is_empty() { Ok((databases, provisioners)) } else { Err(AppError::Config(problems)) }
+}
+
+type DatabasesAndProvisioners = (Vec<Arc<Database>>, HashMap<String, Arc<PgProvisioner>>);
 
 fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<PgProvisioner>), Vec<Problem>> {
     let at = format!("database[{i}]");

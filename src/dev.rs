@@ -25,7 +25,7 @@ pub async fn run(port: u16, keep: bool) -> anyhow::Result<()> {
     std::fs::write(&config_path, &text)?;
     let config = Config::from_toml_str(&text).context("the generated dev config")?;
     let listeners = app::bind(&config).await?;
-    let listen = listeners.values().next().and_then(|l| l.local_addr().ok()).context("no listener")?;
+    let listen = listeners.databases.values().next().and_then(|l| l.local_addr().ok()).context("no listener")?;
 
     println!("leasegate dev is running.");
     println!("  PostgreSQL (private, scram-sha-256): 127.0.0.1:{}", pg.port());
@@ -34,13 +34,9 @@ pub async fn run(port: u16, keep: bool) -> anyhow::Result<()> {
     println!("Each connection gets its own short-lived user (try: SELECT current_user;).");
     println!("Ctrl-C drops every minted user and removes the cluster.");
 
-    let token = shutdown::Shutdown::new();
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        trigger.cancel();
-    });
-    let result = app::run(config, listeners, token).await;
+    let signals = shutdown::Signals::new();
+    signals.watch_process_signals();
+    let result = app::run(config, listeners, signals).await;
     tokio::task::spawn_blocking(move || drop(pg)).await?;
     result?;
     Ok(())

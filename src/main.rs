@@ -100,13 +100,9 @@ fn serve(path: &std::path::Path, workers: usize) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let token = shutdown::Shutdown::new();
-        let trigger = token.clone();
-        tokio::spawn(async move {
-            shutdown::signal().await;
-            trigger.cancel();
-        });
-        match app::run(config, listeners, token).await {
+        let signals = shutdown::Signals::new();
+        signals.watch_process_signals();
+        match app::run(config, listeners, signals).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ app::AppError::Config(_)) => {
                 eprintln!("{}: {e}", path.display());

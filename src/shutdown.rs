@@ -1,11 +1,36 @@
-//! Shutdown signalling: one `CancellationToken` tree owned by the caller of `app::run`.
+//! Shutdown signalling: cancellation tokens owned by the caller of `app::start`.
 //!
-//! `main` turns SIGTERM/SIGINT into a cancel of the root token; tests cancel it directly.
-//! The order in which the app reacts is written down in `app.rs`.
+//! `begin` starts the shutdown (first SIGTERM/SIGINT), `hurry` cuts the drain short (second
+//! signal), `stopped` is cancelled by the app when shutdown is complete. Tests cancel them
+//! directly. The order in which the app reacts is written down in `app.rs`.
 
 pub use tokio_util::sync::CancellationToken as Shutdown;
 
-/// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
+#[derive(Clone, Default)]
+pub struct Signals {
+    pub begin: Shutdown,
+    pub hurry: Shutdown,
+    pub stopped: Shutdown,
+}
+
+impl Signals {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Turns the first SIGTERM/SIGINT into `begin`, the second into `hurry`.
+    pub fn watch_process_signals(&self) {
+        let signals = self.clone();
+        tokio::spawn(async move {
+            signal().await;
+            signals.begin.cancel();
+            signal().await;
+            signals.hurry.cancel();
+        });
+    }
+}
+
+/// Resolves at the next SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
     #[cfg(unix)]
     {

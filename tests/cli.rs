@@ -20,8 +20,10 @@ fn hash_password_prints_a_verifier_that_check_config_accepts() {
 
     let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
     std::fs::write(dir.path().join("admin.secret"), "x").unwrap();
+    std::fs::write(dir.path().join("admin.token"), "a-long-enough-admin-token").unwrap();
     let config = include_str!("../config/leasegate.example.toml")
         .replace("pg-admin.secret", &dir.path().join("admin.secret").display().to_string())
+        .replace("\"admin.token\"", &format!("{:?}", dir.path().join("admin.token").display().to_string()))
         .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
         .replace(", ca = \"tls/upstream-ca.pem\"", "");
     let path = dir.path().join("ok.toml");

@@ -103,6 +103,8 @@ pub struct DatabaseConfig {
     pub sweep_orphans: SweepOrphans,
     /// Mints in flight at once against this database; more wait (bounded), then get 53300.
     pub max_concurrent_mints: usize,
+    /// Client connections open at once on this listener; more get 53300 at once.
+    pub max_client_connections: Option<usize>,
     pub client_tls: Option<ClientTls>,
     pub upstream_tls: Option<UpstreamTls>,
     /// Bound on the client handshake: TLS, startup, authentication.
@@ -127,6 +129,7 @@ struct RawDatabase {
     sweep_orphans: Option<RawSweep>,
     #[serde(default = "default_max_concurrent_mints")]
     max_concurrent_mints: usize,
+    max_client_connections: Option<usize>,
     client_tls: Option<ClientTls>,
     upstream_tls: Option<UpstreamTls>,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -172,6 +175,7 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             name_prefix: raw.name_prefix,
             sweep_orphans,
             max_concurrent_mints: raw.max_concurrent_mints,
+            max_client_connections: raw.max_client_connections,
             client_tls: raw.client_tls,
             upstream_tls: raw.upstream_tls,
             handshake_timeout: raw.handshake_timeout,

@@ -15,7 +15,7 @@ pub use database::{ClientTls, ClientTlsMode, DatabaseConfig, DbKind, SweepOrphan
 pub use error::{ConfigError, Problem};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;
-pub use sections::{AdminSection, AuditSection, JournalSection};
+pub use sections::{AdminSection, AuditSection, JournalSection, ServiceSection};
 
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -30,6 +30,8 @@ pub struct Config {
     pub journal: Option<JournalSection>,
     #[serde(default)]
     pub audit: Option<AuditSection>,
+    #[serde(default)]
+    pub service: ServiceSection,
     #[serde(default, rename = "database")]
     pub databases: Vec<DatabaseConfig>,
     #[serde(default, rename = "role")]
@@ -103,6 +105,12 @@ impl Config {
         let mut problems = Vec::new();
         for (i, db) in self.databases.iter().enumerate() {
             let at = format!("database[{i}]");
+            if let Some(token) = self.admin.as_ref().and_then(|a| a.token_file.as_ref())
+                && i == 0
+                && let Err(e) = std::fs::read_to_string(token)
+            {
+                problems.push(Problem::new("admin.token_file", format!("{}: {e}", token.display())));
+            }
             if let Err(e) = db.admin_password.load() {
                 problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()));
             }

@@ -33,3 +33,22 @@ impl JournalSection {
 pub struct AuditSection {
     pub path: PathBuf,
 }
+
+/// `[service]`: process-wide behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// On SIGTERM/SIGINT, how long sessions may go on before their leases are revoked.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        ServiceSection { shutdown_grace: default_shutdown_grace() }
+    }
+}
+
+fn default_shutdown_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}

@@ -9,8 +9,10 @@
 use super::journal::{Intent, Journal};
 use super::scheduler::Scheduler;
 use super::{EndReason, Lease, LeaseState, SessionGuard, name};
+use crate::audit::{Audit, Event};
 use crate::auth::Identity;
 use crate::config::{Config, RoleConfig, Scope};
+use crate::metrics::{DbLabels, EndLabels, Metrics, RoleLabels};
 use crate::pg::provision::{MAX_USER_LEN, PgProvisioner, ProvisionError};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -25,6 +27,16 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How long revocation waits for terminated server sessions to exit before dropping anyway.
 const SESSION_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// Only an active lease can be renewed (HTTP 409).
+    #[error("lease is {0}, not active")]
+    NotActive(&'static str),
+    /// The renew statements failed (HTTP 503).
+    #[error(transparent)]
+    Provision(ProvisionError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -74,13 +86,21 @@ struct Inner {
     role_leases: HashMap<String, AtomicUsize>,
     timers: Scheduler<TimerKey>,
     journal: Journal,
+    metrics: Metrics,
+    audit: Audit,
     tasks: TaskTracker,
     granting: AtomicBool,
 }
 
 impl LeaseManager {
     /// Also starts the task that fires lease deadlines.
-    pub fn new(config: Arc<Config>, provisioners: HashMap<String, Arc<PgProvisioner>>, journal: Journal) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        provisioners: HashMap<String, Arc<PgProvisioner>>,
+        journal: Journal,
+        metrics: Metrics,
+        audit: Audit,
+    ) -> Self {
         let mint_slots = config.databases.iter().map(|d| (d.name.clone(), Arc::new(Semaphore::new(d.max_concurrent_mints)))).collect();
         let role_leases = config.roles.iter().map(|r| (r.name.clone(), AtomicUsize::new(0))).collect();
         let manager = LeaseManager {
@@ -94,6 +114,8 @@ impl LeaseManager {
                 role_leases,
                 timers: Scheduler::default(),
                 journal,
+                metrics,
+                audit,
                 tasks: TaskTracker::new(),
                 granting: AtomicBool::new(true),
             }),
@@ -122,13 +144,13 @@ impl LeaseManager {
 
     /// A session on a lease for `identity`: the identity's current lease when its role has
     /// `scope = "identity"`, otherwise a freshly minted one.
-    pub async fn grant(&self, identity: &Identity) -> Result<SessionGuard, LeaseError> {
+    pub async fn grant(&self, identity: &Identity, peer: Option<std::net::SocketAddr>) -> Result<SessionGuard, LeaseError> {
         if !self.inner.granting.load(Ordering::Acquire) {
             return Err(LeaseError::ShuttingDown);
         }
         let role = self.inner.config.role(&identity.role).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
         if role.scope == Scope::Connection {
-            return self.mint(identity, role).await;
+            return self.mint(identity, role, peer).await;
         }
         // One mint per identity at a time, so concurrent first connections share one user.
         let lock = self.inner.identity_locks.entry(identity.clone()).or_default().clone();
@@ -138,12 +160,12 @@ impl LeaseManager {
             && lease.try_join()
         {
             self.inner.timers.cancel(&(lease.id.as_str().into(), Timer::IdleEnd));
-            return Ok(SessionGuard { lease, manager: self.clone() });
+            return Ok(SessionGuard { lease, manager: self.clone(), detached: false });
         }
-        self.mint(identity, role).await
+        self.mint(identity, role, peer).await
     }
 
-    async fn mint(&self, identity: &Identity, role: &RoleConfig) -> Result<SessionGuard, LeaseError> {
+    async fn mint(&self, identity: &Identity, role: &RoleConfig, peer: Option<std::net::SocketAddr>) -> Result<SessionGuard, LeaseError> {
         let unknown = || LeaseError::UnknownRole(identity.role.clone());
         let db = self.inner.config.database(&role.database).ok_or_else(unknown)?;
         let provisioner = self.inner.provisioners.get(&role.database).cloned().ok_or_else(unknown)?;
@@ -155,7 +177,7 @@ impl LeaseManager {
         if role.max_leases.is_none() {
             count.fetch_add(1, Ordering::AcqRel);
         }
-        let result = self.mint_counted(identity, role, db.connect_timeout, &db.name_prefix, &provisioner).await;
+        let result = self.mint_counted(identity, role, db.connect_timeout, &db.name_prefix, &provisioner, peer).await;
         if result.is_err() {
             count.fetch_sub(1, Ordering::AcqRel);
         }
@@ -169,6 +191,7 @@ impl LeaseManager {
         wait: Duration,
         prefix: &str,
         provisioner: &PgProvisioner,
+        peer: Option<std::net::SocketAddr>,
     ) -> Result<SessionGuard, LeaseError> {
         let slots = self.inner.mint_slots.get(&role.database).cloned().ok_or_else(|| LeaseError::UnknownRole(role.name.clone()))?;
         let _slot = match tokio::time::timeout(wait, slots.acquire_owned()).await {
@@ -188,6 +211,7 @@ impl LeaseManager {
             now + ttl,
             now + role.max_ttl,
             Instant::now() + role.max_ttl,
+            peer,
         );
         lease.attach_first();
         let intent = Intent {
@@ -236,7 +260,11 @@ impl LeaseManager {
             lease = %lease.id, user = %lease.user, client = %identity.client, role = %role.name,
             ttl = ?ttl, max_ttl = ?role.max_ttl, mint_ms = started.elapsed().as_secs_f64() * 1e3, "lease granted"
         );
-        Ok(SessionGuard { lease, manager: self.clone() })
+        let m = &self.inner.metrics;
+        m.leases_granted.get_or_create(&RoleLabels { database: lease.database.clone(), role: role.name.clone() }).inc();
+        m.mint_seconds.get_or_create(&DbLabels { database: lease.database.clone() }).observe(started.elapsed().as_secs_f64());
+        self.audit(&lease, "granted", None, Some(lease.expires_at()));
+        Ok(SessionGuard { lease, manager: self.clone(), detached: false })
     }
 
     /// A mint that did not complete: roll back, journal the end, forget the lease.
@@ -306,6 +334,7 @@ impl LeaseManager {
                         tracing::error!(lease = %lease.id, error = %e, "journal write failed");
                     }
                     tracing::info!(lease = %lease.id, user = %lease.user, expires_at = %humantime::format_rfc3339_seconds(expires_at), "lease renewed");
+                    manager.audit(&lease, "renewed", None, Some(expires_at));
                 }
                 Err(e) => {
                     // Try again soon; if it keeps failing the lease expires at its current end.
@@ -336,7 +365,9 @@ impl LeaseManager {
             return;
         }
         let scope = self.inner.config.role(&lease.identity.role).map_or(Scope::Connection, |r| r.scope);
-        if lease.drain.is_cancelled() {
+        if !self.inner.granting.load(Ordering::Acquire) {
+            self.end_if_idle(lease, EndReason::Shutdown);
+        } else if lease.drain.is_cancelled() {
             self.end_if_idle(lease, EndReason::MaxTtl);
         } else if scope == Scope::Connection {
             self.end_if_idle(lease, EndReason::Closed);
@@ -387,6 +418,12 @@ impl LeaseManager {
             tracing::warn!(lease = %lease.id, user = %lease.user, attempt, retry_in = ?delay, error = %e, "revocation failed; will retry");
             lease.set_state(LeaseState::RevokeFailed(e.to_string()));
             self.journal_state(&lease, Some(&e.to_string())).await;
+            self.inner
+                .metrics
+                .revoke_failures
+                .get_or_create(&RoleLabels { database: lease.database.clone(), role: lease.identity.role.clone() })
+                .inc();
+            self.audit(&lease, "revoke_failed", Some(&e.to_string()), None);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY);
             attempt += 1;
@@ -403,6 +440,28 @@ impl LeaseManager {
             lease = %lease.id, user = %lease.user, reason = %reason, attempts = attempt,
             revoke_ms = started.elapsed().as_secs_f64() * 1e3, "lease ended"
         );
+        let m = &self.inner.metrics;
+        let labels = EndLabels { database: lease.database.clone(), role: lease.identity.role.clone(), reason: reason.as_str().into() };
+        m.leases_ended.get_or_create(&labels).inc();
+        m.revoke_seconds.get_or_create(&DbLabels { database: lease.database.clone() }).observe(started.elapsed().as_secs_f64());
+        let event = if reason == EndReason::Orphan { "orphan_dropped" } else { "ended" };
+        self.audit(&lease, event, Some(reason.as_str()), None);
+    }
+
+    fn audit(&self, lease: &Lease, event: &str, reason: Option<&str>, expires_at: Option<SystemTime>) {
+        let nonempty = |s: &str| -> Option<String> { (!s.is_empty()).then(|| s.to_string()) };
+        let (client, role) = (nonempty(&lease.identity.client), nonempty(&lease.identity.role));
+        self.inner.audit.record(&Event {
+            event,
+            lease_id: Some(&lease.id),
+            client: client.as_deref(),
+            role: role.as_deref(),
+            database: Some(&lease.database),
+            db_user: Some(&lease.user),
+            peer: lease.peer,
+            reason,
+            expires_at: expires_at.map(crate::audit::rfc3339),
+        });
     }
 
     async fn journal_state(&self, lease: &Lease, error: Option<&str>) {
@@ -425,6 +484,55 @@ impl LeaseManager {
 
     pub(super) fn provisioner(&self, database: &str) -> Option<Arc<PgProvisioner>> {
         self.inner.provisioners.get(database).cloned()
+    }
+
+    /// Moves an active lease's expiry to now + `increment`, clamped to its max (admin API).
+    pub async fn renew_by(&self, lease: &Arc<Lease>, increment: Duration) -> Result<SystemTime, RenewError> {
+        if lease.state() != LeaseState::Active || lease.drain.is_cancelled() {
+            return Err(RenewError::NotActive(lease.state().as_str()));
+        }
+        let role = self.inner.config.role(&lease.identity.role).cloned().ok_or(RenewError::NotActive("unknown role"))?;
+        let provisioner = self.inner.provisioners.get(&lease.database).cloned().ok_or(RenewError::NotActive("unknown database"))?;
+        let expires_at = (SystemTime::now() + increment).min(lease.max_expires_at);
+        let deadline = (Instant::now() + increment).min(lease.max_deadline);
+        provisioner.renew(&role, &lease.user, expires_at).await.map_err(RenewError::Provision)?;
+        lease.set_expires_at(expires_at);
+        let id: Arc<str> = lease.id.as_str().into();
+        if deadline < lease.max_deadline {
+            self.inner.timers.set((id, Timer::Expire), deadline);
+        } else {
+            self.inner.timers.cancel(&(id, Timer::Expire));
+        }
+        if let Err(e) = self.inner.journal.renewed(&lease.id, expires_at).await {
+            tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+        }
+        self.audit(lease, "renewed", Some("api"), Some(expires_at));
+        Ok(expires_at)
+    }
+
+    /// Ends `lease` and waits until its user is dropped, or `limit` passes.
+    pub async fn revoke_and_wait(&self, lease: &Arc<Lease>, limit: Duration) -> LeaseState {
+        self.end(lease, EndReason::Revoked);
+        let deadline = Instant::now() + limit;
+        while self.get(&lease.id).is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        lease.state()
+    }
+
+    /// True when every database's admin connection answers (for `/readyz`).
+    pub async fn admin_connections_ok(&self) -> bool {
+        for (name, p) in &self.inner.provisioners {
+            match tokio::time::timeout(Duration::from_secs(2), p.check()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(database = %name, error = %e, "not ready: admin connection failed");
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Refuses every later grant (first step of shutdown).

@@ -12,7 +12,7 @@ pub mod name;
 pub mod recovery;
 pub mod scheduler;
 
-pub use manager::{LeaseError, LeaseManager};
+pub use manager::{LeaseError, LeaseManager, RenewError};
 
 use crate::auth::Identity;
 use crate::secret::Secret;
@@ -95,6 +95,8 @@ pub struct Lease {
     /// The minted database user.
     pub user: String,
     pub password: Secret,
+    /// The client address that caused the grant (none for recovered leases), for the audit log.
+    pub peer: Option<std::net::SocketAddr>,
     pub granted_at: SystemTime,
     /// Hard end: no renewal goes past it.
     pub max_expires_at: SystemTime,
@@ -118,6 +120,7 @@ impl Lease {
         expires_at: SystemTime,
         max_expires_at: SystemTime,
         max_deadline: Instant,
+        peer: Option<std::net::SocketAddr>,
     ) -> Arc<Lease> {
         Arc::new(Lease {
             id,
@@ -125,6 +128,7 @@ impl Lease {
             database,
             user,
             password,
+            peer,
             granted_at: SystemTime::now(),
             max_expires_at,
             max_deadline,
@@ -228,11 +232,20 @@ impl std::fmt::Debug for Lease {
 pub struct SessionGuard {
     lease: Arc<Lease>,
     manager: LeaseManager,
+    detached: bool,
 }
 
 impl SessionGuard {
     pub fn lease(&self) -> &Arc<Lease> {
         &self.lease
+    }
+
+    /// Lets the lease live on without this session (credentials handed out for direct use):
+    /// it then ends at its expiry, is not renewed, and can be revoked through the API.
+    pub fn detach(mut self) -> Arc<Lease> {
+        self.detached = true;
+        self.lease.leave();
+        self.lease.clone()
     }
 
     /// Records the database the session uses (journaled, for clean-up at revocation).
@@ -245,6 +258,9 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.manager.session_closed(&self.lease);
     }
 }

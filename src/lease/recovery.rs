@@ -32,7 +32,7 @@ pub async fn recover(manager: &LeaseManager) -> Result<usize, JournalError> {
 /// A lease object for a user this process did not mint: it only exists to be revoked.
 fn unfinished_lease(id: String, identity: Identity, database: String, user: String) -> std::sync::Arc<Lease> {
     let now = SystemTime::now();
-    Lease::new(id, identity, database, user, Secret::new(""), LeaseState::Revoking, now, now, Instant::now())
+    Lease::new(id, identity, database, user, Secret::new(""), LeaseState::Revoking, now, now, Instant::now(), None)
 }
 
 /// Finds (and, unless dry-run, drops) users with the database's prefix that no lease knows.

@@ -33,6 +33,21 @@ pub enum Reply {
 }
 
 impl SessionError {
+    /// The `reason` label of a failed client authentication; `None` for failures that are not
+    /// the client's (minting, upstream).
+    pub fn auth_failure_reason(&self) -> Option<&'static str> {
+        use crate::pg::scram::ScramError;
+        Some(match self {
+            SessionError::HandshakeTimeout(_) => "timeout",
+            SessionError::Client(FrontendError::Scram(ScramError::Proof)) => "password",
+            SessionError::Client(FrontendError::Scram(ScramError::ChannelBinding(_))) => "channel_binding",
+            SessionError::Client(FrontendError::TlsRequired) => "tls_required",
+            SessionError::Client(FrontendError::Io(_) | FrontendError::Closed) => return None,
+            SessionError::Client(_) => "protocol",
+            _ => return None,
+        })
+    }
+
     /// `login` is the name the client logged in with, for messages that quote it.
     pub fn to_pg(&self, login: &str) -> Reply {
         let fatal = |code, msg: String| Reply::Error(ErrorResponse::fatal(code, msg));

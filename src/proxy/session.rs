@@ -7,8 +7,10 @@
 
 use super::error::{Reply, SessionError};
 use crate::app::{App, Database};
+use crate::audit;
 use crate::auth::{self, Identity};
 use crate::lease::SessionGuard;
+use crate::metrics::{ConnLabels, DirectionLabels, ReasonLabels};
 use crate::net::pump::{Closed, Pump, PumpError, Transferred};
 use crate::net::stream::Stream;
 use crate::pg::backend::ServerConn;
@@ -17,13 +19,17 @@ use crate::pg::idle::PgIdle;
 use crate::pg::message::ErrorResponse;
 use crate::pg::scram;
 use crate::pg::sqlstate;
+use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
-/// Serves one connection accepted on a Postgres listener.
-pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAddr) {
+/// Serves one connection accepted on a Postgres listener. `slot` is its place under
+/// `max_client_connections` (`Err`: the listener is full).
+pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAddr, slot: Result<Option<OwnedSemaphorePermit>, ()>) {
+    let _active = ActiveConnection::new(&app, &db);
     // One deadline for everything the client drives: TLS, startup and authentication.
     let deadline = tokio::time::Instant::now() + db.config.handshake_timeout;
     let mut client = match handshake(&db, socket, deadline).await {
@@ -31,13 +37,19 @@ pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAdd
         Ok(None) => return,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "client handshake failed");
+            note_auth_failure(&app, &db, &e, "", peer);
             return;
         }
     };
     let login = client.user().to_string();
+    let Ok(_slot) = slot else {
+        tracing::warn!(%peer, login, limit = ?db.config.max_client_connections, "refused: max_client_connections reached");
+        client.send_error(&ErrorResponse::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already")).await;
+        return;
+    };
     let result = async {
         let identity = authenticate(&db, &mut client, deadline).await?;
-        let guard = grant(&app, &identity).await?;
+        let guard = grant(&app, &identity, peer).await?;
         let server = connect_upstream(&db, &guard, &client).await?;
         Ok::<_, SessionError>((identity, guard, server))
     }
@@ -45,11 +57,45 @@ pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAdd
     let (identity, guard, server) = match result {
         Ok(parts) => parts,
         Err(e) => {
+            note_auth_failure(&app, &db, &e, &login, peer);
             refuse(&mut client, &e, &login, peer).await;
             return;
         }
     };
-    relay(&db, client, server, guard, &identity, peer).await;
+    relay(&app, &db, client, server, guard, &identity, peer).await;
+}
+
+/// Counts an open client connection for as long as it lives.
+struct ActiveConnection(Gauge);
+
+impl ActiveConnection {
+    fn new(app: &App, db: &Database) -> Self {
+        let labels = ConnLabels { database: db.config.name.clone(), protocol: "postgres".into() };
+        app.metrics.connections.get_or_create(&labels).inc();
+        let gauge = app.metrics.connections_active.get_or_create(&labels).clone();
+        gauge.inc();
+        ActiveConnection(gauge)
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Metrics and audit for a failed client authentication (not for server-side refusals).
+fn note_auth_failure(app: &App, db: &Database, error: &SessionError, login: &str, peer: SocketAddr) {
+    let Some(reason) = error.auth_failure_reason() else { return };
+    app.metrics.auth_failures.get_or_create(&ReasonLabels { database: db.config.name.clone(), reason: reason.into() }).inc();
+    app.audit.record(&audit::Event {
+        event: "auth_failed",
+        client: (!login.is_empty()).then_some(login),
+        database: Some(&db.config.name),
+        peer: Some(peer),
+        reason: Some(reason),
+        ..Default::default()
+    });
 }
 
 /// TLS, startup and protocol negotiation, bounded by `handshake_timeout` with authentication.
@@ -85,8 +131,8 @@ async fn authenticate(db: &Database, client: &mut ClientConn, deadline: tokio::t
     identity.ok_or(SessionError::Client(frontend::FrontendError::Scram(scram::ScramError::Proof)))
 }
 
-async fn grant(app: &App, identity: &Identity) -> Result<SessionGuard, SessionError> {
-    Ok(app.leases.grant(identity).await?)
+async fn grant(app: &App, identity: &Identity, peer: SocketAddr) -> Result<SessionGuard, SessionError> {
+    Ok(app.leases.grant(identity, Some(peer)).await?)
 }
 
 /// Logs in to the server as the lease's user with the client's startup parameters.
@@ -116,7 +162,15 @@ async fn refuse(client: &mut ClientConn, error: &SessionError, login: &str, peer
 
 /// Hands the client its AuthenticationOk and the server's greeting, then copies bytes until
 /// either side closes or the lease ends.
-async fn relay(db: &Database, client: ClientConn, server: ServerConn, guard: SessionGuard, identity: &Identity, peer: SocketAddr) {
+async fn relay(
+    app: &App,
+    db: &Database,
+    client: ClientConn,
+    server: ServerConn,
+    guard: SessionGuard,
+    identity: &Identity,
+    peer: SocketAddr,
+) {
     let lease = guard.lease().clone();
     let _cancel = server.cancel_key.as_ref().map(|k| db.cancels.register(k));
     let ServerConn { stream: mut server_io, read_ahead, greeting, .. } = server;
@@ -144,6 +198,7 @@ async fn relay(db: &Database, client: ClientConn, server: ServerConn, guard: Ses
     };
     let bytes = pump.transferred();
     log_end(&outcome, bytes, &lease.user, peer);
+    count_end(app, db, &outcome, bytes);
     if let Some(Ok(Closed::Idle)) = outcome {
         say_goodbye(&mut client_io, &mut server_io).await;
     }
@@ -172,6 +227,22 @@ async fn say_goodbye(client: &mut Stream, server: &mut Stream) {
         .encode(&mut out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.write_all(&out)).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.write_all(b"X\0\0\0\x04")).await;
+}
+
+fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred) {
+    let m = &app.metrics;
+    let database = db.config.name.clone();
+    for (direction, n) in [("client_to_server", bytes.client_to_server), ("server_to_client", bytes.server_to_client)] {
+        m.bytes_forwarded.get_or_create(&DirectionLabels { database: database.clone(), direction: direction.into() }).inc_by(n);
+    }
+    let closed_by_us = match outcome {
+        None => Some("lease_ended"),
+        Some(Ok(Closed::Idle)) => Some("idle_after_max_ttl"),
+        _ => None,
+    };
+    if let Some(reason) = closed_by_us {
+        m.sessions_closed.get_or_create(&ReasonLabels { database, reason: reason.into() }).inc();
+    }
 }
 
 fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {

@@ -7,7 +7,7 @@ use leasegate::app::{self, App, Running};
 use leasegate::config::Config;
 use leasegate::devdb::TempDir;
 use leasegate::devdb::postgres::{PgOptions, PrivatePostgres};
-use leasegate::shutdown::Shutdown;
+use leasegate::shutdown::Signals;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -68,6 +68,10 @@ pub struct Setup {
     pub handshake_timeout: &'static str,
     /// The `upstream_tls` inline table; `{ca}` is replaced by the server certificate's path.
     pub upstream_tls: String,
+    /// Serve the admin API (token [`ADMIN_TOKEN`]) and write the audit log to `audit.jsonl`.
+    pub admin_api: bool,
+    /// `[service].shutdown_grace`.
+    pub shutdown_grace: &'static str,
     /// Extra keys for the `[[database]]` table and the `app` role.
     pub database_extra: String,
     pub role_extra: String,
@@ -85,6 +89,8 @@ impl Default for Setup {
             upstream: None,
             handshake_timeout: "10s",
             upstream_tls: "{ mode = \"prefer\" }".into(),
+            admin_api: false,
+            shutdown_grace: "0s",
             database_extra: String::new(),
             role_extra: String::new(),
         }
@@ -92,12 +98,16 @@ impl Default for Setup {
 }
 
 pub const PREFIX: &str = "lgt_";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 pub struct Lg {
     pub addr: SocketAddr,
     pub app: App,
     pub client_password: String,
-    shutdown: Shutdown,
+    /// The admin API, when the setup asked for one.
+    pub admin_addr: Option<SocketAddr>,
+    pub admin_token: String,
+    pub signals: Signals,
     running: Option<Running>,
     rt: Option<tokio::runtime::Runtime>,
     pub dir: TempDir,
@@ -137,10 +147,24 @@ pub fn prepare(setup: &Setup, listen: &str) -> Prepared {
         let (admin_user, admin_pw) = setup.admin.clone().unwrap_or((pg.superuser.clone(), pg.password.expose().to_string()));
         std::fs::write(dir.path().join("admin.secret"), admin_pw).unwrap();
         let extra_names: Vec<String> = setup.extra_roles.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
+        let admin_api = if setup.admin_api {
+            format!(
+                "[admin]\nlisten = \"{listen_admin}\"\ntoken_file = \"{d}/admin.token\"\n\n[audit]\npath = \"{d}/audit.jsonl\"\n",
+                d = dir.path().display(),
+                listen_admin = "127.0.0.1:0"
+            )
+        } else {
+            String::new()
+        };
         let mut text = format!(
             r#"
+{admin_api}
 [journal]
 path = "{dir}/journal.db"
+
+[service]
+shutdown_grace = "{shutdown_grace}"
 
 [[database]]
 name = "main"
@@ -175,6 +199,7 @@ password = "{verifier}"
 roles = ["app"{extra}]
 "#,
             listen = listen,
+            shutdown_grace = setup.shutdown_grace,
             upstream = setup.upstream.clone().unwrap_or_else(|| pg.addr()),
             dir = dir.path().display(),
             mode = setup.client_tls_mode,
@@ -198,14 +223,28 @@ impl Lg {
         let Prepared { pg, dir, client_password, text } = prepare(&setup, "127.0.0.1:0");
         let config = Config::from_toml_str(&text).expect("test config is valid");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let shutdown = Shutdown::new();
-        let (addr, running) = rt.block_on(async {
+        let signals = Signals::new();
+        let with_admin = config.admin.is_some();
+        let (addr, admin_addr, running) = rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let listeners = [("main".to_string(), listener)].into_iter().collect();
-            (addr, app::start(config, listeners, shutdown.clone()).await.expect("leasegate starts"))
+            let admin = if with_admin { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
+            let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
+            let listeners = app::Listeners { databases: [("main".to_string(), listener)].into_iter().collect(), admin };
+            (addr, admin_addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
         });
-        Lg { addr, app: running.app.clone(), client_password, shutdown, running: Some(running), rt: Some(rt), dir, pg }
+        Lg {
+            addr,
+            admin_addr,
+            admin_token: ADMIN_TOKEN.into(),
+            app: running.app.clone(),
+            client_password,
+            signals,
+            running: Some(running),
+            rt: Some(rt),
+            dir,
+            pg,
+        }
     }
 
     /// A libpq URL through leasegate for `login` (e.g. `ci` or `ci/app`).
@@ -232,7 +271,8 @@ impl Lg {
     }
 
     pub fn shutdown(&mut self) {
-        self.shutdown.cancel();
+        self.signals.begin.cancel();
+        self.signals.hurry.cancel();
         if let (Some(rt), Some(running)) = (self.rt.as_ref(), self.running.take()) {
             rt.block_on(running.finished());
         }

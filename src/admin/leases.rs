@@ -1,0 +1,208 @@
+//! `/v1/leases…` and `/v1/creds/{role}`: list, show, renew and revoke leases, and hand out a
+//! credential for direct use (CI jobs, migrations).
+
+use super::{AdminState, ApiError};
+use crate::audit::rfc3339;
+use crate::auth::Identity;
+use crate::lease::{Lease, LeaseError, LeaseState, RenewError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a revoke request waits for the user to be dropped before answering 503.
+const REVOKE_WAIT: Duration = Duration::from_secs(30);
+/// The client identity recorded for credentials handed out by the API.
+pub const API_CLIENT: &str = "admin-api";
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/leases", get(list))
+        .route("/leases/revoke-prefix", post(revoke_prefix))
+        .route("/leases/{id}", get(show))
+        .route("/leases/{id}/renew", post(renew))
+        .route("/leases/{id}/revoke", post(revoke))
+        .route("/creds/{role}", post(creds))
+}
+
+/// A lease as the API shows it. Never the password.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeaseView {
+    pub id: String,
+    pub database: String,
+    pub role: String,
+    pub client: String,
+    pub db_user: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub sessions: usize,
+    pub granted_at: String,
+    pub expires_at: String,
+    pub max_expires_at: String,
+}
+
+impl LeaseView {
+    fn of(l: &Lease) -> LeaseView {
+        let state = l.state();
+        LeaseView {
+            id: l.id.clone(),
+            database: l.database.clone(),
+            role: l.identity.role.clone(),
+            client: l.identity.client.clone(),
+            db_user: l.user.clone(),
+            state: state.as_str().to_string(),
+            last_error: match state {
+                LeaseState::RevokeFailed(e) => Some(e),
+                _ => None,
+            },
+            sessions: l.live_sessions(),
+            granted_at: rfc3339(l.granted_at),
+            expires_at: rfc3339(l.expires_at()),
+            max_expires_at: rfc3339(l.max_expires_at),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    role: Option<String>,
+    state: Option<String>,
+}
+
+async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Json<Vec<LeaseView>> {
+    let mut leases: Vec<LeaseView> = s
+        .app
+        .leases
+        .list()
+        .iter()
+        .map(|l| LeaseView::of(l))
+        .filter(|v| f.role.as_ref().is_none_or(|r| &v.role == r) && f.state.as_ref().is_none_or(|st| &v.state == st))
+        .collect();
+    leases.sort_by(|a, b| a.granted_at.cmp(&b.granted_at).then(a.id.cmp(&b.id)));
+    Json(leases)
+}
+
+fn find(s: &AdminState, id: &str) -> Result<Arc<Lease>, ApiError> {
+    s.app.leases.get(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}")))
+}
+
+async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
+    let lease = find(&s, &id)?;
+    Ok(Json(LeaseView::of(&lease)))
+}
+
+fn bad_json(e: JsonRejection) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {}", e.body_text()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    #[serde(with = "humantime_serde")]
+    increment: Duration,
+}
+
+async fn renew(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<RenewBody>, JsonRejection>,
+) -> Result<Json<LeaseView>, ApiError> {
+    let Json(body) = body.map_err(bad_json)?;
+    let lease = find(&s, &id)?;
+    match s.app.leases.renew_by(&lease, body.increment).await {
+        Ok(_) => Ok(Json(LeaseView::of(&lease))),
+        Err(e @ RenewError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ RenewError::Provision(_)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+async fn revoke(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
+    let lease = find(&s, &id)?;
+    revoked(&s, &lease).await.map(Json)
+}
+
+/// Revokes and answers once the user is gone; 503 with the last error if it is not yet.
+async fn revoked(s: &AdminState, lease: &Arc<Lease>) -> Result<LeaseView, ApiError> {
+    match s.app.leases.revoke_and_wait(lease, REVOKE_WAIT).await {
+        LeaseState::Ended => Ok(LeaseView::of(lease)),
+        LeaseState::RevokeFailed(e) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("revocation is failing and being retried: {e}")))
+        }
+        other => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("revocation did not finish in time (state {})", other.as_str()))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefixBody {
+    prefix: String,
+}
+
+/// Revokes every lease whose role (or id) starts with `prefix`.
+async fn revoke_prefix(
+    State(s): State<AdminState>,
+    body: Result<Json<PrefixBody>, JsonRejection>,
+) -> Result<Json<Vec<LeaseView>>, ApiError> {
+    let Json(body) = body.map_err(bad_json)?;
+    if body.prefix.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "prefix must not be empty".into()));
+    }
+    let matching: Vec<Arc<Lease>> =
+        s.app.leases.list().into_iter().filter(|l| l.identity.role.starts_with(&body.prefix) || l.id.starts_with(&body.prefix)).collect();
+    let mut done = Vec::new();
+    for lease in &matching {
+        s.app.leases.end(lease, crate::lease::EndReason::Revoked);
+    }
+    for lease in &matching {
+        done.push(revoked(&s, lease).await?);
+    }
+    Ok(Json(done))
+}
+
+/// A credential for direct use.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Creds {
+    pub lease_id: String,
+    pub database: String,
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    /// The database (Postgres) the admin connection uses; a sensible default to connect to.
+    pub dbname: String,
+    pub user: String,
+    pub password: String,
+    pub ttl_seconds: u64,
+    pub expires_at: String,
+}
+
+async fn creds(State(s): State<AdminState>, Path(role): Path<String>) -> Result<Json<Creds>, ApiError> {
+    let config = &s.app.config;
+    let role_cfg = config.role(&role).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no role {role:?}")))?;
+    let db = config.database(&role_cfg.database).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no database".into()))?;
+    let identity = Identity { client: API_CLIENT.into(), role: role.clone() };
+    let guard = s.app.leases.grant(&identity, None).await.map_err(|e| match e {
+        LeaseError::TooMany(_) => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        LeaseError::ShuttingDown => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    })?;
+    let lease = guard.detach();
+    let (host, port) = db.upstream_host_port().unwrap_or_default();
+    let ttl = lease.expires_at().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    Ok(Json(Creds {
+        lease_id: lease.id.clone(),
+        database: db.name.clone(),
+        kind: "postgres".into(),
+        host,
+        port,
+        dbname: db.admin_database.clone(),
+        user: lease.user.clone(),
+        password: lease.password.expose().to_string(),
+        ttl_seconds: ttl.as_secs(),
+        expires_at: rfc3339(lease.expires_at()),
+    }))
+}

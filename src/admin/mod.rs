@@ -1,0 +1,91 @@
+//! The admin HTTP server (DESIGN.md §3, a contract): `/metrics`, `/healthz` and `/readyz` are
+//! open; everything under `/v1` needs `Authorization: Bearer <token>` from `[admin].token_file`
+//! (compared in constant time). Errors are JSON `{"error": "..."}` with the matching status.
+
+mod leases;
+
+use crate::app::App;
+use crate::secret::Secret;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use subtle::ConstantTimeEq;
+
+/// Request bodies are a few bytes of JSON; anything bigger is refused (413).
+const BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub app: App,
+    pub token: Option<Arc<Secret>>,
+    pub registry: Arc<Registry>,
+    /// Recovery finished and not shutting down.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// An API error: a status and a message, sent as `{"error": message}`.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    let v1 = leases::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: crate::shutdown::Shutdown) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(error = %e, "admin API failed");
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    match crate::metrics::render(&s.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed".into()).into_response(),
+    }
+}
+
+/// Ready when recovery has finished, no shutdown has begun, and every admin connection works.
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if !s.ready.load(Ordering::Acquire) {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down".into()).into_response();
+    }
+    if !s.app.leases.admin_connections_ok().await {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: an admin connection to a database fails".into()).into_response();
+    }
+    "ready\n".into_response()
+}
+
+async fn require_token(State(s): State<AdminState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let Some(token) = &s.token else {
+        return ApiError(StatusCode::UNAUTHORIZED, "the admin API is disabled: set [admin].token_file".into()).into_response();
+    };
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let ok = given.len() == token.expose().len() && bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()));
+    if !ok {
+        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,177 @@
+//! Prometheus metrics (DESIGN.md §3, a contract). Every family is prefixed `leasegate_` and
+//! labelled only with low-cardinality values (database, role, protocol, reason, state,
+//! direction) — never a lease id or a user name; those go to the audit log.
+//!
+//! Counters and histograms are updated where things happen (`Metrics`, cloned into tasks).
+//! Lease gauges and the time-left histogram are computed from the lease manager at scrape time
+//! (`LeaseCollector`), so they can never drift from the truth.
+
+use crate::lease::{LeaseManager, LeaseState};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DbLabels {
+    pub database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub database: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabels {
+    pub database: String,
+    pub role: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    pub database: String,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub database: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub database: String,
+    pub direction: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … ~8 s
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The families updated by the code paths that observe events.
+#[derive(Clone)]
+pub struct Metrics {
+    pub leases_granted: Family<RoleLabels, Counter>,
+    pub leases_ended: Family<EndLabels, Counter>,
+    pub revoke_failures: Family<RoleLabels, Counter>,
+    pub mint_seconds: HistogramFamily<DbLabels>,
+    pub revoke_seconds: HistogramFamily<DbLabels>,
+    pub connections_active: Family<ConnLabels, Gauge>,
+    pub connections: Family<ConnLabels, Counter>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub bytes_forwarded: Family<DirectionLabels, Counter>,
+    pub sessions_closed: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            leases_granted: Family::default(),
+            leases_ended: Family::default(),
+            revoke_failures: Family::default(),
+            mint_seconds: Family::new_with_constructor(latency_histogram),
+            revoke_seconds: Family::new_with_constructor(latency_histogram),
+            connections_active: Family::default(),
+            connections: Family::default(),
+            auth_failures: Family::default(),
+            bytes_forwarded: Family::default(),
+            sessions_closed: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry with every family, plus the lease collector over `leases`.
+    /// Counter names carry no `_total`: the encoder adds it.
+    pub fn registry(&self, leases: LeaseManager) -> Registry {
+        let mut r = Registry::with_prefix("leasegate");
+        r.register("leases_granted", "Leases granted (database users minted)", self.leases_granted.clone());
+        r.register("leases_ended", "Leases ended, by reason", self.leases_ended.clone());
+        r.register("revoke_failures", "Failed revocation attempts (each is retried)", self.revoke_failures.clone());
+        r.register_with_unit("mint_duration", "Time to create a database user", Unit::Seconds, self.mint_seconds.clone());
+        r.register_with_unit("revoke_duration", "Time to revoke a lease, retries included", Unit::Seconds, self.revoke_seconds.clone());
+        r.register("client_connections_active", "Client connections open now", self.connections_active.clone());
+        r.register("client_connections", "Client connections accepted", self.connections.clone());
+        r.register("auth_failures", "Failed client authentications, by reason", self.auth_failures.clone());
+        r.register_with_unit("forwarded", "Bytes forwarded after authentication", Unit::Bytes, self.bytes_forwarded.clone());
+        r.register("sessions_closed", "Sessions closed by leasegate (lease ended, max TTL, shutdown)", self.sessions_closed.clone());
+        r.register_collector(Box::new(LeaseCollector { leases }));
+        r
+    }
+}
+
+/// Renders the registry in the Prometheus text format (0.0.4).
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    database: String,
+    role: String,
+    state: String,
+}
+
+/// Lease gauges computed from the manager on each scrape.
+struct LeaseCollector {
+    leases: LeaseManager,
+}
+
+impl std::fmt::Debug for LeaseCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for LeaseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut counts: BTreeMap<(String, String, &'static str), i64> = BTreeMap::new();
+        let remaining: Family<DbLabels, Histogram, fn() -> Histogram> = Family::new_with_constructor(|| {
+            Histogram::new([60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86400.0].into_iter())
+        });
+        let now = SystemTime::now();
+        for lease in self.leases.list() {
+            let state = lease.state();
+            *counts.entry((lease.database.clone(), lease.identity.role.clone(), state.as_str())).or_default() += 1;
+            if state == LeaseState::Active {
+                let left = lease.expires_at().duration_since(now).unwrap_or_default().as_secs_f64();
+                remaining.get_or_create(&DbLabels { database: lease.database.clone() }).observe(left);
+            }
+        }
+        let active: Family<LeaseLabels, Gauge> = Family::default();
+        for ((database, role, state), n) in counts {
+            active.get_or_create(&LeaseLabels { database, role, state: state.to_string() }).set(n);
+        }
+        let e = encoder.encode_descriptor(
+            "leases_active",
+            "Leases alive now, by role and state (revoke_failed included)",
+            None,
+            active.metric_type(),
+        )?;
+        active.encode(e)?;
+        let unit = Unit::Seconds;
+        let e = encoder.encode_descriptor(
+            "lease_remaining",
+            "Time left until expiry of active leases",
+            Some(&unit),
+            remaining.metric_type(),
+        )?;
+        remaining.encode(e)?;
+        Ok(())
+    }
+}
