@@ -141,9 +141,8 @@ impl std::fmt::Debug for LeaseCollector {
 impl prometheus_client::collector::Collector for LeaseCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut counts: BTreeMap<(String, String, &'static str), i64> = BTreeMap::new();
-        let remaining: Family<DbLabels, Histogram, fn() -> Histogram> = Family::new_with_constructor(|| {
-            Histogram::new([60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86400.0].into_iter())
-        });
+        let remaining: Family<DbLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new([60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86400.0]));
         let now = SystemTime::now();
         for lease in self.leases.list() {
             let state = lease.state();
