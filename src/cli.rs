@@ -45,4 +45,67 @@ pub enum Command {
     CheckConfig { file: PathBuf },
     /// Read a password on stdin and print the value for `[[client]].password`.
     HashPassword,
+    /// List, show, renew and revoke leases (admin API).
+    Leases {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: LeasesCommand,
+    },
+    /// Get a credential for direct use (a CI job, a migration); it is revoked at its TTL.
+    Creds {
+        #[command(flatten)]
+        api: ApiArgs,
+        role: String,
+        /// Print JSON instead of shell-friendly lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command with a fresh credential in its environment; revoke it when the command exits.
+    Exec {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        role: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Where the admin API is, and its token.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    #[arg(long, env = "LEASEGATE_ADDR", default_value = "127.0.0.1:9187", global = true)]
+    pub addr: String,
+    #[arg(long, env = "LEASEGATE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeasesCommand {
+    /// List leases (a table, or JSON with --json).
+    List {
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extend a lease by an increment (clamped to its max TTL).
+    Renew {
+        id: String,
+        #[arg(long, default_value = "1h")]
+        increment: String,
+    },
+    /// Revoke a lease: close its sessions and drop its user.
+    Revoke { id: String },
+    /// Revoke every lease whose role (or id) starts with PREFIX.
+    RevokePrefix { prefix: String },
 }

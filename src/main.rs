@@ -4,7 +4,7 @@
 use clap::Parser;
 use leasegate::cli::{Cli, Command, LogFormat};
 use leasegate::config::{Config, ConfigError};
-use leasegate::{app, dev, shutdown};
+use leasegate::{app, commands, dev, shutdown};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::HashPassword => hash_password(),
+        Command::Leases { api, command } => commands::leases(&api, &command),
+        Command::Creds { api, role, json } => commands::creds(&api, &role, json),
+        Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
         Command::Serve { config } => serve(&config, cli.worker_threads),
         Command::Dev { port, keep } => runtime(cli.worker_threads)
             .and_then(|rt| {

@@ -96,8 +96,10 @@ async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Jso
     Ok(Json(LeaseView::of(&lease)))
 }
 
+/// A body that is not the expected JSON: 400, or 413 when it is too large.
 fn bad_json(e: JsonRejection) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {}", e.body_text()))
+    let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+    ApiError(status, format!("invalid JSON body: {}", e.body_text()))
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,8 @@
 //! open; everything under `/v1` needs `Authorization: Bearer <token>` from `[admin].token_file`
 //! (compared in constant time). Errors are JSON `{"error": "..."}` with the matching status.
 
-mod leases;
+pub mod client;
+pub mod leases;
 
 use crate::app::App;
 use crate::secret::Secret;
