@@ -129,20 +129,18 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let app = App { config: config.clone(), leases, metrics, audit };
     // Users a previous run left: revoked in the background, retrying until each is gone.
     let recovered = recovery::recover(&app.leases).await.map_err(journal_err)?;
-    if recovered > 0 {
-        tracing::info!(leases = recovered, "revoking leases left by a previous run");
+    if !recovered.is_empty() {
+        tracing::info!(leases = recovered.len(), "revoking leases left by a previous run");
     }
-    for db in &config.databases {
-        tokio::spawn(recovery::sweep_orphans(app.leases.clone(), db.clone()));
-    }
+    let sweeps: Vec<_> = config.databases.iter().map(|db| tokio::spawn(recovery::sweep_orphans(app.leases.clone(), db.clone()))).collect();
     let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(become_ready(app.leases.clone(), recovered, sweeps, ready.clone(), signals.begin.clone()));
     let admin = match listeners.admin {
         Some(listener) => Some(tokio::spawn(crate::admin::serve(listener, admin_state(&app, &ready)?, signals.stopped.clone()))),
         None => None,
     };
     let connections = TaskTracker::new();
     let loops = spawn_listeners(&app, databases, listeners.databases, &signals, &connections);
-    ready.store(true, Ordering::Release);
 
     let running_app = app.clone();
     let task = tokio::spawn(async move {
@@ -155,6 +153,27 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
         }
     });
     Ok(Running { app: running_app, task })
+}
+
+/// `/readyz` turns ready once what a previous run left is revoked and the orphan sweep is
+/// done (unless shutdown began meanwhile).
+async fn become_ready(
+    leases: LeaseManager,
+    recovered: Vec<String>,
+    sweeps: Vec<tokio::task::JoinHandle<()>>,
+    ready: Arc<AtomicBool>,
+    begin: crate::shutdown::Shutdown,
+) {
+    for sweep in sweeps {
+        let _ = sweep.await;
+    }
+    while recovered.iter().any(|id| leases.get(id).is_some()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !begin.is_cancelled() {
+        ready.store(true, Ordering::Release);
+        tracing::info!("ready: recovery and orphan sweep done");
+    }
 }
 
 fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppError> {
@@ -219,7 +238,7 @@ async fn shut_down(
     app.leases.stop_granting();
     // Drain: every session closes at its next idle point (idle ones at once).
     for lease in app.leases.list() {
-        lease.drain.cancel();
+        lease.start_draining(crate::lease::DrainReason::Shutdown);
     }
     connections.close();
     tokio::select! {

@@ -195,3 +195,20 @@ fn max_leases_answers_too_many_connections() {
     assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some());
     assert!(lg.psql(&lg.url("ci/capped", ""), "SELECT 1").status.success(), "slots free again");
 }
+
+#[test]
+fn an_identity_lease_that_was_idle_at_its_renewal_is_renewed_when_a_session_rejoins() {
+    let lg = Lg::start(Setup {
+        extra_roles: vec![role("pooled", "default_ttl = \"3s\"\nmax_ttl = \"60s\"\nscope = \"identity\"\nidle_grace = \"20s\"")],
+        ..Setup::default()
+    });
+    let first = lg.psql(&lg.url("ci/pooled", ""), "SELECT current_user");
+    assert!(first.status.success());
+    let user = stdout(&first);
+    // Idle through the renewal point (2 s) …
+    std::thread::sleep(Duration::from_millis(2500));
+    // … then a session that runs past the original expiry (3 s) must not be cut.
+    let out = lg.psql(&lg.url("ci/pooled", ""), "SELECT current_user, pg_sleep(2)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(&user), "same user for the identity");
+}

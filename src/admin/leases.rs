@@ -3,7 +3,6 @@
 
 use super::{AdminState, ApiError};
 use crate::audit::rfc3339;
-use crate::auth::Identity;
 use crate::lease::{Lease, LeaseError, LeaseState, RenewError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -87,12 +86,20 @@ async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Json<Vec<
     Json(leases)
 }
 
-fn find(s: &AdminState, id: &str) -> Result<Arc<Lease>, ApiError> {
-    s.app.leases.get(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}")))
+/// A live lease; for one that has ended, 409 (it exists, in the journal, but cannot be acted
+/// on); for an id never seen, 404.
+async fn find(s: &AdminState, id: &str) -> Result<Arc<Lease>, ApiError> {
+    if let Some(lease) = s.app.leases.get(id) {
+        return Ok(lease);
+    }
+    match s.app.leases.journal().get(id).await {
+        Ok(Some(row)) => Err(ApiError(StatusCode::CONFLICT, format!("lease {id:?} has ended ({})", row.end_reason.unwrap_or(row.state)))),
+        _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}"))),
+    }
 }
 
 async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
-    let lease = find(&s, &id)?;
+    let lease = find(&s, &id).await?;
     Ok(Json(LeaseView::of(&lease)))
 }
 
@@ -115,7 +122,10 @@ async fn renew(
     body: Result<Json<RenewBody>, JsonRejection>,
 ) -> Result<Json<LeaseView>, ApiError> {
     let Json(body) = body.map_err(bad_json)?;
-    let lease = find(&s, &id)?;
+    if body.increment < Duration::from_secs(1) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "increment must be at least 1s".into()));
+    }
+    let lease = find(&s, &id).await?;
     match s.app.leases.renew_by(&lease, body.increment).await {
         Ok(_) => Ok(Json(LeaseView::of(&lease))),
         Err(e @ RenewError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
@@ -124,7 +134,7 @@ async fn renew(
 }
 
 async fn revoke(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
-    let lease = find(&s, &id)?;
+    let lease = find(&s, &id).await?;
     revoked(&s, &lease).await.map(Json)
 }
 
@@ -145,7 +155,7 @@ struct PrefixBody {
     prefix: String,
 }
 
-/// Revokes every lease whose role (or id) starts with `prefix`.
+/// Revokes every lease whose role starts with `prefix`.
 async fn revoke_prefix(
     State(s): State<AdminState>,
     body: Result<Json<PrefixBody>, JsonRejection>,
@@ -154,8 +164,7 @@ async fn revoke_prefix(
     if body.prefix.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "prefix must not be empty".into()));
     }
-    let matching: Vec<Arc<Lease>> =
-        s.app.leases.list().into_iter().filter(|l| l.identity.role.starts_with(&body.prefix) || l.id.starts_with(&body.prefix)).collect();
+    let matching: Vec<Arc<Lease>> = s.app.leases.list().into_iter().filter(|l| l.identity.role.starts_with(&body.prefix)).collect();
     let mut done = Vec::new();
     for lease in &matching {
         s.app.leases.end(lease, crate::lease::EndReason::Revoked);
@@ -186,13 +195,16 @@ async fn creds(State(s): State<AdminState>, Path(role): Path<String>) -> Result<
     let config = &s.app.config;
     let role_cfg = config.role(&role).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no role {role:?}")))?;
     let db = config.database(&role_cfg.database).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no database".into()))?;
-    let identity = Identity { client: API_CLIENT.into(), role: role.clone() };
-    let guard = s.app.leases.grant(&identity, None).await.map_err(|e| match e {
+    // In its own task: if the caller hangs up mid-mint, the mint still completes (or is rolled
+    // back) instead of being dropped halfway with a user in the database.
+    let leases = s.app.leases.clone();
+    let granted = tokio::spawn(async move { leases.grant_detached(&role, API_CLIENT).await })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let lease = granted.map_err(|e| match e {
         LeaseError::TooMany(_) => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        LeaseError::ShuttingDown => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     })?;
-    let lease = guard.detach();
     let (host, port) = db.upstream_host_port().unwrap_or_default();
     let ttl = lease.expires_at().duration_since(std::time::SystemTime::now()).unwrap_or_default();
     Ok(Json(Creds {

@@ -94,6 +94,20 @@ impl Config {
             }
             client.validate(&at, &mut problems);
         }
+        // The orphan sweep drops users by prefix: on one server, no prefix may cover another's.
+        for (i, a) in self.databases.iter().enumerate() {
+            for b in self.databases.iter().skip(i + 1) {
+                if a.upstream == b.upstream && (a.name_prefix.starts_with(&b.name_prefix) || b.name_prefix.starts_with(&a.name_prefix)) {
+                    problems.push(Problem::new(
+                        format!("database[{i}].name_prefix"),
+                        format!(
+                            "{:?} and {:?} overlap on the same upstream {}: the orphan sweep could drop the other's users",
+                            a.name_prefix, b.name_prefix, a.upstream
+                        ),
+                    ));
+                }
+            }
+        }
         if self.databases.is_empty() {
             problems.push(Problem::new("database", "at least one [[database]] is required"));
         }

@@ -169,12 +169,10 @@ impl Journal {
         Ok(rows.into_iter().next())
     }
 
-    /// Users of `database` that a lease not yet ended may own.
-    pub async fn open_users(&self, database: &str) -> Result<HashSet<String>, JournalError> {
-        let users: Vec<(String,)> = sqlx::query_as("SELECT db_user FROM leases WHERE state <> 'ended' AND database = ?")
-            .bind(database)
-            .fetch_all(&self.pool)
-            .await?;
+    /// Users that a lease not yet ended may own, on any database (Postgres roles are
+    /// cluster-wide, so two `[[database]]`s on one server see each other's users).
+    pub async fn open_users(&self) -> Result<HashSet<String>, JournalError> {
+        let users: Vec<(String,)> = sqlx::query_as("SELECT db_user FROM leases WHERE state <> 'ended'").fetch_all(&self.pool).await?;
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
 
@@ -259,6 +257,6 @@ mod tests {
             (ended.state.as_str(), ended.end_reason.as_deref(), ended.last_error.as_deref()),
             ("ended", Some("closed"), Some("server down"))
         );
-        assert_eq!(j.open_users("main").await.unwrap(), ["lg_x".to_string()].into_iter().collect());
+        assert_eq!(j.open_users().await.unwrap(), ["lg_x".to_string()].into_iter().collect());
     }
 }

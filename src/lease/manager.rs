@@ -150,51 +150,52 @@ impl LeaseManager {
         }
         let role = self.inner.config.role(&identity.role).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
         if role.scope == Scope::Connection {
-            return self.mint(identity, role, peer).await;
+            return self.mint(identity, role, peer, false).await;
         }
-        // One mint per identity at a time, so concurrent first connections share one user.
+        // One mint per identity at a time, so concurrent first connections share one user;
+        // bounded, so a stalled mint turns the others away instead of queueing them forever.
+        let wait = self.inner.config.database(&role.database).map_or(Duration::from_secs(5), |d| d.connect_timeout);
         let lock = self.inner.identity_locks.entry(identity.clone()).or_default().clone();
-        let _held = lock.lock().await;
+        let _held = tokio::time::timeout(wait, lock.lock())
+            .await
+            .map_err(|_| LeaseError::TooMany("another login of this client is still waiting for its user"))?;
         let current = self.inner.current.get(identity).map(|l| l.value().clone());
         if let Some(lease) = current
-            && lease.try_join()
+            && let Some(before) = lease.try_join()
         {
             self.inner.timers.cancel(&(lease.id.as_str().into(), Timer::IdleEnd));
+            if before == 0 {
+                // An idle lease skips its renewals; renew now that it has a session again.
+                self.spawn_renewal(lease.clone());
+            }
             return Ok(SessionGuard { lease, manager: self.clone(), detached: false });
         }
-        self.mint(identity, role, peer).await
+        self.mint(identity, role, peer, true).await
     }
 
-    async fn mint(&self, identity: &Identity, role: &RoleConfig, peer: Option<std::net::SocketAddr>) -> Result<SessionGuard, LeaseError> {
-        let unknown = || LeaseError::UnknownRole(identity.role.clone());
-        let db = self.inner.config.database(&role.database).ok_or_else(unknown)?;
-        let provisioner = self.inner.provisioners.get(&role.database).cloned().ok_or_else(unknown)?;
-        let count = self.inner.role_leases.get(&role.name).ok_or_else(unknown)?;
-        if role.max_leases.is_some_and(|max| count.fetch_add(1, Ordering::AcqRel) >= max) {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return Err(LeaseError::TooMany("the role's max_leases is reached"));
+    /// A new lease for direct use (admin API credentials): never shared with another caller,
+    /// no session attached, ends at its expiry or on revoke.
+    pub async fn grant_detached(&self, role: &str, client: &str) -> Result<Arc<Lease>, LeaseError> {
+        if !self.inner.granting.load(Ordering::Acquire) {
+            return Err(LeaseError::ShuttingDown);
         }
-        if role.max_leases.is_none() {
-            count.fetch_add(1, Ordering::AcqRel);
-        }
-        let result = self.mint_counted(identity, role, db.connect_timeout, &db.name_prefix, &provisioner, peer).await;
-        if result.is_err() {
-            count.fetch_sub(1, Ordering::AcqRel);
-        }
-        result
+        let role = self.inner.config.role(role).ok_or_else(|| LeaseError::UnknownRole(role.to_string()))?;
+        let identity = Identity { client: client.to_string(), role: role.name.clone() };
+        Ok(self.mint(&identity, role, None, false).await?.detach())
     }
 
-    async fn mint_counted(
+    async fn mint(
         &self,
         identity: &Identity,
         role: &RoleConfig,
-        wait: Duration,
-        prefix: &str,
-        provisioner: &PgProvisioner,
         peer: Option<std::net::SocketAddr>,
+        share: bool,
     ) -> Result<SessionGuard, LeaseError> {
-        let slots = self.inner.mint_slots.get(&role.database).cloned().ok_or_else(|| LeaseError::UnknownRole(role.name.clone()))?;
-        let _slot = match tokio::time::timeout(wait, slots.acquire_owned()).await {
+        let unknown = || LeaseError::UnknownRole(identity.role.clone());
+        let db = self.inner.config.database(&role.database).ok_or_else(unknown)?;
+        let provisioner = self.inner.provisioners.get(&role.database).cloned().ok_or_else(unknown)?;
+        let slots = self.inner.mint_slots.get(&role.database).cloned().ok_or_else(unknown)?;
+        let _slot = match tokio::time::timeout(db.connect_timeout, slots.acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(LeaseError::ShuttingDown),
             Err(_) => return Err(LeaseError::TooMany("no mint slot freed in time (max_concurrent_mints)")),
@@ -205,7 +206,7 @@ impl LeaseManager {
             name::lease_id(),
             identity.clone(),
             role.database.clone(),
-            name::user_name(prefix, &identity.client, &identity.role, MAX_USER_LEN),
+            name::user_name(&db.name_prefix, &identity.client, &identity.role, MAX_USER_LEN),
             name::password(),
             LeaseState::Minting,
             now + ttl,
@@ -214,6 +215,9 @@ impl LeaseManager {
             peer,
         );
         lease.attach_first();
+        if !self.take_count(&lease, role) {
+            return Err(LeaseError::TooMany("the role's max_leases is reached"));
+        }
         let intent = Intent {
             id: &lease.id,
             database: &lease.database,
@@ -225,13 +229,14 @@ impl LeaseManager {
             max_expires_at: lease.max_expires_at,
         };
         // The intent is on disk before the user exists: a crash from here on is recovered.
-        self.inner.journal.intent(&intent).await?;
+        if let Err(e) = self.inner.journal.intent(&intent).await {
+            self.release_count(&lease);
+            return Err(e.into());
+        }
         self.inner.leases.insert(lease.id.clone(), lease.clone());
         if !self.inner.granting.load(Ordering::Acquire) {
-            // Shutdown began between the first check and the insert: revoke_all may not see us.
-            lease.set_state(LeaseState::Ended);
-            let _ = self.inner.journal.set_state(&lease.id, "ended", Some("shutdown before mint")).await;
-            self.inner.leases.remove(&lease.id);
+            // Shutdown began between the first check and the insert: nothing was created yet.
+            self.forget(&lease, "shutdown before mint").await;
             return Err(LeaseError::ShuttingDown);
         }
 
@@ -241,17 +246,12 @@ impl LeaseManager {
             // A refused or never-sent batch created nothing (one implicit transaction); a lost
             // connection leaves the outcome unknown, so that user is revoked until surely gone.
             let unknown = matches!(source, ProvisionError::Connect { .. });
-            self.abandon(&lease, role, provisioner, &source.to_string(), unknown).await;
+            self.abandon(&lease, role, &provisioner, &source.to_string(), unknown).await;
             return Err(LeaseError::Mint { source });
         }
-        if !lease.begin_active() {
-            // Shutdown claimed the lease while we were minting; its revocation may have run
-            // before the user existed, so drop it here too (a second drop is harmless).
-            self.abandon(&lease, role, provisioner, "shutdown during mint", true).await;
-            return Err(LeaseError::ShuttingDown);
-        }
+        lease.begin_active();
         self.journal_state(&lease, None).await;
-        if role.scope == Scope::Identity {
+        if share {
             self.inner.current.insert(identity.clone(), lease.clone());
         }
         self.schedule_expiry(&lease, role, Instant::now());
@@ -264,7 +264,46 @@ impl LeaseManager {
         m.leases_granted.get_or_create(&RoleLabels { database: lease.database.clone(), role: role.name.clone() }).inc();
         m.mint_seconds.get_or_create(&DbLabels { database: lease.database.clone() }).observe(started.elapsed().as_secs_f64());
         self.audit(&lease, "granted", None, Some(lease.expires_at()));
+        if lease.revoke_requested() {
+            // Revocation (shutdown, the API) was asked for while the user was being created.
+            let reason = if self.inner.granting.load(Ordering::Acquire) { EndReason::Revoked } else { EndReason::Shutdown };
+            self.end(&lease, reason);
+            return Err(LeaseError::ShuttingDown);
+        }
         Ok(SessionGuard { lease, manager: self.clone(), detached: false })
+    }
+
+    /// Takes one unit of the role's `max_leases` for `lease`; false when the role is full.
+    fn take_count(&self, lease: &Lease, role: &RoleConfig) -> bool {
+        let Some(count) = self.inner.role_leases.get(&role.name) else { return false };
+        if role.max_leases.is_some_and(|max| count.fetch_add(1, Ordering::AcqRel) >= max) {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if role.max_leases.is_none() {
+            count.fetch_add(1, Ordering::AcqRel);
+        }
+        lease.set_counted();
+        true
+    }
+
+    /// Gives the unit back, once, whatever path ends the lease.
+    fn release_count(&self, lease: &Lease) {
+        if lease.take_counted()
+            && let Some(count) = self.inner.role_leases.get(&lease.identity.role)
+        {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A lease whose user surely does not exist: journal its end and drop it.
+    async fn forget(&self, lease: &Arc<Lease>, why: &str) {
+        lease.set_state(LeaseState::Ended);
+        if let Err(e) = self.inner.journal.set_state(&lease.id, "ended", Some(why)).await {
+            tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+        }
+        self.inner.leases.remove(&lease.id);
+        self.release_count(lease);
     }
 
     /// A mint that did not complete: roll back, journal the end, forget the lease.
@@ -279,13 +318,7 @@ impl LeaseManager {
                 lease.set_state(LeaseState::Active);
                 self.end(lease, EndReason::Revoked);
             }
-            _ => {
-                lease.set_state(LeaseState::Ended);
-                if let Err(e) = self.inner.journal.set_state(&lease.id, "ended", Some(why)).await {
-                    tracing::error!(lease = %lease.id, error = %e, "journal write failed");
-                }
-                self.inner.leases.remove(&lease.id);
-            }
+            _ => self.forget(lease, why).await,
         }
     }
 
@@ -326,6 +359,13 @@ impl LeaseManager {
             let ttl = role.default_ttl.min(role.max_ttl);
             let now = Instant::now();
             let expires_at = (SystemTime::now() + ttl).min(lease.max_expires_at);
+            let current = lease.expires_at();
+            if expires_at <= current {
+                // Already renewed further (through the API): never shorten; look again later.
+                let left = current.duration_since(SystemTime::now()).unwrap_or_default();
+                manager.inner.timers.set((lease.id.as_str().into(), Timer::Renew), now + left.saturating_sub(ttl / 3));
+                return;
+            }
             match provisioner.renew(&role, &lease.user, expires_at).await {
                 Ok(()) => {
                     lease.set_expires_at(expires_at);
@@ -349,7 +389,7 @@ impl LeaseManager {
     /// Max TTL: no session joins any more; sessions close at their next idle point, and at
     /// `hard_close_grace` later regardless.
     fn begin_drain(&self, lease: &Arc<Lease>) {
-        lease.drain.cancel();
+        lease.start_draining(super::DrainReason::MaxTtl);
         self.inner.current.remove_if(&lease.identity, |_, current| current.id == lease.id);
         let id: Arc<str> = lease.id.as_str().into();
         self.inner.timers.cancel(&(id.clone(), Timer::Renew));
@@ -433,9 +473,7 @@ impl LeaseManager {
             tracing::error!(lease = %lease.id, error = %e, "journal write failed");
         }
         self.inner.leases.remove(&lease.id);
-        if let Some(count) = self.inner.role_leases.get(&lease.identity.role) {
-            let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
-        }
+        self.release_count(&lease);
         tracing::info!(
             lease = %lease.id, user = %lease.user, reason = %reason, attempts = attempt,
             revoke_ms = started.elapsed().as_secs_f64() * 1e3, "lease ended"

@@ -17,6 +17,7 @@ pub use manager::{LeaseError, LeaseManager, RenewError};
 use crate::auth::Identity;
 use crate::secret::Secret;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -103,9 +104,26 @@ pub struct Lease {
     pub max_deadline: Instant,
     /// Cancelled when the lease ends: its sessions close now.
     pub ended: CancellationToken,
-    /// Cancelled at max TTL: its sessions close at their next idle point.
+    /// Cancelled at max TTL or shutdown: its sessions close at their next idle point.
     pub drain: CancellationToken,
+    /// Why `drain` was cancelled: `DRAIN_SHUTDOWN` or `DRAIN_MAX_TTL`.
+    drain_reason: AtomicU8,
+    /// Holds one unit of its role's `max_leases` count (released exactly once).
+    counted: AtomicBool,
+    /// Revocation was asked for while the user was still being created; the minting task
+    /// starts it as soon as the user exists.
+    revoke_requested: AtomicBool,
     mutable: Mutex<Mutable>,
+}
+
+const DRAIN_MAX_TTL: u8 = 1;
+const DRAIN_SHUTDOWN: u8 = 2;
+
+/// Why sessions are asked to close at their next idle point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainReason {
+    MaxTtl,
+    Shutdown,
 }
 
 impl Lease {
@@ -134,6 +152,9 @@ impl Lease {
             max_deadline,
             ended: CancellationToken::new(),
             drain: CancellationToken::new(),
+            drain_reason: AtomicU8::new(0),
+            counted: AtomicBool::new(false),
+            revoke_requested: AtomicBool::new(false),
             mutable: Mutex::new(Mutable { state, sessions: 0, expires_at, used_databases: BTreeSet::new() }),
         })
     }
@@ -162,15 +183,39 @@ impl Lease {
         self.lock().sessions
     }
 
-    /// Adds a session if the lease is active and not draining.
-    fn try_join(&self) -> bool {
+    /// Adds a session if the lease is active and not draining; returns how many it had.
+    fn try_join(&self) -> Option<usize> {
         let mut m = self.lock();
         if m.state == LeaseState::Active && !self.drain.is_cancelled() {
             m.sessions += 1;
-            true
+            Some(m.sessions - 1)
         } else {
-            false
+            None
         }
+    }
+
+    fn set_counted(&self) {
+        self.counted.store(true, Ordering::Release);
+    }
+
+    /// True exactly once after `set_counted`.
+    fn take_counted(&self) -> bool {
+        self.counted.swap(false, Ordering::AcqRel)
+    }
+
+    fn revoke_requested(&self) -> bool {
+        self.revoke_requested.load(Ordering::Acquire)
+    }
+
+    /// Asks its sessions to close at their next idle point.
+    pub fn start_draining(&self, reason: DrainReason) {
+        let code = if reason == DrainReason::Shutdown { DRAIN_SHUTDOWN } else { DRAIN_MAX_TTL };
+        let _ = self.drain_reason.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.drain.cancel();
+    }
+
+    pub fn drain_reason(&self) -> DrainReason {
+        if self.drain_reason.load(Ordering::Acquire) == DRAIN_SHUTDOWN { DrainReason::Shutdown } else { DrainReason::MaxTtl }
     }
 
     /// The minting session's own place on its new lease.
@@ -185,28 +230,30 @@ impl Lease {
         m.sessions
     }
 
-    /// Minting → Active; false when shutdown claimed the lease meanwhile.
-    fn begin_active(&self) -> bool {
+    /// Minting → Active (revocation never takes over a minting lease; see `begin_revoking`).
+    fn begin_active(&self) {
         let mut m = self.lock();
         if m.state == LeaseState::Minting {
             m.state = LeaseState::Active;
-            true
-        } else {
-            false
         }
     }
 
-    /// Minting/Active → Revoking, once; with `only_if_idle`, only when no session is attached
-    /// (checked under the same lock a joining session takes).
+    /// Active → Revoking, once; with `only_if_idle`, only when no session is attached (checked
+    /// under the same lock a joining session takes). A lease still minting is not taken over —
+    /// its user may not exist yet — but marked, and its minting task revokes it once it does.
     fn begin_revoking(&self, only_if_idle: bool) -> bool {
         let mut m = self.lock();
         if only_if_idle && m.sessions > 0 {
             return false;
         }
         match m.state {
-            LeaseState::Minting | LeaseState::Active => {
+            LeaseState::Active => {
                 m.state = LeaseState::Revoking;
                 true
+            }
+            LeaseState::Minting => {
+                self.revoke_requested.store(true, Ordering::Release);
+                false
             }
             _ => false,
         }

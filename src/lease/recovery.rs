@@ -14,10 +14,10 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-/// Revokes every unfinished lease of the journal; returns how many there were.
-pub async fn recover(manager: &LeaseManager) -> Result<usize, JournalError> {
+/// Revokes every unfinished lease of the journal; returns their ids.
+pub async fn recover(manager: &LeaseManager) -> Result<Vec<String>, JournalError> {
     let rows = manager.journal().unfinished().await?;
-    let count = rows.len();
+    let ids = rows.iter().map(|r| r.id.clone()).collect();
     for row in rows {
         tracing::info!(lease = %row.id, user = %row.db_user, state = %row.state, "revoking a lease left by a previous run");
         let lease = unfinished_lease(row.id, Identity { client: row.client, role: row.role }, row.database, row.db_user);
@@ -26,7 +26,7 @@ pub async fn recover(manager: &LeaseManager) -> Result<usize, JournalError> {
         }
         manager.adopt_for_revocation(lease, EndReason::Recovered);
     }
-    Ok(count)
+    Ok(ids)
 }
 
 /// A lease object for a user this process did not mint: it only exists to be revoked.
@@ -55,7 +55,7 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
     };
     // Read what is known only after listing: a lease minted meanwhile is journaled before its
     // user exists, so it is in this set if its user was in the listing.
-    let known = match known_users(&manager, &db.name).await {
+    let known = match known_users(&manager).await {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(database = %db.name, error = %e, "orphan sweep cannot read the journal; skipped");
@@ -78,8 +78,8 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
     }
 }
 
-async fn known_users(manager: &LeaseManager, database: &str) -> Result<HashSet<String>, JournalError> {
-    let mut known = manager.journal().open_users(database).await?;
-    known.extend(manager.list().into_iter().filter(|l| l.database == database).map(|l| l.user.clone()));
+async fn known_users(manager: &LeaseManager) -> Result<HashSet<String>, JournalError> {
+    let mut known = manager.journal().open_users().await?;
+    known.extend(manager.list().into_iter().map(|l| l.user.clone()));
     Ok(known)
 }

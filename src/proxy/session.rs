@@ -9,9 +9,9 @@ use super::error::{Reply, SessionError};
 use crate::app::{App, Database};
 use crate::audit;
 use crate::auth::{self, Identity};
-use crate::lease::SessionGuard;
+use crate::lease::{DrainReason, SessionGuard};
 use crate::metrics::{ConnLabels, DirectionLabels, ReasonLabels};
-use crate::net::pump::{Closed, Pump, PumpError, Transferred};
+use crate::net::pump::{Closed, Observer, Pump, PumpError, Transferred};
 use crate::net::stream::Stream;
 use crate::pg::backend::ServerConn;
 use crate::pg::frontend::{self, ClientConn, Opened};
@@ -187,7 +187,11 @@ async fn relay(
         tracing::debug!(%peer, error = %e, "connection closed during hand-off");
         return;
     }
-    let mut pump = Pump::new(&mut client_io, &mut server_io, PgIdle::default());
+    // The observer must see every byte, the ones forwarded during the hand-off too.
+    let mut idle = PgIdle::default();
+    idle.client_bytes(&client_ahead);
+    idle.server_bytes(&read_ahead);
+    let mut pump = Pump::new(&mut client_io, &mut server_io, idle);
     let outcome = loop {
         tokio::select! {
             r = &mut pump => break Some(r),
@@ -198,9 +202,9 @@ async fn relay(
     };
     let bytes = pump.transferred();
     log_end(&outcome, bytes, &lease.user, peer);
-    count_end(app, db, &outcome, bytes);
+    count_end(app, db, &outcome, bytes, lease.drain_reason());
     if let Some(Ok(Closed::Idle)) = outcome {
-        say_goodbye(&mut client_io, &mut server_io).await;
+        say_goodbye(&mut client_io, &mut server_io, lease.drain_reason()).await;
     }
     // A TLS client gets close_notify; bounded so a stuck peer cannot hold the task.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_io.shutdown()).await;
@@ -221,15 +225,18 @@ async fn forward_read_ahead(client: &mut Stream, client_ahead: &[u8], server: &m
 
 /// At an idle point after max TTL: the client gets the FATAL a server sends when it terminates a
 /// session (so a pool discards the connection and opens a new one), the server a Terminate.
-async fn say_goodbye(client: &mut Stream, server: &mut Stream) {
+async fn say_goodbye(client: &mut Stream, server: &mut Stream, why: DrainReason) {
     let mut out = bytes::BytesMut::new();
-    ErrorResponse::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection because its database credentials reached their max TTL")
-        .encode(&mut out);
+    let message = match why {
+        DrainReason::MaxTtl => "terminating connection because its database credentials reached their max TTL",
+        DrainReason::Shutdown => "terminating connection because leasegate is shutting down",
+    };
+    ErrorResponse::fatal(sqlstate::ADMIN_SHUTDOWN, message).encode(&mut out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.write_all(&out)).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.write_all(b"X\0\0\0\x04")).await;
 }
 
-fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred) {
+fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, why: DrainReason) {
     let m = &app.metrics;
     let database = db.config.name.clone();
     for (direction, n) in [("client_to_server", bytes.client_to_server), ("server_to_client", bytes.server_to_client)] {
@@ -237,6 +244,7 @@ fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError
     }
     let closed_by_us = match outcome {
         None => Some("lease_ended"),
+        Some(Ok(Closed::Idle)) if why == DrainReason::Shutdown => Some("shutdown"),
         Some(Ok(Closed::Idle)) => Some("idle_after_max_ttl"),
         _ => None,
     };
