@@ -19,11 +19,19 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    pub fn spawn(mut cmd: Command) -> Result<Keeper, DevDbError> {
+    /// Postgres: SIGINT is its fast shutdown, SIGQUIT its immediate one.
+    pub fn spawn(cmd: Command) -> Result<Keeper, DevDbError> {
+        Self::spawn_with(cmd, libc::SIGINT, libc::SIGQUIT)
+    }
+
+    /// `stop` is sent by [`Keeper::stop`]; `on_parent_death` by the kernel if we die first.
+    /// The command's uid must be set with `Command::uid`, not by the server itself: a
+    /// server that drops privileges on its own clears PR_SET_PDEATHSIG.
+    pub fn spawn_with(mut cmd: Command, stop_signal: i32, on_parent_death: i32) -> Result<Keeper, DevDbError> {
         // SAFETY: prctl only sets a flag on the child; it is async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, on_parent_death);
                 Ok(())
             });
         }
@@ -53,7 +61,7 @@ impl Keeper {
                 }
             }
             // SAFETY: kill with the pid of our own unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            unsafe { libc::kill(child.id() as i32, stop_signal) };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
                 if let Ok(Some(_)) = child.try_wait() {

@@ -3,6 +3,7 @@
 //! on drop (and killed by the kernel if this process dies first).
 
 mod keeper;
+pub mod mariadb;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
