@@ -105,19 +105,7 @@ fn identity_scope_shares_one_user_until_idle_grace_passes() {
         extra_roles: vec![role("shared", "default_ttl = \"1h\"\nmax_ttl = \"2h\"\nscope = \"identity\"\nidle_grace = \"2s\"")],
         ..Setup::default()
     });
-    let children: Vec<_> = (0..5)
-        .map(|_| {
-            psql_cmd(&lg.url("ci/shared", "")).args(["-Atc", "SELECT current_user, pg_sleep(1)"]).stdout(Stdio::piped()).spawn().unwrap()
-        })
-        .collect();
-    let users: std::collections::BTreeSet<String> = children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", stderr(&out));
-            stdout(&out).split('|').next().unwrap().to_string()
-        })
-        .collect();
+    let users = concurrent_users(&lg.url("ci/shared", ""), 5);
     assert_eq!(users.len(), 1, "five connections, one user: {users:?}");
     let closed = Instant::now();
     let other = stdout(&lg.psql(&lg.url("other/shared", ""), "SELECT current_user"));

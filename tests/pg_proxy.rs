@@ -42,17 +42,7 @@ fn queries_run_and_the_role_name_is_explicit_or_default() {
 #[test]
 fn ten_concurrent_connections_get_ten_distinct_roles() {
     let lg = Lg::start(Setup::default());
-    let children: Vec<_> = (0..10)
-        .map(|_| psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT current_user, pg_sleep(1)"]).stdout(Stdio::piped()).spawn().unwrap())
-        .collect();
-    let users: std::collections::BTreeSet<String> = children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", stderr(&out));
-            stdout(&out).split('|').next().unwrap().to_string()
-        })
-        .collect();
+    let users = concurrent_users(&lg.url("ci", ""), 10);
     assert_eq!(users.len(), 10, "{users:?}");
     assert!(users.iter().all(|u| u.starts_with(PREFIX)));
     assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some());

@@ -318,6 +318,22 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Durati
     }
 }
 
+/// Opens `n` psql sessions at once (each holds its connection for a second) and returns the
+/// set of `current_user`s they saw.
+pub fn concurrent_users(url: &str, n: usize) -> std::collections::BTreeSet<String> {
+    let children: Vec<_> = (0..n)
+        .map(|_| psql_cmd(url).args(["-Atc", "SELECT current_user, pg_sleep(1)"]).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            stdout(&out).split('|').next().unwrap().to_string()
+        })
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
