@@ -34,9 +34,10 @@ pub enum Command {
     },
     /// Start a private PostgreSQL and a leasegate in front of it; Ctrl-C removes everything.
     Dev {
-        /// Port for leasegate's Postgres listener (0 picks a free one).
-        #[arg(long, default_value_t = 6432)]
-        port: u16,
+        /// Port for leasegate's Postgres listener [default: 6432, or a free port if 6432 is taken;
+        /// 0 always picks a free one].
+        #[arg(long)]
+        port: Option<u16>,
         /// Keep the private cluster's files after exit (for inspection).
         #[arg(long)]
         keep: bool,

@@ -5,7 +5,16 @@ use crate::devdb::postgres::{PgOptions, PrivatePostgres};
 use crate::{app, config::Config, net::tls, shutdown};
 use anyhow::Context;
 
-pub async fn run(port: u16, keep: bool) -> anyhow::Result<()> {
+pub async fn run(port: Option<u16>, keep: bool) -> anyhow::Result<()> {
+    let port = match port {
+        Some(p) => p,
+        // PgBouncer's port too: when something holds it, take a free one instead of failing.
+        None if std::net::TcpListener::bind(("127.0.0.1", 6432)).is_ok() => 6432,
+        None => {
+            eprintln!("leasegate dev: 127.0.0.1:6432 is taken; using a free port (see the psql line below)");
+            0
+        }
+    };
     eprintln!("leasegate dev: starting a private PostgreSQL…");
     let mut pg = tokio::task::spawn_blocking(|| PrivatePostgres::start(&PgOptions::default())).await??;
     if keep {
