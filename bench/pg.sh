@@ -155,7 +155,7 @@ printf '| pgbench -S -C, 8 clients (connect per transaction) | %.0f | — | %.0f
 # Mint latency from leasegate's own "lease granted" events.
 python3 - "$work/leasegate.log" <<'PY'
 import json, sys
-ms = sorted(json.loads(l)["fields"]["mint_ms"] for l in open(sys.argv[1]) if '"lease granted"' in l)
+ms = sorted(json.loads(l).get("fields", json.loads(l))["mint_ms"] for l in open(sys.argv[1]) if "\"lease granted\"" in l)
 if ms:
     pick = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]
     print(f"\nmint latency over {len(ms)} mints: p50 {pick(0.5):.2f} ms, p99 {pick(0.99):.2f} ms")

@@ -34,8 +34,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-/// How long shutdown waits for revocations before giving up (users then expire by VALID UNTIL).
+/// How long shutdown waits for revocations before giving up (the journal keeps the leases, the
+/// next start revokes them, and VALID UNTIL bounds them meanwhile).
 const SHUTDOWN_REVOKE_LIMIT: Duration = Duration::from_secs(30);
+/// The same, when a second signal already cut the drain short.
+const HURRIED_REVOKE_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,6 +47,10 @@ pub enum AppError {
     Config(Vec<Problem>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    /// Shutdown ended with users that could not be dropped (exit 1); the journal still lists
+    /// them, so the next start revokes them.
+    #[error("{0} lease(s) could not be revoked before exit; the next start revokes them")]
+    Unrevoked(usize),
     /// The lease journal cannot be opened or read: leasegate will not mint without it.
     #[error("{path}: {source}")]
     Journal { path: String, source: crate::lease::journal::JournalError },
@@ -91,20 +98,22 @@ pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
 
 /// Runs until `signals.begin` is cancelled, then shuts down in the order above.
 pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> Result<(), AppError> {
-    start(config, listeners, signals).await?.finished().await;
-    Ok(())
+    match start(config, listeners, signals).await?.finished().await {
+        0 => Ok(()),
+        left => Err(AppError::Unrevoked(left)),
+    }
 }
 
 /// A started service: its shared state, and the task that shuts it down.
 pub struct Running {
     pub app: App,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<usize>,
 }
 
 impl Running {
-    /// Resolves when shutdown has completed.
-    pub async fn finished(self) {
-        let _ = self.task.await;
+    /// Resolves when shutdown has completed, with the number of leases left unrevoked.
+    pub async fn finished(self) -> usize {
+        self.task.await.unwrap_or(0)
     }
 }
 
@@ -133,6 +142,7 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
         tracing::info!(leases = recovered.len(), "revoking leases left by a previous run");
     }
     let sweeps: Vec<_> = config.databases.iter().map(|db| tokio::spawn(recovery::sweep_orphans(app.leases.clone(), db.clone()))).collect();
+    tokio::spawn(prune_journal(app.leases.clone(), config.journal_retention(), signals.stopped.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(become_ready(app.leases.clone(), recovered, sweeps, ready.clone(), signals.begin.clone()));
     let admin = match listeners.admin {
@@ -146,13 +156,29 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let task = tokio::spawn(async move {
         signals.begin.cancelled().await;
         ready.store(false, Ordering::Release);
-        shut_down(app, loops, connections, provisioners, &signals).await;
+        let left = shut_down(app, loops, connections, provisioners, &signals).await;
         signals.stopped.cancel();
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+        left
     });
     Ok(Running { app: running_app, task })
+}
+
+/// Deletes long-ended leases from the journal at start and then hourly, so it stays small.
+async fn prune_journal(leases: LeaseManager, retain: Duration, stopped: crate::shutdown::Shutdown) {
+    loop {
+        match leases.journal().prune(retain).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, retain = ?retain, "pruned ended leases from the journal"),
+            Err(e) => tracing::warn!(error = %e, "pruning the journal failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stopped.cancelled() => return,
+        }
+    }
 }
 
 /// `/readyz` turns ready once what a previous run left is revoked and the orphan sweep is
@@ -229,7 +255,7 @@ async fn shut_down(
     connections: TaskTracker,
     provisioners: HashMap<String, Arc<PgProvisioner>>,
     signals: &Signals,
-) {
+) -> usize {
     let grace = app.config.service.shutdown_grace;
     tracing::info!(grace = ?grace, "shutting down: no new connections or leases; sessions close at their next idle point");
     for l in loops {
@@ -246,7 +272,14 @@ async fn shut_down(
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace over; closing the remaining sessions"),
         _ = signals.hurry.cancelled() => tracing::warn!("second signal; closing the remaining sessions now"),
     }
-    let left = app.leases.revoke_all(EndReason::Shutdown, SHUTDOWN_REVOKE_LIMIT).await;
+    // Bounded, and a further signal ends it (after a signal has already cut the drain short,
+    // the bound is shorter).
+    let hurried = signals.hurry.is_cancelled();
+    let limit = if hurried { HURRIED_REVOKE_LIMIT } else { SHUTDOWN_REVOKE_LIMIT };
+    let left = tokio::select! {
+        left = app.leases.revoke_all(EndReason::Shutdown, limit) => left,
+        _ = signals.hurry.cancelled(), if !hurried => app.leases.list().len(),
+    };
     if left > 0 {
         tracing::error!(leases = left, "shutdown: some users could not be dropped; they are revoked at the next start");
     }
@@ -256,6 +289,7 @@ async fn shut_down(
     }
     app.leases.journal().close().await;
     tracing::info!("shutdown complete");
+    left
 }
 
 fn build_databases(config: &Arc<Config>) -> Result<DatabasesAndProvisioners, AppError> {

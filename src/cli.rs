@@ -12,9 +12,6 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax); RUST_LOG is used when this is absent.
     #[arg(long, global = true, env = "LEASEGATE_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Threads that serve connections; 1 runs everything on one event loop.
-    #[arg(long, global = true, default_value_t = 1, env = "LEASEGATE_WORKER_THREADS")]
-    pub worker_threads: usize,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,6 +28,9 @@ pub enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Threads that serve connections; 1 runs everything on one event loop.
+        #[arg(long, default_value_t = 1, env = "LEASEGATE_WORKER_THREADS")]
+        worker_threads: usize,
     },
     /// Start a private PostgreSQL and a leasegate in front of it; Ctrl-C removes everything.
     Dev {
@@ -41,6 +41,9 @@ pub enum Command {
         /// Keep the private cluster's files after exit (for inspection).
         #[arg(long)]
         keep: bool,
+        /// Threads that serve connections; 1 runs everything on one event loop.
+        #[arg(long, default_value_t = 1, env = "LEASEGATE_WORKER_THREADS")]
+        worker_threads: usize,
     },
     /// Check a config file and the files it names; print every problem; exit 64 if any.
     CheckConfig { file: PathBuf },
@@ -99,10 +102,11 @@ pub enum LeasesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Extend a lease by an increment (clamped to its max TTL).
+    /// Set a lease to expire INCREMENT from now (may shorten it; clamped to its max TTL).
     Renew {
         id: String,
-        #[arg(long, default_value = "1h")]
+        /// e.g. "30m", "2h"
+        #[arg(long)]
         increment: String,
     },
     /// Revoke a lease: close its sessions and drop its user.

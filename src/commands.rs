@@ -8,7 +8,12 @@ use std::process::ExitCode;
 
 fn client(api: &ApiArgs) -> Result<Client, String> {
     let token = api.token.clone().ok_or("no admin token: set LEASEGATE_TOKEN or pass --token")?;
-    Ok(Client { addr: api.addr.clone(), token })
+    // Accept what people paste: http://host:port/ as well as host:port.
+    let addr = api.addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+    if addr.starts_with("https://") || !addr.contains(':') {
+        return Err(format!("LEASEGATE_ADDR / --addr must be host:port (the admin API speaks plain HTTP), not {:?}", api.addr));
+    }
+    Ok(Client { addr, token })
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -46,8 +51,14 @@ pub fn leases(api: &ApiArgs, command: &LeasesCommand) -> ExitCode {
             .map(|body| if *json { body } else { serde_json::from_str::<LeaseView>(&body).map(|l| table(&[l])).unwrap_or(body) }),
         LeasesCommand::Renew { id, increment } => {
             let body = serde_json::json!({ "increment": increment }).to_string();
-            c.call("POST", &format!("/v1/leases/{}/renew", encode(id)), Some(&body))
-                .map(|b| serde_json::from_str::<LeaseView>(&b).map(|l| format!("renewed {}: expires {}", l.id, l.expires_at)).unwrap_or(b))
+            c.call("POST", &format!("/v1/leases/{}/renew", encode(id)), Some(&body)).map(|b| {
+                serde_json::from_str::<LeaseView>(&b)
+                    .map(|l| {
+                        let clamped = if l.expires_at == l.max_expires_at { " (clamped to its max TTL)" } else { "" };
+                        format!("renewed {}: expires {}{clamped}", l.id, l.expires_at)
+                    })
+                    .unwrap_or(b)
+            })
         }
         LeasesCommand::Revoke { id } => c.call("POST", &format!("/v1/leases/{}/revoke", encode(id)), None).map(|_| format!("revoked {id}")),
         LeasesCommand::RevokePrefix { prefix } => {
@@ -68,7 +79,7 @@ pub fn leases(api: &ApiArgs, command: &LeasesCommand) -> ExitCode {
 }
 
 fn table(leases: &[LeaseView]) -> String {
-    let mut rows = vec![["ID", "ROLE", "CLIENT", "DB USER", "STATE", "SESSIONS", "EXPIRES"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "ROLE", "CLIENT", "DB USER", "STATE", "SESSIONS", "EXPIRES", "LAST ERROR"].map(String::from).to_vec()];
     for l in leases {
         rows.push(vec![
             l.id.clone(),
@@ -78,6 +89,7 @@ fn table(leases: &[LeaseView]) -> String {
             l.state.clone(),
             l.sessions.to_string(),
             l.expires_at.clone(),
+            l.last_error.clone().unwrap_or_default(),
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
@@ -122,9 +134,10 @@ pub fn creds(api: &ApiArgs, role: &str, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(creds) => {
-            println!("LEASEGATE_LEASE_ID={}", creds.lease_id);
+            // `eval "$(leasegate creds ROLE)"` sets them for the shell and its children.
+            println!("export LEASEGATE_LEASE_ID={}", creds.lease_id);
             for (k, v) in env_for(&creds) {
-                println!("{k}={v}");
+                println!("export {k}={}", shell_quote(&v));
             }
             println!(
                 "# expires {} (in {} s); revoke early: leasegate leases revoke {}",
@@ -133,6 +146,14 @@ pub fn creds(api: &ApiArgs, role: &str, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+fn shell_quote(v: &str) -> String {
+    if v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:@".contains(&b)) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
     }
 }
 
@@ -169,7 +190,11 @@ fn run_child(creds: &Creds, command: &[String]) -> ExitCode {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) => return fail(format!("cannot run {program}: {e}")),
+            // 127/126: what a shell returns for a missing / non-executable command.
+            Err(e) => {
+                eprintln!("leasegate exec: cannot run {program}: {e}");
+                return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+            }
         };
         let pid = child.id().map(|p| p as i32);
         let (Ok(mut int), Ok(mut term), Ok(mut hup)) =

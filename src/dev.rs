@@ -27,11 +27,11 @@ pub async fn run(port: Option<u16>, keep: bool) -> anyhow::Result<()> {
     let verifier = crate::auth::hash::client_password_value(&client_password);
     let (cert, key) = tls::self_signed(&["localhost", "127.0.0.1"])?;
     std::fs::write(dir.join("tls.crt"), cert)?;
-    std::fs::write(dir.join("tls.key"), key)?;
-    std::fs::write(dir.join("admin.secret"), pg.password.expose())?;
+    write_private(&dir.join("tls.key"), &key)?;
+    write_private(&dir.join("admin.secret"), pg.password.expose())?;
     let text = dev_config(port, pg.port(), &dir, &verifier);
     let config_path = dir.join("leasegate.toml");
-    std::fs::write(&config_path, &text)?;
+    write_private(&config_path, &text)?;
     let config = Config::from_toml_str(&text).context("the generated dev config")?;
     let listeners = app::bind(&config).await?;
     let listen = listeners.databases.values().next().and_then(|l| l.local_addr().ok()).context("no listener")?;
@@ -49,6 +49,13 @@ pub async fn run(port: Option<u16>, keep: bool) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || drop(pg)).await?;
     result?;
     Ok(())
+}
+
+/// Writes a file only its owner can read (the dev cluster's superuser password is in there).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(text.as_bytes())
 }
 
 /// A group role the dev users join, with the rights an application usually has.

@@ -19,8 +19,8 @@ fn main() -> ExitCode {
         Command::Leases { api, command } => commands::leases(&api, &command),
         Command::Creds { api, role, json } => commands::creds(&api, &role, json),
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
-        Command::Serve { config } => serve(&config, cli.worker_threads),
-        Command::Dev { port, keep } => runtime(cli.worker_threads)
+        Command::Serve { config, worker_threads } => serve(&config, worker_threads),
+        Command::Dev { port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {
                 rt.block_on(dev::run(port, keep)).map_err(|e| {
                     eprintln!("leasegate dev: {e:#}");
@@ -39,7 +39,7 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
@@ -135,6 +135,11 @@ fn hash_password() -> ExitCode {
     drop(_echo);
     if interactive {
         eprintln!();
+    }
+    let mut rest = String::new();
+    if !interactive && stdin.lock().read_line(&mut rest).is_ok_and(|n| n > 0) {
+        eprintln!("leasegate hash-password: expected one line (one password) on stdin, got more");
+        return ExitCode::from(EXIT_CONFIG);
     }
     let password = leasegate::secret::Secret::new(line.trim_end_matches(['\r', '\n']));
     if password.is_empty() {

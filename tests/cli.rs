@@ -15,6 +15,11 @@ fn hash_password_prints_a_verifier_that_check_config_accepts() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let verifier = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut two =
+        Command::new(BIN).arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    two.stdin.take().unwrap().write_all(b"first\nsecond\n").unwrap();
+    let out = two.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "two passwords on stdin are refused, not half-used");
     assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
     assert!(!verifier.contains("correct horse"));
 
@@ -50,7 +55,7 @@ fn check_config_reports_every_problem_and_exits_64() {
     std::fs::write(&missing, include_str!("../config/leasegate.example.toml")).unwrap();
     let out = Command::new(BIN).arg("check-config").arg(&missing).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database[0].admin_password"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database[0].admin_password_file"));
 
     let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "serve refuses a bad config with 64");

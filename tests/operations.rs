@@ -177,6 +177,14 @@ fn admin_api_lists_renews_and_revokes_leases() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let out = session.wait_with_output().unwrap();
     assert!(!out.status.success(), "the session was closed");
+    let bogus = get(&lg, "/v1/leases?state=bogus");
+    assert!(matches!(bogus, Err(ClientError::Api { status: 400, .. })), "{bogus:?}");
+    let shown: serde_json::Value = serde_json::from_str(&get(&lg, &format!("/v1/leases/{id}")).unwrap()).unwrap();
+    assert_eq!(
+        (shown["state"].as_str(), shown["db_user"].as_str()),
+        (Some("ended"), leases[0]["db_user"].as_str()),
+        "an ended lease is shown from the journal"
+    );
     // An ended lease is known (409, wrong state), not missing.
     let answer = api(&lg).call("POST", &format!("/v1/leases/{id}/renew"), Some(r#"{"increment":"1h"}"#));
     assert!(matches!(answer, Err(ClientError::Api { status: 409, .. })), "{answer:?}");
@@ -234,10 +242,12 @@ fn cli_lists_leases_and_exec_runs_a_command_with_a_credential() {
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(stdout(&out).starts_with(PREFIX), "{}", stdout(&out));
     assert!(lg.minted_roles().is_empty(), "revoked when the command exited: {:?}", lg.minted_roles());
+    let out = Command::new(bin).args(["exec", "--role", "app", "--", "/no/such/program"]).envs(env.clone()).output().unwrap();
+    assert_eq!(out.status.code(), Some(127), "a missing command exits 127 like a shell");
 
     let out = Command::new(bin)
         .args(["leases", "list"])
-        .env("LEASEGATE_ADDR", lg.admin_addr.unwrap().to_string())
+        .env("LEASEGATE_ADDR", format!("http://{}/", lg.admin_addr.unwrap()))
         .env("LEASEGATE_TOKEN", "bad-token-bad-token")
         .output()
         .unwrap();

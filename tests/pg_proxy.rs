@@ -308,3 +308,22 @@ fn a_createrole_admin_that_is_not_superuser_mints_and_drops() {
     assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
     assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_lease'"), "app_group");
 }
+
+#[test]
+fn vault_style_creation_statements_with_a_createrole_admin_are_still_revoked() {
+    let vault_role = "\n[[role]]\nname = \"vaulty\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"2h\"\ncreation_statements = [\n  \"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'\",\n  \"GRANT SELECT ON items TO \\\"{{name}}\\\"\",\n]\n";
+    let lg = Lg::start(Setup {
+        prepare: vec![
+            "CREATE ROLE lg_admin LOGIN CREATEROLE PASSWORD 'createrole-only-pw'".into(),
+            "GRANT SELECT ON items TO lg_admin WITH GRANT OPTION".into(),
+        ],
+        admin: Some(("lg_admin".into(), "createrole-only-pw".into())),
+        extra_roles: vec![("vaulty".into(), vault_role.into())],
+        ..Setup::default()
+    });
+    let out = lg.psql(&lg.url("ci/vaulty", ""), "SELECT count(*) FROM items");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "100");
+    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+    assert!(!captured_logs().lines().any(|l| l.contains("revocation failed") && l.contains("lgt_ci_vaulty")));
+}

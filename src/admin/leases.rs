@@ -5,7 +5,7 @@ use super::{AdminState, ApiError};
 use crate::audit::rfc3339;
 use crate::lease::{Lease, LeaseError, LeaseState, RenewError};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -46,6 +46,23 @@ pub struct LeaseView {
 }
 
 impl LeaseView {
+    /// An ended lease, as the journal remembers it.
+    fn ended(r: crate::lease::journal::JournalRow) -> LeaseView {
+        LeaseView {
+            id: r.id,
+            database: r.database,
+            role: r.role,
+            client: r.client,
+            db_user: r.db_user,
+            state: r.state,
+            last_error: r.last_error,
+            sessions: 0,
+            granted_at: rfc3339(r.granted_at),
+            expires_at: rfc3339(r.expires_at),
+            max_expires_at: rfc3339(r.max_expires_at),
+        }
+    }
+
     fn of(l: &Lease) -> LeaseView {
         let state = l.state();
         LeaseView {
@@ -73,7 +90,14 @@ struct Filter {
     state: Option<String>,
 }
 
-async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Json<Vec<LeaseView>> {
+const STATES: [&str; 5] = ["minting", "active", "revoking", "revoke_failed", "ended"];
+
+async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Result<Json<Vec<LeaseView>>, ApiError> {
+    if let Some(state) = &f.state
+        && !STATES.contains(&state.as_str())
+    {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown state {state:?}; one of {}", STATES.join(", "))));
+    }
     let mut leases: Vec<LeaseView> = s
         .app
         .leases
@@ -83,7 +107,7 @@ async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Json<Vec<
         .filter(|v| f.role.as_ref().is_none_or(|r| &v.role == r) && f.state.as_ref().is_none_or(|st| &v.state == st))
         .collect();
     leases.sort_by(|a, b| a.granted_at.cmp(&b.granted_at).then(a.id.cmp(&b.id)));
-    Json(leases)
+    Ok(Json(leases))
 }
 
 /// A live lease; for one that has ended, 409 (it exists, in the journal, but cannot be acted
@@ -98,9 +122,15 @@ async fn find(s: &AdminState, id: &str) -> Result<Arc<Lease>, ApiError> {
     }
 }
 
+/// A live lease, or an ended one from the journal.
 async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
-    let lease = find(&s, &id).await?;
-    Ok(Json(LeaseView::of(&lease)))
+    if let Some(lease) = s.app.leases.get(&id) {
+        return Ok(Json(LeaseView::of(&lease)));
+    }
+    match s.app.leases.journal().get(&id).await {
+        Ok(Some(row)) => Ok(Json(LeaseView::ended(row))),
+        _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}"))),
+    }
 }
 
 /// A body that is not the expected JSON: 400, or 413 when it is too large.
@@ -191,14 +221,18 @@ pub struct Creds {
     pub expires_at: String,
 }
 
-async fn creds(State(s): State<AdminState>, Path(role): Path<String>) -> Result<Json<Creds>, ApiError> {
+async fn creds(
+    State(s): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(role): Path<String>,
+) -> Result<Json<Creds>, ApiError> {
     let config = &s.app.config;
     let role_cfg = config.role(&role).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no role {role:?}")))?;
     let db = config.database(&role_cfg.database).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no database".into()))?;
     // In its own task: if the caller hangs up mid-mint, the mint still completes (or is rolled
     // back) instead of being dropped halfway with a user in the database.
     let leases = s.app.leases.clone();
-    let granted = tokio::spawn(async move { leases.grant_detached(&role, API_CLIENT).await })
+    let granted = tokio::spawn(async move { leases.grant_detached(&role, API_CLIENT, Some(peer)).await })
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let lease = granted.map_err(|e| match e {

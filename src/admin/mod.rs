@@ -56,7 +56,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdow
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(error = %e, "admin API failed");
     }
 }

@@ -126,7 +126,12 @@ impl Config {
                 problems.push(Problem::new("admin.token_file", format!("{}: {e}", token.display())));
             }
             if let Err(e) = db.admin_password.load() {
-                problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()));
+                let key = match db.admin_password {
+                    SecretSource::File(_) => "admin_password_file",
+                    SecretSource::Env(_) => "admin_password_env",
+                    SecretSource::Inline(_) => "admin_password",
+                };
+                problems.push(Problem::new(format!("{at}.{key}"), e.to_string()));
             }
             if let Some(tls) = &db.client_tls {
                 for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
@@ -152,6 +157,10 @@ impl Config {
 
     pub fn role(&self, name: &str) -> Option<&RoleConfig> {
         self.roles.iter().find(|r| r.name == name)
+    }
+
+    pub fn journal_retention(&self) -> std::time::Duration {
+        self.journal.as_ref().map_or_else(JournalSection::default_retention, |j| j.retain_ended)
     }
 
     pub fn journal_path(&self) -> std::path::PathBuf {

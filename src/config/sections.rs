@@ -19,12 +19,23 @@ pub struct AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct JournalSection {
     pub path: PathBuf,
+    /// Ended leases are deleted from the journal this long after they ended.
+    #[serde(default = "default_retain_ended", with = "humantime_serde")]
+    pub retain_ended: std::time::Duration,
+}
+
+fn default_retain_ended() -> std::time::Duration {
+    std::time::Duration::from_secs(7 * 24 * 3600)
 }
 
 impl JournalSection {
     /// The journal used when the config has no `[journal]` table.
     pub fn default_path() -> PathBuf {
         PathBuf::from("leasegate.db")
+    }
+
+    pub fn default_retention() -> std::time::Duration {
+        default_retain_ended()
     }
 }
 

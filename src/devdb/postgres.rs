@@ -37,6 +37,9 @@ impl PrivatePostgres {
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, password.expose()).map_err(io_err("writing the password file"))?;
         chown_tree(dir.path(), owner)?;
+        // Only the server's account (and root) may look inside: dev mode keeps secrets here.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io_err("chmod the cluster directory"))?;
         let mut initdb = Command::new(bindir.join("initdb"));
         initdb
             .arg("-D")

@@ -25,6 +25,9 @@ pub struct JournalRow {
     pub end_reason: Option<String>,
     pub last_error: Option<String>,
     pub used_databases: BTreeSet<String>,
+    pub granted_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub max_expires_at: SystemTime,
 }
 
 /// What is written when a lease is granted.
@@ -188,14 +191,21 @@ impl Journal {
         Ok(rows.into_iter().map(RawRow::into_row).collect())
     }
 
+    /// Deletes ended leases that ended more than `retain` ago; returns how many.
+    pub async fn prune(&self, retain: Duration) -> Result<u64, JournalError> {
+        let cutoff = millis(SystemTime::now() - retain);
+        let done = sqlx::query("DELETE FROM leases WHERE state = 'ended' AND ended_at < ?").bind(cutoff).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
 }
 
-const SELECT_ROW: &str = "SELECT id, database, role, client, db_user, state, end_reason, last_error, used_databases FROM leases";
+const SELECT_ROW: &str = "SELECT id, database, role, client, db_user, state, end_reason, last_error, used_databases, granted_at, expires_at, max_expires_at FROM leases";
 
-type RawRow = (String, String, String, String, String, String, Option<String>, Option<String>, String);
+type RawRow = (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64);
 
 trait IntoRow {
     fn into_row(self) -> JournalRow;
@@ -203,7 +213,7 @@ trait IntoRow {
 
 impl IntoRow for RawRow {
     fn into_row(self) -> JournalRow {
-        let (id, database, role, client, db_user, state, end_reason, last_error, used) = self;
+        let (id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max) = self;
         JournalRow {
             id,
             database,
@@ -214,6 +224,9 @@ impl IntoRow for RawRow {
             end_reason,
             last_error,
             used_databases: used.lines().filter(|l| !l.is_empty()).map(str::to_string).collect(),
+            granted_at: from_millis(granted),
+            expires_at: from_millis(expires),
+            max_expires_at: from_millis(max),
         }
     }
 }

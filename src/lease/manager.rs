@@ -175,13 +175,13 @@ impl LeaseManager {
 
     /// A new lease for direct use (admin API credentials): never shared with another caller,
     /// no session attached, ends at its expiry or on revoke.
-    pub async fn grant_detached(&self, role: &str, client: &str) -> Result<Arc<Lease>, LeaseError> {
+    pub async fn grant_detached(&self, role: &str, client: &str, peer: Option<std::net::SocketAddr>) -> Result<Arc<Lease>, LeaseError> {
         if !self.inner.granting.load(Ordering::Acquire) {
             return Err(LeaseError::ShuttingDown);
         }
         let role = self.inner.config.role(role).ok_or_else(|| LeaseError::UnknownRole(role.to_string()))?;
         let identity = Identity { client: client.to_string(), role: role.name.clone() };
-        Ok(self.mint(&identity, role, None, false).await?.detach())
+        Ok(self.mint(&identity, role, peer, false).await?.detach())
     }
 
     async fn mint(
@@ -258,7 +258,7 @@ impl LeaseManager {
         self.inner.timers.set((lease.id.as_str().into(), Timer::MaxTtl), lease.max_deadline);
         tracing::info!(
             lease = %lease.id, user = %lease.user, client = %identity.client, role = %role.name,
-            ttl = ?ttl, max_ttl = ?role.max_ttl, mint_ms = started.elapsed().as_secs_f64() * 1e3, "lease granted"
+            ttl = ?ttl, max_ttl = ?role.max_ttl, mint_ms = millis3(started.elapsed()), "lease granted"
         );
         let m = &self.inner.metrics;
         m.leases_granted.get_or_create(&RoleLabels { database: lease.database.clone(), role: role.name.clone() }).inc();
@@ -476,7 +476,7 @@ impl LeaseManager {
         self.release_count(&lease);
         tracing::info!(
             lease = %lease.id, user = %lease.user, reason = %reason, attempts = attempt,
-            revoke_ms = started.elapsed().as_secs_f64() * 1e3, "lease ended"
+            revoke_ms = millis3(started.elapsed()), "lease ended"
         );
         let m = &self.inner.metrics;
         let labels = EndLabels { database: lease.database.clone(), role: lease.identity.role.clone(), reason: reason.as_str().into() };
@@ -605,6 +605,11 @@ impl LeaseManager {
     pub fn list(&self) -> Vec<Arc<Lease>> {
         self.inner.leases.iter().map(|e| e.value().clone()).collect()
     }
+}
+
+/// Milliseconds with three decimals, for logs.
+fn millis3(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// One revocation attempt: stop logins and sessions, close our sockets, clean up and drop.

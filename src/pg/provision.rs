@@ -113,7 +113,18 @@ impl PgProvisioner {
 
     /// Opens an admin connection and runs `SELECT 1`: the health check used at start.
     pub async fn check(&self) -> Result<(), ProvisionError> {
-        self.batch("admin connection check", &self.admin(), "SELECT 1".into(), None).await
+        match self.batch("admin connection check", &self.admin(), "SELECT 1".into(), None).await {
+            // The pool only says it timed out; one direct attempt tells why (refused, bad password…).
+            Err(ProvisionError::Unreachable { .. }) => {
+                let direct = tokio::time::timeout(self.connect_timeout, self.base.clone().database(&self.admin_database).connect()).await;
+                match direct {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: sqlx_message(&e) }),
+                    Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Creates `user` with the role's creation statements (or the default), in one transaction.
@@ -124,7 +135,9 @@ impl PgProvisioner {
         let sql = if role.creation_statements.is_empty() {
             vars.render(&default_creation(&role.member_of))
         } else {
-            vars.render_all(&role.creation_statements)
+            // Appended to custom (e.g. Vault) statements too: without it an admin that is not
+            // superuser could create the user but never terminate its sessions or drop it.
+            format!("{};\n{}", vars.render_all(&role.creation_statements), vars.render(ADMIN_MEMBERSHIP))
         };
         self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
     }
@@ -163,9 +176,11 @@ impl PgProvisioner {
     }
 
     /// First step of revocation: no new logins, and every server session of `user` told to end.
+    /// The admin first (re)joins the role, which orphans and users minted by custom statements
+    /// of an older version may lack; a no-op notice when it already is a member.
     pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
         let sql = format!(
-            "ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
+            "GRANT {ident} TO CURRENT_USER; ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
             ident = quote_ident(user),
             lit = quote_literal(user),
         );
@@ -222,7 +237,8 @@ impl PgProvisioner {
     /// Runs `sql` as one simple-query batch (one implicit transaction), bounded in time even if
     /// the network, not the server, stalls.
     async fn batch(&self, step: &'static str, pool: &PgPool, sql: String, redact: Option<&str>) -> Result<(), ProvisionError> {
-        let mut conn = pool.acquire().await.map_err(|e| ProvisionError::Unreachable { addr: self.addr.clone(), message: e.to_string() })?;
+        let mut conn =
+            pool.acquire().await.map_err(|e| ProvisionError::Unreachable { addr: self.addr.clone(), message: sqlx_message(&e) })?;
         match tokio::time::timeout(BATCH_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn)).await {
             Ok(result) => result.map(|_| ()).map_err(|e| self.error(step, e, redact)),
             Err(_) => {
@@ -266,9 +282,14 @@ fn default_creation(member_of: &[String]) -> String {
         sql.push_str(" IN ROLE ");
         sql.push_str(&groups.join(", "));
     }
-    sql.push_str(";\nGRANT \"{{name}}\" TO CURRENT_USER");
+    sql.push_str(";\n");
+    sql.push_str(ADMIN_MEMBERSHIP);
     sql
 }
+
+/// Makes the admin a member of the minted role: what terminating its sessions and
+/// REASSIGN/DROP OWNED need when the admin has CREATEROLE but is not superuser.
+const ADMIN_MEMBERSHIP: &str = "GRANT \"{{name}}\" TO CURRENT_USER";
 
 /// What happens to objects a minted user created: they go to the role's first `member_of`
 /// group (which already had the user's privileges), or are dropped with it. Never to the admin
@@ -300,6 +321,15 @@ impl Vars<'_> {
     /// Renders each template; joined into one batch that runs as one implicit transaction.
     fn render_all(&self, templates: &[String]) -> String {
         templates.iter().map(|t| self.render(t)).collect::<Vec<_>>().join(";\n")
+    }
+}
+
+/// An error's text without sqlx's decoration ("error returned from database:", the server's
+/// source position).
+fn sqlx_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
     }
 }
 

@@ -151,6 +151,10 @@ async fn refuse(client: &mut ClientConn, error: &SessionError, login: &str, peer
         SessionError::Client(_) | SessionError::HandshakeTimeout(_) => {
             tracing::warn!(%peer, login, error = %error, "client authentication failed");
         }
+        // The server refusing the client's own request (unknown database…) is not our fault.
+        SessionError::Upstream(crate::pg::backend::BackendError::Server { .. }) => {
+            tracing::warn!(%peer, login, error = %error, "session refused by the server")
+        }
         _ => tracing::error!(%peer, login, error = %error, "session refused"),
     }
     match error.to_pg(login) {
@@ -256,8 +260,15 @@ fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError
 fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
     let (up, down) = (bytes.client_to_server, bytes.server_to_client);
     match outcome {
-        Some(Ok(closed)) => tracing::info!(%peer, user, ?closed, bytes_up = up, bytes_down = down, "session ended"),
-        Some(Err(e)) => tracing::info!(%peer, user, error = %e, bytes_up = up, bytes_down = down, "session ended"),
-        None => tracing::info!(%peer, user, bytes_up = up, bytes_down = down, "session closed: lease ended"),
+        Some(Ok(closed)) => {
+            let closed_by = match closed {
+                Closed::Client => "client",
+                Closed::Server => "server",
+                Closed::Idle => "leasegate_at_idle_point",
+            };
+            tracing::info!(%peer, %user, closed_by, bytes_up = up, bytes_down = down, "session ended")
+        }
+        Some(Err(e)) => tracing::info!(%peer, %user, error = %e, bytes_up = up, bytes_down = down, "session ended"),
+        None => tracing::info!(%peer, %user, bytes_up = up, bytes_down = down, "session closed: lease ended"),
     }
 }
