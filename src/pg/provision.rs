@@ -176,11 +176,15 @@ impl PgProvisioner {
     }
 
     /// First step of revocation: no new logins, and every server session of `user` told to end.
-    /// The admin first (re)joins the role, which orphans and users minted by custom statements
-    /// of an older version may lack; a no-op notice when it already is a member.
+    /// The admin first tries to (re)join the role, which orphans may lack; best effort, in its
+    /// own statement: an admin that may not grant it but is a member already must not fail here.
     pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
+        let join = format!("GRANT {} TO CURRENT_USER", quote_ident(user));
+        if let Err(e) = self.batch("joining the role", &self.admin(), join, None).await {
+            tracing::debug!(user, error = %e, "could not join the role before revoking it");
+        }
         let sql = format!(
-            "GRANT {ident} TO CURRENT_USER; ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
+            "ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
             ident = quote_ident(user),
             lit = quote_literal(user),
         );
