@@ -91,15 +91,27 @@ impl Journal {
 
     /// Recorded before the user is created.
     pub async fn intent(&self, i: &Intent<'_>) -> Result<(), JournalError> {
+        self.insert(i, "minting").await
+    }
+
+    /// Records a user found with our prefix that no lease knew, before it is dropped.
+    pub async fn orphan_intent(&self, id: &str, database: &str, db_user: &str) -> Result<(), JournalError> {
+        let now = SystemTime::now();
+        let i = Intent { id, database, role: "", client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+        self.insert(&i, "revoking").await
+    }
+
+    async fn insert(&self, i: &Intent<'_>, state: &str) -> Result<(), JournalError> {
         sqlx::query(
             "INSERT INTO leases (id, database, role, client, db_user, state, granted_at, expires_at, max_expires_at)
-             VALUES (?, ?, ?, ?, ?, 'minting', ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(i.id)
         .bind(i.database)
         .bind(i.role)
         .bind(i.client)
         .bind(i.db_user)
+        .bind(state)
         .bind(millis(i.granted_at))
         .bind(millis(i.expires_at))
         .bind(millis(i.max_expires_at))
@@ -141,24 +153,6 @@ impl Journal {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(())
-    }
-
-    /// Records a user found with our prefix that no lease knew, before it is dropped.
-    pub async fn orphan_intent(&self, id: &str, database: &str, db_user: &str) -> Result<(), JournalError> {
-        let now = millis(SystemTime::now());
-        sqlx::query(
-            "INSERT INTO leases (id, database, role, client, db_user, state, granted_at, expires_at, max_expires_at)
-             VALUES (?, ?, '', '', ?, 'revoking', ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(database)
-        .bind(db_user)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 
