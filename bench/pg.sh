@@ -33,6 +33,8 @@ chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres "$work"
 pids=()
 cleanup() {
+  # runuser does not pass signals on: stop PgBouncer itself.
+  pkill -f "pgbouncer $work/pgbouncer.ini" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.5
   as_pg "$BIN/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true

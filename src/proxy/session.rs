@@ -196,17 +196,23 @@ async fn relay(
     idle.client_bytes(&client_ahead);
     idle.server_bytes(&read_ahead);
     let mut pump = Pump::new(&mut client_io, &mut server_io, idle);
+    let mut bytes_metric = ByteCounter::new(app, db);
+    let mut report = tokio::time::interval(BYTES_REPORT_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
         tokio::select! {
             r = &mut pump => break Some(r),
             _ = lease.ended.cancelled() => break None,
             // Max TTL: finish at the next idle point so no transaction is cut.
             _ = lease.drain.cancelled(), if !pump.closing_at_idle() => pump.close_at_idle(),
+            // Long sessions show up in the byte counters while they run, not only at the end.
+            _ = report.tick() => bytes_metric.report(pump.transferred()),
         }
     };
     let bytes = pump.transferred();
+    bytes_metric.report(bytes);
     log_end(&outcome, bytes, &lease.user, peer);
-    count_end(app, db, &outcome, bytes, lease.drain_reason());
+    count_end(app, db, &outcome, lease.drain_reason());
     if let Some(Ok(Closed::Idle)) = outcome {
         say_goodbye(&mut client_io, &mut server_io, lease.drain_reason()).await;
     }
@@ -240,12 +246,36 @@ async fn say_goodbye(client: &mut Stream, server: &mut Stream, why: DrainReason)
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.write_all(b"X\0\0\0\x04")).await;
 }
 
-fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, why: DrainReason) {
+const BYTES_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Adds a session's forwarded bytes to the counters as they grow.
+struct ByteCounter {
+    up: prometheus_client::metrics::counter::Counter,
+    down: prometheus_client::metrics::counter::Counter,
+    reported: Transferred,
+}
+
+impl ByteCounter {
+    fn new(app: &App, db: &Database) -> Self {
+        let family = &app.metrics.bytes_forwarded;
+        let labels = |direction: &str| DirectionLabels { database: db.config.name.clone(), direction: direction.into() };
+        // One get_or_create per statement: its read guard must be gone before the next one
+        // (which may take the write lock) or the family deadlocks.
+        let up = family.get_or_create(&labels("client_to_server")).clone();
+        let down = family.get_or_create(&labels("server_to_client")).clone();
+        ByteCounter { up, down, reported: Transferred::default() }
+    }
+
+    fn report(&mut self, now: Transferred) {
+        self.up.inc_by(now.client_to_server - self.reported.client_to_server);
+        self.down.inc_by(now.server_to_client - self.reported.server_to_client);
+        self.reported = now;
+    }
+}
+
+fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, why: DrainReason) {
     let m = &app.metrics;
     let database = db.config.name.clone();
-    for (direction, n) in [("client_to_server", bytes.client_to_server), ("server_to_client", bytes.server_to_client)] {
-        m.bytes_forwarded.get_or_create(&DirectionLabels { database: database.clone(), direction: direction.into() }).inc_by(n);
-    }
     let closed_by_us = match outcome {
         None => Some("lease_ended"),
         Some(Ok(Closed::Idle)) if why == DrainReason::Shutdown => Some("shutdown"),
