@@ -33,8 +33,6 @@ chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres "$work"
 pids=()
 cleanup() {
-  # runuser does not pass signals on: stop PgBouncer itself.
-  pkill -f "pgbouncer $work/pgbouncer.ini" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.5
   as_pg "$BIN/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
@@ -72,8 +70,14 @@ logfile = $work/pgbouncer.log
 INI
 echo "\"bench_direct\" \"$ADMIN_PW\"" > "$work/userlist.txt"
 [ "$(id -u)" -eq 0 ] && chown postgres "$work"/pgbouncer.ini "$work"/userlist.txt
-as_pg "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
-pids+=($!)
+# pgbouncer drops to the postgres account itself (-u): runuser would not pass signals on.
+if [ "$(id -u)" -eq 0 ]; then
+  "$PGBOUNCER" -u postgres "$work/pgbouncer.ini" >/dev/null 2>&1 &
+else
+  "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
+fi
+PGB_PID=$!
+pids+=($PGB_PID)
 
 # leasegate
 CLIENT_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
@@ -113,7 +117,7 @@ run() { # target clients extra-args… → "TPS proxy-CPU-µs-per-transaction"
   local port user pw proxy=""
   case $target in
     direct) port=$PG_PORT user=bench_direct pw=$ADMIN_PW ;;
-    pgbouncer) port=$BOUNCER_PORT user=bench_direct pw=$ADMIN_PW proxy=$(pgrep -f -n "pgbouncer $work") ;;
+    pgbouncer) port=$BOUNCER_PORT user=bench_direct pw=$ADMIN_PW proxy=$PGB_PID ;;
     leasegate) port=$LG_PORT user=bench pw=$CLIENT_PW proxy=$LG_PID ;;
   esac
   local before=0; [ -n "$proxy" ] && before=$(cpu_ticks "$proxy")
