@@ -24,7 +24,6 @@ use crate::net::tls::{self, ServerTls};
 use crate::pg::backend::Target;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::provision::PgProvisioner;
-use crate::secret::Secret;
 use crate::shutdown::Signals;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -205,13 +204,14 @@ async fn become_ready(
 fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppError> {
     let token = match app.config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| AppError::Config(vec![Problem::new("admin.token_file", format!("{}: {e}", path.display()))]))?;
-            let token = text.trim_end_matches(['\r', '\n']).to_string();
-            if token.len() < 16 {
+            // Read like every other secret file (trailing newline dropped, empty refused).
+            let token = crate::config::SecretSource::File(path.clone())
+                .load()
+                .map_err(|e| AppError::Config(vec![Problem::new("admin.token_file", e.to_string())]))?;
+            if token.expose().len() < 16 {
                 return Err(AppError::Config(vec![Problem::new("admin.token_file", "the token must be at least 16 characters")]));
             }
-            Some(Arc::new(Secret::new(token)))
+            Some(Arc::new(token))
         }
         None => None,
     };
