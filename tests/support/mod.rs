@@ -249,9 +249,7 @@ impl Lg {
 
     /// A libpq URL through leasegate for `login` (e.g. `ci` or `ci/app`).
     pub fn url(&self, login: &str, params: &str) -> String {
-        let login = login.replace('/', "%2F");
-        let sep = if params.is_empty() { "" } else { "?" };
-        format!("postgres://{login}:{}@{}/postgres{sep}{params}", self.client_password, self.addr)
+        leasegate_url(self.addr, &self.client_password, login, params)
     }
 
     /// Runs psql through leasegate: `-Atc sql` against `url`.
@@ -266,8 +264,7 @@ impl Lg {
 
     /// Minted users currently in pg_roles.
     pub fn minted_roles(&self) -> Vec<String> {
-        let out = self.admin(&format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{PREFIX}%' ORDER BY 1"));
-        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        minted_roles(&self.pg)
     }
 
     pub fn shutdown(&mut self) {
@@ -290,6 +287,19 @@ impl Drop for Lg {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
     }
+}
+
+/// A libpq URL through leasegate at `addr` for `login` (e.g. `ci` or `ci/app`).
+pub fn leasegate_url(addr: SocketAddr, password: &str, login: &str, params: &str) -> String {
+    let login = login.replace('/', "%2F");
+    let sep = if params.is_empty() { "" } else { "?" };
+    format!("postgres://{login}:{password}@{addr}/postgres{sep}{params}")
+}
+
+/// Minted users currently in pg_roles of `pg`.
+pub fn minted_roles(pg: &PrivatePostgres) -> Vec<String> {
+    let out = admin_psql(pg, &format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{PREFIX}%' ORDER BY 1"));
+    out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
 
 pub fn psql_cmd(url: &str) -> Command {
@@ -395,14 +405,11 @@ impl LgProcess {
     }
 
     pub fn url(&self, login: &str, params: &str) -> String {
-        let login = login.replace('/', "%2F");
-        let sep = if params.is_empty() { "" } else { "?" };
-        format!("postgres://{login}:{}@{}/postgres{sep}{params}", self.client_password, self.addr)
+        leasegate_url(self.addr, &self.client_password, login, params)
     }
 
     pub fn minted_roles(&self) -> Vec<String> {
-        let out = admin_psql(&self.pg, &format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{PREFIX}%' ORDER BY 1"));
-        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        minted_roles(&self.pg)
     }
 }
 
