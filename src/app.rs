@@ -23,7 +23,10 @@ use crate::net::listener::accept_loop;
 use crate::net::tls::{self, ServerTls};
 use crate::pg::backend::Target;
 use crate::pg::cancel::CancelRegistry;
+use crate::mysql::provision::MyProvisioner;
+use crate::mysql::threads::Threads;
 use crate::pg::provision::PgProvisioner;
+use crate::provision::Provisioner;
 use crate::shutdown::Signals;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +74,8 @@ pub struct Database {
     pub client_tls: Option<ServerTls>,
     pub target: Target,
     pub cancels: CancelRegistry,
+    /// MySQL: the server threads of live sessions, for KILL from a client's other connection.
+    pub threads: Threads,
     /// Keys the mock SCRAM salts of unknown logins (stable per process).
     pub mock_key: [u8; 32],
 }
@@ -242,7 +247,13 @@ fn spawn_listeners(
                 Some(l) => l.clone().try_acquire_owned().map(Some).map_err(|_| ()),
                 None => Ok(None),
             };
-            crate::proxy::session::run(app.clone(), db.clone(), socket, peer, slot)
+            let (app, db) = (app.clone(), db.clone());
+            async move {
+                match db.config.kind {
+                    DbKind::Postgres => crate::proxy::session::run(app, db, socket, peer, slot).await,
+                    DbKind::Mysql => crate::proxy::mysql_session::run(app, db, socket, peer, slot).await,
+                }
+            }
         })));
     }
     loops
@@ -253,7 +264,7 @@ async fn shut_down(
     app: App,
     loops: Vec<tokio::task::JoinHandle<()>>,
     connections: TaskTracker,
-    provisioners: HashMap<String, Arc<PgProvisioner>>,
+    provisioners: HashMap<String, Arc<Provisioner>>,
     signals: &Signals,
 ) -> usize {
     let grace = app.config.service.shutdown_grace;
@@ -308,14 +319,11 @@ fn build_databases(config: &Arc<Config>) -> Result<DatabasesAndProvisioners, App
     if problems.is_empty() { Ok((databases, provisioners)) } else { Err(AppError::Config(problems)) }
 }
 
-type DatabasesAndProvisioners = (Vec<Arc<Database>>, HashMap<String, Arc<PgProvisioner>>);
+type DatabasesAndProvisioners = (Vec<Arc<Database>>, HashMap<String, Arc<Provisioner>>);
 
-fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<PgProvisioner>), Vec<Problem>> {
+fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<Provisioner>), Vec<Problem>> {
     let at = format!("database[{i}]");
     let mut problems = Vec::new();
-    if db.kind != DbKind::Postgres {
-        problems.push(Problem::new(format!("{at}.kind"), "only postgres is supported by this build"));
-    }
     let admin_password =
         db.admin_password.load().map_err(|e| problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()))).ok();
     if matches!(db.admin_password, crate::config::SecretSource::Inline(_)) {
@@ -323,7 +331,8 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
     }
     let client_tls = match &db.client_tls {
         Some(t) if db.client_tls_mode() != crate::config::ClientTlsMode::Disabled => match (&t.cert, &t.key) {
-            (Some(cert), Some(key)) => tls::server_tls(cert, key, &[b"postgresql"])
+            // ALPN "postgresql" is what PG 17 direct TLS requires; MySQL clients send none.
+            (Some(cert), Some(key)) => tls::server_tls(cert, key, if db.kind == DbKind::Postgres { &[b"postgresql"] } else { &[] })
                 .map_err(|e| problems.push(Problem::new(format!("{at}.client_tls"), e.to_string())))
                 .ok(),
             _ => None,
@@ -348,13 +357,17 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
         tls: connector,
         connect_timeout: db.connect_timeout,
     };
-    let provisioner = Arc::new(PgProvisioner::new(db, &admin_password));
+    let provisioner = Arc::new(match db.kind {
+        DbKind::Postgres => Provisioner::Postgres(PgProvisioner::new(db, &admin_password)),
+        DbKind::Mysql => Provisioner::Mysql(MyProvisioner::new(db, &admin_password)),
+    });
     let runtime = Database {
         config: db.clone(),
         app_config: config.clone(),
         client_tls,
         target,
         cancels: CancelRegistry::default(),
+        threads: Threads::default(),
         mock_key: rand::random(),
     };
     Ok((runtime, provisioner))

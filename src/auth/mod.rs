@@ -9,7 +9,7 @@ pub mod hash;
 pub mod verifier;
 
 use crate::config::Config;
-use verifier::ScramVerifier;
+use verifier::StoredCredential;
 
 /// Who is connecting and which role they asked for. Never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,12 +29,12 @@ impl std::fmt::Display for Identity {
 pub enum Lookup<'a> {
     Known {
         identity: Identity,
-        verifier: &'a ScramVerifier,
+        credential: &'a StoredCredential,
     },
     /// A real client asking for a role it may not use: its own salt, then a refusal, so the
     /// salt does not reveal which roles it has.
     Refused {
-        verifier: &'a ScramVerifier,
+        credential: &'a StoredCredential,
     },
     /// No such client: the caller mocks a verifier from `client` (the part before any `/`),
     /// so `x` and `x/role` look alike.
@@ -52,7 +52,7 @@ pub fn lookup<'a>(config: &'a Config, database: &str, user: &'a str) -> Lookup<'
     let Some(client) = config.client(client_name) else {
         return Lookup::Unknown { client: client_name };
     };
-    let refused = Lookup::Refused { verifier: &client.password.scram };
+    let refused = Lookup::Refused { credential: &client.password };
     let role = match role_name {
         Some(r) if client.roles.iter().any(|allowed| allowed == r) => r,
         Some(_) => return refused,
@@ -66,5 +66,5 @@ pub fn lookup<'a>(config: &'a Config, database: &str, user: &'a str) -> Lookup<'
         Some(r) if r.database == database => {}
         _ => return refused,
     }
-    Lookup::Known { identity: Identity { client: client.name.clone(), role: role.to_string() }, verifier: &client.password.scram }
+    Lookup::Known { identity: Identity { client: client.name.clone(), role: role.to_string() }, credential: &client.password }
 }

@@ -111,6 +111,9 @@ pub struct DatabaseConfig {
     pub handshake_timeout: Duration,
     /// Bound on one TCP connect (and TLS handshake) to the server.
     pub connect_timeout: Duration,
+    /// MySQL: the authentication plugin asked of clients (`mysql_native_password` or
+    /// `caching_sha2_password`); `None` takes either, announcing the server's own.
+    pub client_auth_plugin: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +139,7 @@ struct RawDatabase {
     handshake_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     connect_timeout: Duration,
+    client_auth_plugin: Option<String>,
 }
 
 fn default_max_concurrent_mints() -> usize {
@@ -180,6 +184,7 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             upstream_tls: raw.upstream_tls,
             handshake_timeout: raw.handshake_timeout,
             connect_timeout: raw.connect_timeout,
+            client_auth_plugin: raw.client_auth_plugin,
         })
     }
 }
@@ -205,8 +210,16 @@ impl DatabaseConfig {
     }
 
     pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
-        if self.kind == DbKind::Mysql {
-            problems.push(Problem::new(format!("{at}.kind"), "kind = \"mysql\" is not available in this build yet"));
+        match (&self.client_auth_plugin, self.kind) {
+            (None, _) => {}
+            (Some(_), DbKind::Postgres) => {
+                problems.push(Problem::new(format!("{at}.client_auth_plugin"), "applies to kind = \"mysql\" only"));
+            }
+            (Some(p), DbKind::Mysql) if p == "mysql_native_password" || p == "caching_sha2_password" => {}
+            (Some(p), DbKind::Mysql) => problems.push(Problem::new(
+                format!("{at}.client_auth_plugin"),
+                format!("{p:?} is not one of \"mysql_native_password\", \"caching_sha2_password\""),
+            )),
         }
         if self.upstream_host_port().is_none() {
             problems.push(Problem::new(format!("{at}.upstream"), format!("{:?} is not host:port", self.upstream)));

@@ -13,7 +13,7 @@ use crate::audit::{Audit, Event};
 use crate::auth::Identity;
 use crate::config::{Config, RoleConfig, Scope};
 use crate::metrics::{DbLabels, EndLabels, Metrics, RoleLabels};
-use crate::pg::provision::{MAX_USER_LEN, PgProvisioner, ProvisionError};
+use crate::provision::{ProvisionError, Provisioner};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ struct Inner {
     /// The joinable lease of each identity-scoped (client, role).
     current: DashMap<Identity, Arc<Lease>>,
     identity_locks: DashMap<Identity, Arc<tokio::sync::Mutex<()>>>,
-    provisioners: HashMap<String, Arc<PgProvisioner>>,
+    provisioners: HashMap<String, Arc<Provisioner>>,
     mint_slots: HashMap<String, Arc<Semaphore>>,
     role_leases: HashMap<String, AtomicUsize>,
     timers: Scheduler<TimerKey>,
@@ -96,7 +96,7 @@ impl LeaseManager {
     /// Also starts the task that fires lease deadlines.
     pub fn new(
         config: Arc<Config>,
-        provisioners: HashMap<String, Arc<PgProvisioner>>,
+        provisioners: HashMap<String, Arc<Provisioner>>,
         journal: Journal,
         metrics: Metrics,
         audit: Audit,
@@ -200,13 +200,14 @@ impl LeaseManager {
             Ok(Err(_)) => return Err(LeaseError::ShuttingDown),
             Err(_) => return Err(LeaseError::TooMany("no mint slot freed in time (max_concurrent_mints)")),
         };
+        let max_user_len = provisioner.max_user_len().await.map_err(|source| LeaseError::Mint { source })?;
         let now = SystemTime::now();
         let ttl = role.default_ttl.min(role.max_ttl);
         let lease = Lease::new(
             name::lease_id(),
             identity.clone(),
             role.database.clone(),
-            name::user_name(&db.name_prefix, &identity.client, &identity.role, MAX_USER_LEN),
+            name::user_name(&db.name_prefix, &identity.client, &identity.role, max_user_len),
             name::password(),
             LeaseState::Minting,
             now + ttl,
@@ -245,7 +246,7 @@ impl LeaseManager {
             tracing::error!(lease = %lease.id, user = %lease.user, role = %role.name, error = %source, "mint failed");
             // A refused or never-sent batch created nothing (one implicit transaction); a lost
             // connection leaves the outcome unknown, so that user is revoked until surely gone.
-            let unknown = matches!(source, ProvisionError::Connect { .. });
+            let unknown = matches!(source, ProvisionError::Connect { .. }) || !provisioner.mint_is_atomic();
             self.abandon(&lease, role, &provisioner, &source.to_string(), unknown).await;
             return Err(LeaseError::Mint { source });
         }
@@ -307,7 +308,7 @@ impl LeaseManager {
     }
 
     /// A mint that did not complete: roll back, journal the end, forget the lease.
-    async fn abandon(&self, lease: &Arc<Lease>, role: &RoleConfig, provisioner: &PgProvisioner, why: &str, may_exist: bool) {
+    async fn abandon(&self, lease: &Arc<Lease>, role: &RoleConfig, provisioner: &Provisioner, why: &str, may_exist: bool) {
         let rolled_back = provisioner.rollback(role, &lease.user).await;
         if let Err(e) = &rolled_back {
             tracing::warn!(lease = %lease.id, user = %lease.user, error = %e, "rollback after a failed mint failed");
@@ -520,7 +521,7 @@ impl LeaseManager {
         self.spawn_revocation(&lease, reason);
     }
 
-    pub(super) fn provisioner(&self, database: &str) -> Option<Arc<PgProvisioner>> {
+    pub fn provisioner(&self, database: &str) -> Option<Arc<Provisioner>> {
         self.inner.provisioners.get(database).cloned()
     }
 
@@ -613,7 +614,7 @@ fn millis3(d: Duration) -> f64 {
 }
 
 /// One revocation attempt: stop logins and sessions, close our sockets, clean up and drop.
-pub(super) async fn revoke_once(p: &PgProvisioner, role: &RoleConfig, lease: &Lease) -> Result<(), ProvisionError> {
+pub(super) async fn revoke_once(p: &Provisioner, role: &RoleConfig, lease: &Lease) -> Result<(), ProvisionError> {
     match p.stop_sessions(&lease.user).await {
         Err(e) if e.user_is_gone() => {
             lease.ended.cancel();

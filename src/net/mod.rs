@@ -6,3 +6,4 @@ pub mod listener;
 pub mod pump;
 pub mod stream;
 pub mod tls;
+pub mod upstream;

@@ -14,10 +14,7 @@ use crate::net::tls;
 use crate::secret::Secret;
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 /// Server messages can be large after login (a long NOTICE); bound them anyway.
 const MAX_SERVER_MESSAGE_LEN: usize = 1 << 20;
@@ -55,18 +52,7 @@ impl From<FrameError<CodecError>> for BackendError {
     }
 }
 
-/// Where and how to reach the server; built once per `[[database]]`.
-#[derive(Clone)]
-pub struct Target {
-    pub addr: String,
-    pub host: String,
-    pub port: u16,
-    pub tls_mode: UpstreamTlsMode,
-    pub tls: Option<TlsConnector>,
-    /// Name checked in verify-full (and sent as SNI).
-    pub server_name: String,
-    pub connect_timeout: Duration,
-}
+pub use crate::net::upstream::Target;
 
 /// An authenticated server connection and what it said after AuthenticationOk.
 pub struct ServerConn {
@@ -87,16 +73,10 @@ impl Target {
     }
 
     async fn open_unbounded(&self) -> Result<Stream, BackendError> {
-        let addr = self.addr.clone();
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(|_| BackendError::Connect { addr: addr.clone(), reason: format!("timed out after {:?}", self.connect_timeout) })?
-            .map_err(|e| BackendError::Connect { addr: addr.clone(), reason: e.to_string() })?;
-        let _ = tcp.set_nodelay(true);
-        let Some(connector) = &self.tls else {
+        let mut tcp = self.connect_tcp().await.map_err(|reason| BackendError::Connect { addr: self.addr.clone(), reason })?;
+        if self.tls.is_none() {
             return Ok(Stream::Plain(tcp));
-        };
-        let mut tcp = tcp;
+        }
         let mut req = BytesMut::new();
         postgres_protocol::message::frontend::ssl_request(&mut req);
         tokio::io::AsyncWriteExt::write_all(&mut tcp, &req).await?;
@@ -105,15 +85,10 @@ impl Target {
         match answer[0] {
             b'S' => {}
             b'N' if self.tls_mode == UpstreamTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
-            b'N' => return Err(BackendError::TlsRefused { addr }),
+            b'N' => return Err(BackendError::TlsRefused { addr: self.addr.clone() }),
             other => return Err(BackendError::Protocol(format!("unexpected answer {other:#x} to SSLRequest"))),
         }
-        let name = tls::server_name(&self.server_name).map_err(|e| BackendError::Tls { addr: addr.clone(), reason: e.to_string() })?;
-        let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
-            .await
-            .map_err(|_| BackendError::Tls { addr: addr.clone(), reason: "handshake timed out".into() })?
-            .map_err(|e| BackendError::Tls { addr, reason: e.to_string() })?;
-        Ok(Stream::ClientTls(Box::new(stream)))
+        self.start_tls(tcp).await.map_err(|reason| BackendError::Tls { addr: self.addr.clone(), reason })
     }
 
     /// Logs in as `user` and reads the server's greeting up to ReadyForQuery, within twice

@@ -8,6 +8,7 @@
 //! filled with one-off statements. Statement logging is off on these connections.
 
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
+use crate::provision::ProvisionError;
 use crate::pg::scram;
 use crate::secret::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
@@ -22,32 +23,6 @@ pub const MINTED_SCRAM_ITERATIONS: u32 = 1;
 const BATCH_TIMEOUT: Duration = Duration::from_secs(45);
 /// Postgres's identifier limit (NAMEDATALEN - 1).
 pub const MAX_USER_LEN: usize = 63;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProvisionError {
-    /// No admin connection could be had: the statement was never sent.
-    #[error("admin connection to {addr} failed: {message}")]
-    Unreachable { addr: String, message: String },
-    /// The admin connection was lost or stalled while a statement ran: its outcome is unknown.
-    #[error("admin connection to {addr} failed: {message}")]
-    Connect { addr: String, message: String },
-    /// The server refused a statement (missing privilege, template error, …).
-    #[error("{step} failed: {message} (SQLSTATE {code})")]
-    Statement { step: &'static str, code: String, message: String },
-    /// Sessions of the user were still alive after they were told to terminate.
-    #[error("sessions of the user did not end within {0:?}")]
-    SessionsLinger(Duration),
-}
-
-/// SQLSTATE undefined_object: "role … does not exist".
-const UNDEFINED_OBJECT: &str = "42704";
-
-impl ProvisionError {
-    /// True when the failure means the user is already gone: revocation is complete.
-    pub fn user_is_gone(&self) -> bool {
-        matches!(self, ProvisionError::Statement { code, .. } if code == UNDEFINED_OBJECT)
-    }
-}
 
 pub struct PgProvisioner {
     base: PgConnectOptions,

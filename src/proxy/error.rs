@@ -1,12 +1,15 @@
 //! `SessionError`: everything that can end a session before the pump starts, and the ONE map
-//! from it to what the client is told (a Postgres ErrorResponse; MySQL will map the same enum
-//! to an ERR packet). A server's own error passes through intact.
+//! from it to what the client is told: a Postgres ErrorResponse (`to_pg`) or a MySQL ERR
+//! packet (`to_mysql`), worded as the server would. A server's own error passes through intact.
 
 use crate::lease::LeaseError;
+use crate::mysql::backend::BackendError as MyBackendError;
+use crate::mysql::frontend::FrontendError as MyFrontendError;
+use crate::mysql::packet;
 use crate::pg::backend::BackendError;
 use crate::pg::frontend::FrontendError;
 use crate::pg::message::ErrorResponse;
-use crate::pg::provision::ProvisionError;
+use crate::provision::ProvisionError;
 use crate::pg::sqlstate;
 use bytes::Bytes;
 
@@ -20,6 +23,10 @@ pub enum SessionError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Upstream(#[from] BackendError),
+    #[error(transparent)]
+    MyClient(#[from] MyFrontendError),
+    #[error(transparent)]
+    MyUpstream(#[from] MyBackendError),
 }
 
 /// What to send the client before closing.
@@ -44,6 +51,10 @@ impl SessionError {
             SessionError::Client(FrontendError::TlsRequired) => "tls_required",
             SessionError::Client(FrontendError::Io(_) | FrontendError::Closed) => return None,
             SessionError::Client(_) => "protocol",
+            SessionError::MyClient(MyFrontendError::Denied { .. } | MyFrontendError::FullAuthNeedsTls) => "password",
+            SessionError::MyClient(MyFrontendError::TlsRequired) => "tls_required",
+            SessionError::MyClient(MyFrontendError::Io(_) | MyFrontendError::Closed) => return None,
+            SessionError::MyClient(_) => "protocol",
             _ => return None,
         })
     }
@@ -71,6 +82,42 @@ impl SessionError {
                 fatal(sqlstate::CONNECTION_FAILURE, e.to_string())
             }
             SessionError::Upstream(e) => fatal(sqlstate::CONNECTION_FAILURE, e.to_string()),
+            SessionError::MyClient(_) | SessionError::MyUpstream(_) => fatal(sqlstate::PROTOCOL_VIOLATION, self.to_string()),
+        }
+    }
+
+    /// The ERR payload for a MySQL client; `login` and `host` as the server quotes them in
+    /// "Access denied for user 'login'@'host'". `None`: the client cannot read one now.
+    pub fn to_mysql(&self, login: &str, host: &str) -> Option<Vec<u8>> {
+        let err = |code, state, msg: &str| Some(packet::err_payload(code, state, msg));
+        let denied = |using: bool| {
+            let using = if using { "YES" } else { "NO" };
+            err(1045, "28000", &format!("Access denied for user '{login}'@'{host}' (using password: {using})"))
+        };
+        match self {
+            SessionError::MyClient(e) => match e {
+                MyFrontendError::Denied { using_password } => denied(*using_password),
+                MyFrontendError::FullAuthNeedsTls => denied(true),
+                MyFrontendError::TlsRequired => {
+                    err(3159, "HY000", "Connections using insecure transport are prohibited while --require_secure_transport=ON.")
+                }
+                MyFrontendError::TooLarge(_) => err(1153, "08S01", "Got a packet bigger than 'max_allowed_packet' bytes"),
+                MyFrontendError::Io(_) | MyFrontendError::Closed | MyFrontendError::Tls(_) => None,
+                _ => err(1043, "08S01", "Bad handshake"),
+            },
+            SessionError::HandshakeTimeout(_) => err(1043, "08S01", "Bad handshake"),
+            SessionError::Lease(LeaseError::ShuttingDown) => err(1053, "08S01", "Server shutdown in progress"),
+            SessionError::Lease(LeaseError::TooMany(_)) => err(1040, "08004", "Too many connections"),
+            SessionError::Lease(LeaseError::Mint {
+                source: ProvisionError::Connect { addr, .. } | ProvisionError::Unreachable { addr, .. },
+            }) => err(2003, "HY000", &format!("Can't connect to server on '{addr}' (leasegate could not create a user there)")),
+            SessionError::Lease(_) => {
+                err(1105, "HY000", "leasegate could not create a database user for this connection; the cause is in its log")
+            }
+            SessionError::MyUpstream(MyBackendError::Server { payload, .. }) => Some(payload.clone()),
+            SessionError::MyUpstream(e @ MyBackendError::Connect { .. }) => err(2003, "HY000", &e.to_string()),
+            SessionError::MyUpstream(e) => err(2013, "HY000", &format!("Lost connection to server during login: {e}")),
+            SessionError::Client(_) | SessionError::Upstream(_) => err(1105, "HY000", &self.to_string()),
         }
     }
 }

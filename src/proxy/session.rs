@@ -66,11 +66,15 @@ pub async fn run(app: App, db: Arc<Database>, socket: TcpStream, peer: SocketAdd
 }
 
 /// Counts an open client connection for as long as it lives.
-struct ActiveConnection(Gauge);
+pub(super) struct ActiveConnection(Gauge);
 
 impl ActiveConnection {
-    fn new(app: &App, db: &Database) -> Self {
-        let labels = ConnLabels { database: db.config.name.clone(), protocol: "postgres".into() };
+    pub(super) fn new(app: &App, db: &Database) -> Self {
+        let protocol = match db.config.kind {
+            crate::config::DbKind::Postgres => "postgres",
+            crate::config::DbKind::Mysql => "mysql",
+        };
+        let labels = ConnLabels { database: db.config.name.clone(), protocol: protocol.into() };
         app.metrics.connections.get_or_create(&labels).inc();
         let gauge = app.metrics.connections_active.get_or_create(&labels).clone();
         gauge.inc();
@@ -85,7 +89,7 @@ impl Drop for ActiveConnection {
 }
 
 /// Metrics and audit for a failed client authentication (not for server-side refusals).
-fn note_auth_failure(app: &App, db: &Database, error: &SessionError, login: &str, peer: SocketAddr) {
+pub(super) fn note_auth_failure(app: &App, db: &Database, error: &SessionError, login: &str, peer: SocketAddr) {
     let Some(reason) = error.auth_failure_reason() else { return };
     app.metrics.auth_failures.get_or_create(&ReasonLabels { database: db.config.name.clone(), reason: reason.into() }).inc();
     app.audit.record(&audit::Event {
@@ -119,8 +123,8 @@ async fn handshake(db: &Database, socket: TcpStream, deadline: tokio::time::Inst
 async fn authenticate(db: &Database, client: &mut ClientConn, deadline: tokio::time::Instant) -> Result<Identity, SessionError> {
     let login = client.user().to_string();
     let (identity, verifier) = match auth::lookup(&db.app_config, &db.config.name, &login) {
-        auth::Lookup::Known { identity, verifier } => (Some(identity), verifier.clone()),
-        auth::Lookup::Refused { verifier } => (None, verifier.clone()),
+        auth::Lookup::Known { identity, credential } => (Some(identity), credential.scram.clone()),
+        auth::Lookup::Refused { credential } => (None, credential.scram.clone()),
         auth::Lookup::Unknown { client } => (None, scram::mock_verifier(client, &db.mock_key)),
     };
     let limit = db.config.handshake_timeout;
@@ -131,7 +135,7 @@ async fn authenticate(db: &Database, client: &mut ClientConn, deadline: tokio::t
     identity.ok_or(SessionError::Client(frontend::FrontendError::Scram(scram::ScramError::Proof)))
 }
 
-async fn grant(app: &App, identity: &Identity, peer: SocketAddr) -> Result<SessionGuard, SessionError> {
+pub(super) async fn grant(app: &App, identity: &Identity, peer: SocketAddr) -> Result<SessionGuard, SessionError> {
     Ok(app.leases.grant(identity, Some(peer)).await?)
 }
 
@@ -246,17 +250,17 @@ async fn say_goodbye(client: &mut Stream, server: &mut Stream, why: DrainReason)
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.write_all(b"X\0\0\0\x04")).await;
 }
 
-const BYTES_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const BYTES_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Adds a session's forwarded bytes to the counters as they grow.
-struct ByteCounter {
+pub(super) struct ByteCounter {
     up: prometheus_client::metrics::counter::Counter,
     down: prometheus_client::metrics::counter::Counter,
     reported: Transferred,
 }
 
 impl ByteCounter {
-    fn new(app: &App, db: &Database) -> Self {
+    pub(super) fn new(app: &App, db: &Database) -> Self {
         let family = &app.metrics.bytes_forwarded;
         let labels = |direction: &str| DirectionLabels { database: db.config.name.clone(), direction: direction.into() };
         // One get_or_create per statement: its read guard must be gone before the next one
@@ -266,14 +270,14 @@ impl ByteCounter {
         ByteCounter { up, down, reported: Transferred::default() }
     }
 
-    fn report(&mut self, now: Transferred) {
+    pub(super) fn report(&mut self, now: Transferred) {
         self.up.inc_by(now.client_to_server - self.reported.client_to_server);
         self.down.inc_by(now.server_to_client - self.reported.server_to_client);
         self.reported = now;
     }
 }
 
-fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, why: DrainReason) {
+pub(super) fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, why: DrainReason) {
     let m = &app.metrics;
     let database = db.config.name.clone();
     let closed_by_us = match outcome {
@@ -287,7 +291,7 @@ fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError
     }
 }
 
-fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
+pub(super) fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
     let (up, down) = (bytes.client_to_server, bytes.server_to_client);
     match outcome {
         Some(Ok(closed)) => {

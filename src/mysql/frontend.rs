@@ -1,0 +1,333 @@
+//! The client leg: everything leasegate says to a MySQL application before the byte pump starts.
+//!
+//! Unlike Postgres, the server speaks first, and its greeting carries things a client keeps
+//! (connection id, version, capabilities, collation). So the caller opens the upstream
+//! connection first and passes its greeting here; the client gets the same values, with
+//! leasegate's own nonce, compression never offered and CLIENT_SSL per this listener. The
+//! client's HandshakeResponse41 (after an optional SslRequest and TLS) then carries capabilities
+//! that are a subset of the server's, which `backend.rs` sends on unchanged: both legs agree
+//! on every flag that shapes later packets, so forwarding bytes afterwards is correct.
+//!
+//! Authentication: `mysql_native_password` or `caching_sha2_password` (fast path) against the
+//! `[[client]]` entry's MySQL hashes; full caching_sha2 authentication (the cleartext password)
+//! only inside TLS, checked against the SCRAM verifier, for entries without MySQL hashes.
+
+use super::packet::{self, PacketError};
+use super::scramble::{self, NONCE_LEN};
+use crate::auth::verifier::{MysqlHashes, StoredCredential};
+use crate::config::ClientTlsMode;
+use crate::net::stream::Stream;
+use crate::net::tls::ServerTls;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use std::collections::HashMap;
+use tokio::net::TcpStream;
+
+pub const NATIVE: &str = "mysql_native_password";
+pub const CACHING_SHA2: &str = "caching_sha2_password";
+/// caching_sha2_password AuthMoreData statuses.
+const FAST_AUTH_SUCCESS: u8 = 0x03;
+const PERFORM_FULL_AUTHENTICATION: u8 = 0x04;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client closed the connection during the handshake")]
+    Closed,
+    #[error("malformed handshake packet: {0}")]
+    Malformed(String),
+    #[error("handshake packet too large ({0} bytes)")]
+    TooLarge(usize),
+    #[error("TLS handshake with the client failed: {0}")]
+    Tls(std::io::Error),
+    #[error("the client did not use TLS, which this listener requires")]
+    TlsRequired,
+    #[error("the client asked for TLS, which this listener does not offer")]
+    TlsNotOffered,
+    #[error("the client does not speak protocol 4.1")]
+    Protocol41,
+    #[error("wrong password, unknown client or role not allowed")]
+    Denied { using_password: bool },
+    #[error("caching_sha2_password full authentication needs TLS (the client entry has no MySQL hashes; re-run hash-password)")]
+    FullAuthNeedsTls,
+}
+
+impl From<PacketError> for FrontendError {
+    fn from(e: PacketError) -> Self {
+        match e {
+            PacketError::Io(e) => FrontendError::Io(e),
+            PacketError::Closed => FrontendError::Closed,
+            PacketError::TooLarge(n) => FrontendError::TooLarge(n),
+        }
+    }
+}
+
+/// The upstream greeting's values the client must see (read by `backend.rs`).
+#[derive(Debug, Clone)]
+pub struct ServerHello {
+    pub version: Vec<u8>,
+    pub connection_id: u32,
+    pub capabilities: CapabilityFlags,
+    pub mariadb_capabilities: MariadbCapabilities,
+    pub collation: u8,
+    pub status: StatusFlags,
+    /// The plugin the server asks for first (`mysql_native_password` on MariaDB,
+    /// `caching_sha2_password` on MySQL 8).
+    pub plugin: String,
+}
+
+/// What the client asked for in its HandshakeResponse41, for the upstream leg.
+#[derive(Debug, Clone)]
+pub struct ClientHello {
+    pub capabilities: CapabilityFlags,
+    pub mariadb_capabilities: MariadbCapabilities,
+    pub max_packet_size: u32,
+    pub collation: u8,
+    pub user: String,
+    pub database: Option<Vec<u8>>,
+    pub attributes: Option<HashMap<String, String>>,
+}
+
+/// A client that has sent its HandshakeResponse41 and waits for the outcome.
+pub struct ClientConn {
+    stream: Stream,
+    /// The sequence id of leasegate's next packet.
+    seq: u8,
+    nonce: [u8; NONCE_LEN],
+    /// The plugin the client answered with, and its answer.
+    plugin: String,
+    response: Vec<u8>,
+    /// Which plugin this listener wants (`None`: take either the client picks).
+    wanted: Option<&'static str>,
+    pub hello: ClientHello,
+    /// The server thread this client will be on (the greeting's connection id).
+    pub connection_id: u32,
+}
+
+/// Sends the greeting and reads the client's answer (through TLS if it asks).
+pub async fn open(
+    socket: TcpStream,
+    server: &ServerHello,
+    tls: Option<&ServerTls>,
+    mode: ClientTlsMode,
+    wanted: Option<&'static str>,
+) -> Result<ClientConn, FrontendError> {
+    let _ = socket.set_nodelay(true);
+    let mut stream = Stream::Plain(socket);
+    let nonce = scramble::nonce();
+    let offer_tls = tls.is_some() && mode != ClientTlsMode::Disabled;
+    let greeting = greeting(server, &nonce, offer_tls, wanted.unwrap_or(if server.plugin == CACHING_SHA2 { CACHING_SHA2 } else { NATIVE }));
+    packet::write(&mut stream, 0, &greeting).await?;
+    let (mut seq, mut payload) = packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+    // An SslRequest is the first 32 bytes of a HandshakeResponse41 with CLIENT_SSL set.
+    let flags = payload.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if payload.len() == 32 && flags & CapabilityFlags::CLIENT_SSL.bits() != 0 {
+        let Some(tls) = tls.filter(|_| offer_tls) else { return Err(FrontendError::TlsNotOffered) };
+        let Stream::Plain(tcp) = stream else { return Err(FrontendError::TlsNotOffered) };
+        stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(FrontendError::Tls)?));
+        (seq, payload) = packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+    }
+    if mode == ClientTlsMode::Required && !stream.is_tls() {
+        return Err(FrontendError::TlsRequired);
+    }
+    let response: HandshakeResponse<'_> = ParseBuf(&payload).parse(()).map_err(|e| FrontendError::Malformed(e.to_string()))?;
+    if !response.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        return Err(FrontendError::Protocol41);
+    }
+    // Only what was offered counts: a client setting more bits must not change the upstream's
+    // packet formats behind its back.
+    let offered = offered_capabilities(server, offer_tls);
+    let hello = ClientHello {
+        capabilities: response.capabilities() & offered,
+        mariadb_capabilities: response.mariadb_ext_capabilities() & server.mariadb_capabilities,
+        max_packet_size: u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]),
+        collation: response.collation(),
+        user: String::from_utf8_lossy(response.user()).into_owned(),
+        database: response.db_name().filter(|d| !d.is_empty()).map(<[u8]>::to_vec),
+        attributes: response.connect_attributes(),
+    };
+    let plugin = match response.auth_plugin() {
+        Some(p) => String::from_utf8_lossy(p.as_bytes()).into_owned(),
+        None => NATIVE.to_string(),
+    };
+    let answer = response.scramble_buf().to_vec();
+    Ok(ClientConn { stream, seq: seq.wrapping_add(1), nonce, plugin, response: answer, wanted, hello, connection_id: server.connection_id })
+}
+
+/// Capabilities offered to the client: the server's, never compression, CLIENT_SSL per listener.
+fn offered_capabilities(server: &ServerHello, offer_tls: bool) -> CapabilityFlags {
+    let mut caps = server.capabilities;
+    caps.remove(CapabilityFlags::CLIENT_COMPRESS | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM | CapabilityFlags::CLIENT_SSL);
+    if offer_tls {
+        caps.insert(CapabilityFlags::CLIENT_SSL);
+    }
+    caps
+}
+
+/// Protocol::HandshakeV10 (S) mirroring the upstream's, with our nonce and plugin.
+fn greeting(server: &ServerHello, nonce: &[u8; NONCE_LEN], offer_tls: bool, plugin: &str) -> Vec<u8> {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&nonce[..8]);
+    let mut second = nonce[8..].to_vec();
+    second.push(0);
+    let mut caps = offered_capabilities(server, offer_tls);
+    caps.insert(CapabilityFlags::CLIENT_PLUGIN_AUTH | CapabilityFlags::CLIENT_SECURE_CONNECTION);
+    let packet = HandshakePacket::new(
+        10,
+        server.version.as_slice(),
+        server.connection_id,
+        first,
+        Some(second),
+        caps,
+        server.collation,
+        server.status,
+        Some(plugin.as_bytes()),
+    )
+    .with_mariadb_ext_capabilities(server.mariadb_capabilities);
+    let mut out = Vec::with_capacity(96);
+    packet.serialize(&mut out);
+    out
+}
+
+impl ClientConn {
+    /// Checks the client's proof against `credential` (`None`: an unknown login, which runs the
+    /// same exchange against a random hash and fails). An answer with a plugin this listener
+    /// does not take is switched (AuthSwitchRequest) to the one it does.
+    pub async fn authenticate(&mut self, credential: Option<&StoredCredential>) -> Result<(), FrontendError> {
+        let target = match (self.wanted, self.plugin.as_str()) {
+            (Some(w), p) if p != w => Some(w),
+            (None, NATIVE | CACHING_SHA2) => None,
+            (None, _) => Some(NATIVE),
+            _ => None,
+        };
+        if let Some(plugin) = target {
+            self.nonce = scramble::nonce();
+            let mut switch = vec![packet::EOF_OR_SWITCH];
+            switch.extend_from_slice(plugin.as_bytes());
+            switch.push(0);
+            switch.extend_from_slice(&self.nonce);
+            switch.push(0);
+            self.send(&switch).await?;
+            self.response = self.receive().await?;
+            self.plugin = plugin.to_string();
+        }
+        if self.response.is_empty() {
+            return Err(FrontendError::Denied { using_password: false });
+        }
+        let mock;
+        let hashes = match credential {
+            Some(c) => c.mysql.as_ref(),
+            None => {
+                mock = MysqlHashes::of(&rand::random::<[u8; 32]>());
+                Some(&mock)
+            }
+        };
+        let ok = match (self.plugin.as_str(), hashes) {
+            (NATIVE, Some(h)) => scramble::verify_native(&self.nonce, &self.response, &h.native),
+            (CACHING_SHA2, Some(h)) => {
+                let ok = scramble::verify_sha2(&self.nonce, &self.response, &h.sha2);
+                if ok {
+                    self.send(&[packet::AUTH_MORE_DATA, FAST_AUTH_SUCCESS]).await?;
+                }
+                ok
+            }
+            (CACHING_SHA2, None) => self.full_authentication(credential).await?,
+            _ => false,
+        };
+        if ok { Ok(()) } else { Err(FrontendError::Denied { using_password: true }) }
+    }
+
+    /// caching_sha2_password's slow path: the cleartext password, accepted only inside TLS and
+    /// checked against the SCRAM verifier.
+    async fn full_authentication(&mut self, credential: Option<&StoredCredential>) -> Result<bool, FrontendError> {
+        if !self.stream.is_tls() {
+            return Err(FrontendError::FullAuthNeedsTls);
+        }
+        self.send(&[packet::AUTH_MORE_DATA, PERFORM_FULL_AUTHENTICATION]).await?;
+        let mut cleartext = zeroize::Zeroizing::new(self.receive().await?);
+        if cleartext.last() == Some(&0) {
+            cleartext.pop();
+        }
+        let Some(c) = credential else { return Ok(false) };
+        let computed = crate::pg::scram::verifier(&cleartext, &c.scram.salt, c.scram.iterations);
+        Ok(bool::from(subtle::ConstantTimeEq::ct_eq(&computed.stored_key[..], &c.scram.stored_key[..])))
+    }
+
+    /// Sends the server's OK (its payload, untouched) with this leg's sequence id, and hands
+    /// over the stream: the session is live.
+    pub async fn finish(mut self, ok: &[u8]) -> Result<Stream, FrontendError> {
+        self.send(ok).await?;
+        Ok(self.stream)
+    }
+
+    /// Sends an ERR packet (best effort: the client may be gone) before closing.
+    pub async fn send_error(&mut self, payload: &[u8]) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.send(payload)).await;
+    }
+
+    async fn send(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        self.seq = packet::write(&mut self.stream, self.seq, payload).await?;
+        Ok(())
+    }
+
+    async fn receive(&mut self) -> Result<Vec<u8>, FrontendError> {
+        let (seq, payload) = packet::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+        self.seq = seq.wrapping_add(1);
+        Ok(payload)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+}
+
+/// Sends an ERR as the very first packet (sequence id 0), when there is no greeting to give:
+/// what a server does when it refuses a connection outright (too many connections…).
+pub async fn refuse_at_once(socket: &mut TcpStream, payload: &[u8]) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), packet::write(socket, 0, payload)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerHello {
+        ServerHello {
+            version: b"5.5.5-10.11.19-MariaDB".to_vec(),
+            connection_id: 42,
+            capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+                | CapabilityFlags::CLIENT_COMPRESS
+                | CapabilityFlags::CLIENT_SSL
+                | CapabilityFlags::CLIENT_DEPRECATE_EOF
+                | CapabilityFlags::CLIENT_PLUGIN_AUTH
+                | CapabilityFlags::CLIENT_SECURE_CONNECTION,
+            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_PROGRESS,
+            collation: 45,
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            plugin: NATIVE.into(),
+        }
+    }
+
+    #[test]
+    fn greeting_mirrors_the_server_without_compression() {
+        let nonce = *b"abcdefghijklmnopqrst";
+        let bytes = greeting(&server(), &nonce, false, NATIVE);
+        let parsed: HandshakePacket<'_> = ParseBuf(&bytes).parse(()).unwrap();
+        assert_eq!(parsed.connection_id(), 42);
+        assert_eq!(parsed.server_version_ref(), b"5.5.5-10.11.19-MariaDB");
+        assert_eq!(parsed.default_collation(), 45);
+        assert_eq!(parsed.nonce(), nonce.to_vec());
+        assert_eq!(parsed.auth_plugin_name_ref(), Some(NATIVE.as_bytes()));
+        assert_eq!(parsed.mariadb_ext_capabilities(), MariadbCapabilities::MARIADB_CLIENT_PROGRESS);
+        assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_COMPRESS));
+        assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
+        assert!(parsed.capabilities().contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
+        let bytes = greeting(&server(), &nonce, true, CACHING_SHA2);
+        let with_tls: HandshakePacket<'_> = ParseBuf(&bytes).parse(()).unwrap();
+        assert!(with_tls.capabilities().contains(CapabilityFlags::CLIENT_SSL));
+        assert_eq!(with_tls.auth_plugin_name_ref(), Some(CACHING_SHA2.as_bytes()));
+    }
+}

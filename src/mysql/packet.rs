@@ -1,0 +1,171 @@
+//! MySQL packet framing and the few packets leasegate builds itself (ERR, OK), with no I/O
+//! except the two small async helpers at the bottom that read and write whole packets during
+//! the handshake. Connection-phase packet *bodies* (greeting, HandshakeResponse41, SslRequest,
+//! AuthSwitchRequest) are mysql_common's; see `frontend.rs` and `backend.rs`.
+//!
+//! A packet is a 3-byte little-endian payload length, a 1-byte sequence id, the payload. A
+//! payload of 2^24-1 bytes or more is split into maximal packets followed by a shorter one.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest payload one packet carries; a packet this long continues in the next one.
+pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
+/// Bound on what leasegate reads during the handshake (connect attributes are at most 64 KiB).
+pub const MAX_HANDSHAKE_PAYLOAD: usize = 1 << 20;
+
+/// Command bytes leasegate looks at (first payload byte of a client packet with sequence id 0).
+pub mod command {
+    pub const QUIT: u8 = 0x01;
+    pub const QUERY: u8 = 0x03;
+    pub const CHANGE_USER: u8 = 0x11;
+}
+
+/// First payload bytes of server packets.
+pub const OK: u8 = 0x00;
+pub const AUTH_MORE_DATA: u8 = 0x01;
+pub const EOF_OR_SWITCH: u8 = 0xFE;
+pub const ERR: u8 = 0xFF;
+
+/// Appends `payload` framed as packets starting at sequence id `seq`; returns the next id.
+pub fn frame(seq: u8, payload: &[u8], out: &mut Vec<u8>) -> u8 {
+    let mut seq = seq;
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_PAYLOAD);
+        out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
+        out.push(seq);
+        out.extend_from_slice(&rest[..n]);
+        seq = seq.wrapping_add(1);
+        rest = &rest[n..];
+        // A maximal packet says "more follows": end with a shorter (possibly empty) one.
+        if n < MAX_PAYLOAD {
+            return seq;
+        }
+    }
+}
+
+/// ERR_Packet (S): `0xFF`, error code, `#` and the SQLSTATE, the message. Always the
+/// PROTOCOL_41 form: leasegate only talks to clients that speak it.
+pub fn err_payload(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(9 + message.len());
+    p.push(ERR);
+    p.extend_from_slice(&code.to_le_bytes());
+    p.push(b'#');
+    let state = sqlstate.as_bytes();
+    p.extend_from_slice(&state[..state.len().min(5)]);
+    p.extend(std::iter::repeat_n(b'0', 5usize.saturating_sub(state.len())));
+    p.extend_from_slice(message.as_bytes());
+    p
+}
+
+/// OK_Packet (S) with no affected rows, no insert id, the given status flags and no warnings.
+pub fn ok_payload(status: u16) -> Vec<u8> {
+    let mut p = vec![OK, 0, 0];
+    p.extend_from_slice(&status.to_le_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p
+}
+
+/// The code and message of an ERR payload (for logs and typed errors).
+pub fn parse_err(payload: &[u8]) -> Option<(u16, String)> {
+    if payload.len() < 3 || payload[0] != ERR {
+        return None;
+    }
+    let code = u16::from_le_bytes([payload[1], payload[2]]);
+    let rest = &payload[3..];
+    let message = if rest.first() == Some(&b'#') && rest.len() >= 6 { &rest[6..] } else { rest };
+    Some((code, String::from_utf8_lossy(message).into_owned()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed in the middle of the handshake")]
+    Closed,
+    #[error("handshake packet of {0} bytes is over the {MAX_HANDSHAKE_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+}
+
+/// Reads one logical packet (joining split ones); returns the sequence id of its last part.
+/// Reads exactly the packet's bytes, so nothing after it is consumed.
+pub async fn read<R: AsyncRead + Unpin + ?Sized>(r: &mut R, limit: usize) -> Result<(u8, Vec<u8>), PacketError> {
+    let mut payload = Vec::new();
+    loop {
+        let mut header = [0u8; 4];
+        r.read_exact(&mut header).await.map_err(closed)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        if payload.len() + len > limit {
+            return Err(PacketError::TooLarge(payload.len() + len));
+        }
+        let start = payload.len();
+        payload.resize(start + len, 0);
+        r.read_exact(&mut payload[start..]).await.map_err(closed)?;
+        if len < MAX_PAYLOAD {
+            return Ok((header[3], payload));
+        }
+    }
+}
+
+fn closed(e: std::io::Error) -> PacketError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof { PacketError::Closed } else { PacketError::Io(e) }
+}
+
+/// Writes `payload` as packets from sequence id `seq` and flushes; returns the next id.
+pub async fn write<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, seq: u8, payload: &[u8]) -> std::io::Result<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    let next = frame(seq, payload, &mut out);
+    w.write_all(&out).await?;
+    w.flush().await?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_small_and_split_payloads() {
+        let mut out = Vec::new();
+        assert_eq!(frame(3, b"\x03SELECT 1", &mut out), 4);
+        assert_eq!(out, b"\x09\x00\x00\x03\x03SELECT 1");
+
+        let big = vec![7u8; MAX_PAYLOAD + 10];
+        let mut out = Vec::new();
+        assert_eq!(frame(0, &big, &mut out), 2);
+        assert_eq!(&out[..4], &[0xFF, 0xFF, 0xFF, 0]);
+        assert_eq!(&out[4 + MAX_PAYLOAD..8 + MAX_PAYLOAD], &[10, 0, 0, 1]);
+
+        // Exactly maximal: an empty packet says it ends.
+        let mut out = Vec::new();
+        assert_eq!(frame(0, &vec![1u8; MAX_PAYLOAD], &mut out), 2);
+        assert_eq!(&out[out.len() - 4..], &[0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn builds_err_and_ok_like_a_server() {
+        let p = err_payload(1045, "28000", "Access denied for user 'x'@'127.0.0.1' (using password: YES)");
+        assert_eq!(&p[..9], b"\xff\x15\x04#28000");
+        assert_eq!(parse_err(&p), Some((1045, "Access denied for user 'x'@'127.0.0.1' (using password: YES)".into())));
+        assert_eq!(ok_payload(0x0002), vec![0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(parse_err(b"\x00"), None);
+    }
+
+    #[tokio::test]
+    async fn reads_split_packets_and_bounds_memory() {
+        let big = vec![9u8; MAX_PAYLOAD + 5];
+        let mut wire = Vec::new();
+        frame(0, &big, &mut wire);
+        wire.extend_from_slice(b"\x01\x00\x00\x00\x0e");
+        let mut r = &wire[..];
+        let (seq, payload) = read(&mut r, 32 << 20).await.unwrap();
+        assert_eq!((seq, payload.len()), (1, big.len()));
+        // The next packet is untouched.
+        assert_eq!(r, b"\x01\x00\x00\x00\x0e");
+
+        let mut r = &wire[..];
+        assert!(matches!(read(&mut r, 1000).await, Err(PacketError::TooLarge(_))));
+        let mut r: &[u8] = b"\x05\x00\x00\x00ab";
+        assert!(matches!(read(&mut r, 1000).await, Err(PacketError::Closed)));
+    }
+}

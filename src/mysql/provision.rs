@@ -1,0 +1,299 @@
+//! The SQL that creates and removes minted MySQL/MariaDB users, run through an admin pool (sqlx).
+//!
+//! `{{password}}` in MySQL templates expands to the `mysql_native_password` hash (`*<40 hex>`),
+//! never the cleartext: a server's general log records `IDENTIFIED BY '<cleartext>'` as sent,
+//! so templates say `IDENTIFIED BY PASSWORD '{{password}}'` (check-config refuses the other
+//! form). MySQL DDL commits statement by statement, so a failed creation batch may leave the
+//! user behind: the lease engine then revokes it like any other (see `mint_is_atomic`).
+//! MySQL has no per-user expiry timestamp: the lease's end is enforced by revocation alone
+//! (renewal runs only the role's own `renew_statements`).
+
+use crate::auth::verifier::MysqlHashes;
+use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
+use crate::provision::ProvisionError;
+use crate::secret::Secret;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Bound on one admin batch.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(45);
+/// Names never need to be longer than this, whatever the server allows.
+const LONGEST_NAME: usize = 63;
+/// ER_NO_SUCH_THREAD: the thread ended between listing and KILL.
+const NO_SUCH_THREAD: &str = "1094";
+
+pub struct MyProvisioner {
+    pool: MySqlPool,
+    options: MySqlConnectOptions,
+    addr: String,
+    connect_timeout: Duration,
+    /// The server's user-name limit, probed on first use (0: not yet known).
+    max_user_len: AtomicUsize,
+}
+
+impl MyProvisioner {
+    pub fn new(db: &DatabaseConfig, admin_password: &Secret) -> Self {
+        let (host, port) = db.upstream_host_port().unwrap_or_else(|| ("127.0.0.1".into(), 3306));
+        let tls = db.upstream_tls.clone().unwrap_or_default();
+        let ssl_mode = match tls.mode {
+            UpstreamTlsMode::Disable => MySqlSslMode::Disabled,
+            UpstreamTlsMode::Prefer => MySqlSslMode::Preferred,
+            UpstreamTlsMode::Require => MySqlSslMode::Required,
+            UpstreamTlsMode::VerifyCa => MySqlSslMode::VerifyCa,
+            UpstreamTlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        };
+        let mut options = MySqlConnectOptions::new()
+            .host(&host)
+            .port(port)
+            .username(&db.admin_user)
+            .password(admin_password.expose())
+            .database(&db.admin_database)
+            .ssl_mode(ssl_mode)
+            .disable_statement_logging();
+        if let Some(ca) = &tls.ca {
+            options = options.ssl_ca(ca);
+        }
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(db.connect_timeout)
+            .idle_timeout(Duration::from_secs(300))
+            // DDL waits for metadata locks; give up after 10 s instead of hanging a mint.
+            .after_connect(|conn, _| Box::pin(async move { conn.execute("SET SESSION lock_wait_timeout = 10").await.map(|_| ()) }))
+            .connect_lazy_with(options.clone());
+        MyProvisioner {
+            pool,
+            options,
+            addr: db.upstream.clone(),
+            connect_timeout: db.connect_timeout,
+            max_user_len: AtomicUsize::new(0),
+        }
+    }
+
+    pub async fn check(&self) -> Result<(), ProvisionError> {
+        match self.batch("admin connection check", "SELECT 1".into()).await {
+            Err(ProvisionError::Unreachable { .. }) => {
+                let direct = tokio::time::timeout(self.connect_timeout, self.options.connect()).await;
+                match direct {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: message(&e) }),
+                    Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The server's limit on user names (MySQL ≥ 5.7.8: 32, MariaDB ≥ 10.6: 128, older: 16),
+    /// read from the catalogue once.
+    pub async fn max_user_len(&self) -> Result<usize, ProvisionError> {
+        let known = self.max_user_len.load(Ordering::Relaxed);
+        if known != 0 {
+            return Ok(known);
+        }
+        let sql = "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) FROM information_schema.COLUMNS \
+                   WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'user' AND COLUMN_NAME = 'User'";
+        let found: Option<i64> = self.bounded("probing the user-name limit", sqlx::query_scalar(sql).fetch_optional(&self.pool)).await?;
+        let limit = found.map_or(16, |n| (n.max(16) as usize).min(LONGEST_NAME));
+        self.max_user_len.store(limit, Ordering::Relaxed);
+        Ok(limit)
+    }
+
+    pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, _valid_until: SystemTime) -> Result<(), ProvisionError> {
+        let hash = format!("*{}", crate::auth::verifier::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
+        let vars = Vars { name: user, password: &hash };
+        let sql = if role.creation_statements.is_empty() {
+            vars.render(&default_creation(&role.member_of, self.is_mariadb().await?))
+        } else {
+            vars.render_all(&role.creation_statements)
+        };
+        self.batch("creation statements", sql).await
+    }
+
+    /// Runs the role's renew statements; without them there is nothing to move (no expiry on
+    /// MySQL users: revocation ends them).
+    pub async fn renew(&self, role: &RoleConfig, user: &str, _valid_until: SystemTime) -> Result<(), ProvisionError> {
+        if role.renew_statements.is_empty() {
+            return Ok(());
+        }
+        self.batch("renew statements", Vars { name: user, password: "" }.render_all(&role.renew_statements)).await
+    }
+
+    pub async fn users_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProvisionError> {
+        // LEFT(), not LIKE, where `_` would be a wildcard.
+        let q = sqlx::query_scalar("SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY 1")
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_all(&self.pool);
+        self.bounded("listing users", q).await
+    }
+
+    pub async fn rollback(&self, role: &RoleConfig, user: &str) -> Result<(), ProvisionError> {
+        if role.rollback_statements.is_empty() {
+            return self.batch("rollback", format!("DROP USER IF EXISTS {}", account(user))).await;
+        }
+        self.batch("rollback statements", Vars { name: user, password: "" }.render_all(&role.rollback_statements)).await
+    }
+
+    /// No new logins (ACCOUNT LOCK), then every thread of the user killed. Needs
+    /// CONNECTION_ADMIN or SUPER to kill other users' threads.
+    pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
+        self.batch("locking the account", format!("ALTER USER {} ACCOUNT LOCK", account(user))).await?;
+        for id in self.threads(user).await? {
+            match self.batch("killing sessions", format!("KILL CONNECTION {id}")).await {
+                Err(ProvisionError::Statement { code, .. }) if code == NO_SUCH_THREAD => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn wait_sessions_gone(&self, user: &str, limit: Duration) -> Result<(), ProvisionError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.threads(user).await?.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProvisionError::SessionsLinger(limit));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Drops the user (objects it created stay with their schema: MySQL users own nothing).
+    pub async fn drop_user(&self, role: &RoleConfig, user: &str, _used: &BTreeSet<String>) -> Result<(), ProvisionError> {
+        if !role.revocation_statements.is_empty() {
+            let sql = Vars { name: user, password: "" }.render_all(&role.revocation_statements);
+            return self.batch("revocation statements", sql).await;
+        }
+        self.batch("dropping the user", format!("DROP USER IF EXISTS {}", account(user))).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Kills a query (or the connection) of a session leasegate proxies: a client's `KILL` from
+    /// another connection, which the server would refuse across users with error 1095.
+    pub async fn kill(&self, thread: u32, query_only: bool) -> Result<(), ProvisionError> {
+        let what = if query_only { "QUERY" } else { "CONNECTION" };
+        self.batch("killing for a client", format!("KILL {what} {thread}")).await
+    }
+
+    /// The server threads of `user` (processlist ids).
+    async fn threads(&self, user: &str) -> Result<Vec<u64>, ProvisionError> {
+        let q = sqlx::query_scalar("SELECT CAST(ID AS UNSIGNED) FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()")
+            .bind(user)
+            .fetch_all(&self.pool);
+        self.bounded("listing sessions", q).await
+    }
+
+    async fn is_mariadb(&self) -> Result<bool, ProvisionError> {
+        let version: String = self.bounded("reading the server version", sqlx::query_scalar("SELECT VERSION()").fetch_one(&self.pool)).await?;
+        Ok(version.contains("MariaDB"))
+    }
+
+    /// Runs `sql` (one or more statements) as one text-protocol query.
+    async fn batch(&self, step: &'static str, sql: String) -> Result<(), ProvisionError> {
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| ProvisionError::Unreachable { addr: self.addr.clone(), message: message(&e) })?;
+        match tokio::time::timeout(BATCH_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn)).await {
+            Ok(result) => result.map(|_| ()).map_err(|e| self.error(step, e)),
+            Err(_) => {
+                Err(ProvisionError::Connect { addr: self.addr.clone(), message: format!("{step} timed out after {BATCH_TIMEOUT:?}") })
+            }
+        }
+    }
+
+    async fn bounded<T>(&self, step: &'static str, f: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, ProvisionError> {
+        match tokio::time::timeout(BATCH_TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(sqlx::Error::PoolTimedOut)) => {
+                Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "no admin connection (pool timed out)".into() })
+            }
+            Ok(Err(e)) => Err(self.error(step, e)),
+            Err(_) => Err(ProvisionError::Connect { addr: self.addr.clone(), message: format!("{step} timed out") }),
+        }
+    }
+
+    fn error(&self, step: &'static str, e: sqlx::Error) -> ProvisionError {
+        match e {
+            sqlx::Error::Database(db) => ProvisionError::Statement {
+                step,
+                code: db.try_downcast_ref::<MySqlDatabaseError>().map(|m| m.number().to_string()).unwrap_or_default(),
+                message: db.message().to_string(),
+            },
+            other => ProvisionError::Connect { addr: self.addr.clone(), message: other.to_string() },
+        }
+    }
+}
+
+/// The creation statement used when a role gives none: a user that may only log in, with the
+/// role's `member_of` roles granted and made default (MariaDB and MySQL 8 spell that differently).
+fn default_creation(member_of: &[String], mariadb: bool) -> String {
+    let mut sql = "CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'".to_string();
+    for group in member_of {
+        let group = quote_ident(group);
+        sql.push_str(&format!(";\nGRANT {group} TO '{{{{name}}}}'@'%'"));
+        if mariadb {
+            sql.push_str(&format!(";\nSET DEFAULT ROLE {group} FOR '{{{{name}}}}'@'%'"));
+        }
+    }
+    if !mariadb && !member_of.is_empty() {
+        sql.push_str(";\nSET DEFAULT ROLE ALL TO '{{name}}'@'%'");
+    }
+    sql
+}
+
+/// `'user'@'%'`: generated names hold only `[a-z0-9_]`.
+fn account(user: &str) -> String {
+    format!("'{}'@'%'", user.replace('\'', "''"))
+}
+
+/// `` `ident` `` with embedded backquotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+struct Vars<'a> {
+    name: &'a str,
+    password: &'a str,
+}
+
+impl Vars<'_> {
+    fn render(&self, template: &str) -> String {
+        template.replace("{{name}}", self.name).replace("{{username}}", self.name).replace("{{password}}", self.password)
+    }
+
+    fn render_all(&self, templates: &[String]) -> String {
+        templates.iter().map(|t| self.render(t)).collect::<Vec<_>>().join(";\n")
+    }
+}
+
+fn message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_creation_uses_the_hash_and_grants_roles() {
+        let vars = Vars { name: "lg_a", password: "*B69027D44F6E5EDC07F1AEAD1477967B16F28227" };
+        assert_eq!(
+            vars.render(&default_creation(&["app_ro".into()], true)),
+            "CREATE USER 'lg_a'@'%' IDENTIFIED BY PASSWORD '*B69027D44F6E5EDC07F1AEAD1477967B16F28227';\n\
+             GRANT `app_ro` TO 'lg_a'@'%';\nSET DEFAULT ROLE `app_ro` FOR 'lg_a'@'%'"
+        );
+        assert!(vars.render(&default_creation(&["r".into()], false)).ends_with("SET DEFAULT ROLE ALL TO 'lg_a'@'%'"));
+        assert_eq!(account("lg_x"), "'lg_x'@'%'");
+    }
+}
