@@ -79,7 +79,7 @@ impl PrivateMariaDb {
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.path().join("mysqld.pid").display()))
             .arg(format!("--log-error={}", self.log_path().display()))
-            .args(["--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=300"])
+            .args(["--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=300", "--max-allowed-packet=64M"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -3,6 +3,8 @@
 //! Everything is removed on drop.
 #![allow(dead_code)]
 
+pub mod my;
+
 use leasegate::app::{self, App, Running};
 use leasegate::config::Config;
 use leasegate::devdb::TempDir;
@@ -32,7 +34,7 @@ impl std::io::Write for LogSink {
     }
 }
 
-fn init_logs() -> Arc<Mutex<Vec<u8>>> {
+pub fn init_logs() -> Arc<Mutex<Vec<u8>>> {
     LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let sink = LogSink(buf.clone());

@@ -1,0 +1,166 @@
+//! MySQL test harness: a private MariaDB (real password checks) and leasegate in-process on a
+//! `kind = "mysql"` listener in front of it, plus helpers for the mariadb client and PyMySQL.
+
+use super::init_logs;
+use leasegate::app::{self, App, Running};
+use leasegate::config::Config;
+use leasegate::devdb::TempDir;
+use leasegate::devdb::mariadb::PrivateMariaDb;
+use leasegate::shutdown::Signals;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub const PREFIX: &str = "lgt_";
+
+pub struct MySetup {
+    /// `client_tls.mode`; a self-signed certificate is always generated.
+    pub client_tls_mode: &'static str,
+    /// Extra keys for the `[[database]]` table.
+    pub database_extra: String,
+    /// Extra keys for the `app` role.
+    pub role_extra: String,
+}
+
+impl Default for MySetup {
+    fn default() -> Self {
+        MySetup { client_tls_mode: "optional", database_extra: String::new(), role_extra: String::new() }
+    }
+}
+
+pub struct MyLg {
+    pub addr: SocketAddr,
+    pub app: App,
+    pub client_password: String,
+    pub signals: Signals,
+    running: Option<Running>,
+    rt: Option<tokio::runtime::Runtime>,
+    pub dir: TempDir,
+    pub db: PrivateMariaDb,
+}
+
+impl MyLg {
+    pub fn start(setup: MySetup) -> MyLg {
+        init_logs();
+        let db = PrivateMariaDb::start().expect("private mariadb starts");
+        let dir = TempDir::new("leasegate-mytest").unwrap();
+        db.root_sql(
+            "CREATE DATABASE appdb; CREATE TABLE appdb.items(id INT PRIMARY KEY, name VARCHAR(100), body LONGBLOB); \
+             INSERT INTO appdb.items(id, name) SELECT seq, CONCAT('item ', seq) FROM appdb.seq_1_to_100; \
+             CREATE ROLE app_group; GRANT ALL ON appdb.* TO app_group; GRANT app_group TO leasegate_admin WITH ADMIN OPTION;",
+        )
+        .expect("schema");
+        let client_password = format!("pw-{}", leasegate::lease::name::password().expose());
+        let value = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
+        let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        std::fs::write(dir.path().join("admin.secret"), db.admin_password.expose()).unwrap();
+        let text = format!(
+            r#"
+[journal]
+path = "{dir}/journal.db"
+
+[service]
+shutdown_grace = "0s"
+
+[[database]]
+name = "main"
+kind = "mysql"
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+admin_user = "{admin_user}"
+admin_password_file = "{dir}/admin.secret"
+name_prefix = "{PREFIX}"
+client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}" }}
+upstream_tls = {{ mode = "disable" }}
+connect_timeout = "3s"
+{database_extra}
+
+[[role]]
+name = "app"
+database = "main"
+default_ttl = "1h"
+max_ttl = "24h"
+member_of = ["app_group"]
+{role_extra}
+
+[[client]]
+name = "ci"
+password = "{value}"
+roles = ["app"]
+
+[[client]]
+name = "other"
+password = "{value}"
+roles = ["app"]
+"#,
+            dir = dir.path().display(),
+            upstream = db.addr(),
+            admin_user = db.admin_user,
+            mode = setup.client_tls_mode,
+            database_extra = setup.database_extra,
+            role_extra = setup.role_extra,
+        );
+        let config = Config::from_toml_str(&text).expect("test config is valid");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let signals = Signals::new();
+        let (addr, running) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let listeners = app::Listeners { databases: [("main".to_string(), listener)].into_iter().collect(), admin: None };
+            (addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
+        });
+        MyLg { addr, app: running.app.clone(), client_password, signals, running: Some(running), rt: Some(rt), dir, db }
+    }
+
+    /// The mariadb client through leasegate as `login`, with extra arguments, running `sql`.
+    pub fn mariadb(&self, login: &str, password: &str, extra: &[&str], sql: &str) -> Output {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &self.addr.port().to_string(), "-u", login, "-N", "-B"])
+            .args(extra)
+            .args(["-e", sql])
+            .env("MYSQL_PWD", password)
+            .output()
+            .expect("mariadb runs")
+    }
+
+    /// Runs a Python script with PyMySQL; `HOST`, `PORT`, `PASSWORD` are in its environment.
+    pub fn python(&self, script: &str) -> Output {
+        Command::new("python3")
+            .args(["-c", script])
+            .env("HOST", "127.0.0.1")
+            .env("PORT", self.addr.port().to_string())
+            .env("PASSWORD", &self.client_password)
+            .output()
+            .expect("python3 runs")
+    }
+
+    /// Minted users currently in mysql.user.
+    pub fn minted_users(&self) -> Vec<String> {
+        let out = self.db.root_sql(&format!("SELECT User FROM mysql.user WHERE User LIKE '{PREFIX}%' ORDER BY 1")).unwrap();
+        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    }
+
+    pub fn shutdown(&mut self) {
+        self.signals.begin.cancel();
+        self.signals.hurry.cancel();
+        if let (Some(rt), Some(running)) = (self.rt.as_ref(), self.running.take()) {
+            rt.block_on(running.finished());
+        }
+    }
+}
+
+impl Drop for MyLg {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+pub fn out(o: &Output) -> String {
+    format!("status {:?}\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
