@@ -33,3 +33,120 @@ fn a_wrong_password_gets_1045_like_a_server_says_it() {
     }
     assert!(lg.minted_users().is_empty());
 }
+
+#[test]
+fn pymysql_logs_in_with_caching_sha2_and_round_trips_a_20_mb_row() {
+    let lg = MyLg::start(MySetup { database_extra: "client_auth_plugin = \"caching_sha2_password\"".into(), ..Default::default() });
+    let script = r#"
+import os, pymysql
+from pymysql.constants import CLIENT
+seen = []
+class Spy(pymysql.connections.Connection):
+    def _process_auth(self, plugin_name, auth_packet):
+        seen.append(plugin_name)
+        return super()._process_auth(plugin_name, auth_packet)
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="ci/app", password=os.environ["PASSWORD"],
+                    database="appdb", max_allowed_packet=64 << 20, client_flag=CLIENT.MULTI_STATEMENTS)
+print("plugin", c._auth_plugin_name)
+cur = c.cursor()
+cur.execute("SELECT CURRENT_USER()")
+print("user", cur.fetchone()[0])
+body = bytes(range(256)) * (20 * 4096)   # 20 MiB: split into 16 MB packets both ways
+cur.execute("UPDATE items SET body = %s WHERE id = 1", (body,))
+c.commit()
+cur.execute("SELECT body FROM items WHERE id = 1")
+print("roundtrip", cur.fetchone()[0] == body)
+cur.execute("SELECT 1; SELECT 2")
+first = cur.fetchall(); cur.nextset(); second = cur.fetchall()
+print("multi", first[0][0], second[0][0])
+"#;
+    let o = lg.python(script);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("plugin caching_sha2_password"), "{text}");
+    assert!(text.contains(&format!("user {PREFIX}ci_app_")), "{text}");
+    assert!(text.contains("roundtrip True"), "{text}");
+    assert!(text.contains("multi 1 2"), "{text}");
+}
+
+#[test]
+fn tls_on_the_client_leg_and_required_mode() {
+    let lg = MyLg::start(MySetup { client_tls_mode: "required", ..Default::default() });
+    let ca = lg.dir.path().join("tls.crt");
+    let ca_arg = format!("--ssl-ca={}", ca.display());
+    // Verifying our certificate proves the session really ran inside TLS.
+    let o = lg.mariadb("ci", &lg.client_password, &["--ssl", &ca_arg, "--ssl-verify-server-cert"], "SELECT CURRENT_USER()");
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(PREFIX));
+    let plain = lg.mariadb("ci", &lg.client_password, &["--skip-ssl"], "SELECT 1");
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("3159"), "{}", out(&plain));
+}
+
+#[test]
+fn com_change_user_never_reaches_the_server() {
+    let lg = MyLg::start(MySetup::default());
+    // PyMySQL has no change_user(): send the command it would send, through its own writer.
+    let script = r#"
+import os, struct, pymysql
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="ci", password=os.environ["PASSWORD"])
+payload = b"leasegate_admin\0" + b"\0" + b"mysql\0"
+try:
+    c._execute_command(0x11, payload)
+    c._read_packet()
+    print("switched")
+except pymysql.err.OperationalError as e:
+    print("refused", e.args[0])
+try:
+    c.cursor().execute("SELECT CURRENT_USER()")
+    print("still open")
+except Exception as e:
+    print("closed")
+"#;
+    let o = lg.python(script);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("refused 1045"), "{}", out(&o));
+    assert!(text.contains("closed"), "{}", out(&o));
+    assert!(wait_until(Duration::from_secs(2), || lg.minted_users().is_empty()).is_some());
+}
+
+#[test]
+fn kill_query_from_a_second_connection_of_the_same_client_works() {
+    let lg = MyLg::start(MySetup::default());
+    let script = r#"
+import os, threading, time, pymysql
+def conn(user="ci"):
+    return pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user=user, password=os.environ["PASSWORD"])
+a = conn()
+cur = a.cursor(); cur.execute("SELECT CONNECTION_ID(), CURRENT_USER()"); thread, user_a = cur.fetchone()
+result = {}
+def sleeper():
+    t = time.time(); c = a.cursor()
+    try:
+        c.execute("SELECT SLEEP(30)"); result["value"] = c.fetchone()[0]
+    except Exception as e:
+        result["value"] = repr(e)
+    result["took"] = time.time() - t
+th = threading.Thread(target=sleeper); th.start(); time.sleep(0.5)
+b = conn(); cb = b.cursor(); cb.execute("SELECT CURRENT_USER()"); user_b = cb.fetchone()[0]
+print("different users", user_a != user_b)
+cb.execute("KILL QUERY %d" % thread)
+th.join(20)
+print("interrupted", result.get("value"), result.get("took", 99) < 10)
+# Another client may not kill it.
+o = conn("other"); oc = o.cursor()
+try:
+    oc.execute("KILL QUERY %d" % thread); print("other killed")
+except pymysql.err.OperationalError as e:
+    print("other refused", e.args[0])
+ca = a.cursor(); ca.execute("SELECT 1"); print("a alive", ca.fetchone()[0])
+"#;
+    let o = lg.python(script);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(text.contains("different users True"), "{text}");
+    // MariaDB reports the interrupted SLEEP as error 1317; MySQL returns 1.
+    assert!(text.contains("interrupted OperationalError(1317") && text.contains("') True"), "{text}");
+    assert!(text.contains("other refused 1095"), "{text}");
+    assert!(text.contains("a alive 1"), "{text}");
+}

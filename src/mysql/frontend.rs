@@ -130,9 +130,7 @@ pub async fn open(
         stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(FrontendError::Tls)?));
         (seq, payload) = packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
     }
-    if mode == ClientTlsMode::Required && !stream.is_tls() {
-        return Err(FrontendError::TlsRequired);
-    }
+    // (A plain client on a TLS-required listener is refused by the caller, with an ERR.)
     let response: HandshakeResponse<'_> = ParseBuf(&payload).parse(()).map_err(|e| FrontendError::Malformed(e.to_string()))?;
     if !response.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err(FrontendError::Protocol41);
