@@ -150,3 +150,113 @@ ca = a.cursor(); ca.execute("SELECT 1"); print("a alive", ca.fetchone()[0])
     assert!(text.contains("other refused 1095"), "{text}");
     assert!(text.contains("a alive 1"), "{text}");
 }
+
+#[test]
+fn sysbench_point_selects_with_prepared_statements_run_without_errors() {
+    let lg = MyLg::start(MySetup::default());
+    // The table is made directly on the server, as the admin.
+    let direct = |cmd: &str, user: &str, password: &str, port: u16| {
+        std::process::Command::new("sysbench")
+            .args([
+                "oltp_point_select",
+                "--db-driver=mysql",
+                "--mysql-host=127.0.0.1",
+                "--mysql-db=appdb",
+                "--tables=1",
+                "--table-size=1000",
+            ])
+            .arg(format!("--mysql-port={port}"))
+            .arg(format!("--mysql-user={user}"))
+            .arg(format!("--mysql-password={password}"))
+            .args(["--threads=4", "--time=3", "--db-ps-mode=auto"])
+            .arg(cmd)
+            .output()
+            .unwrap()
+    };
+    let prepared = direct("prepare", &lg.db.admin_user, lg.db.admin_password.expose(), lg.db.port());
+    assert!(prepared.status.success(), "{}", out(&prepared));
+    let run = direct("run", "ci", &lg.client_password, lg.addr.port());
+    let text = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{}", out(&run));
+    // A failed query aborts sysbench (non-zero exit); ignored ones (deadlocks…) are counted.
+    let ignored = text.lines().find(|l| l.trim_start().starts_with("ignored errors:")).unwrap_or_default().to_string();
+    assert_eq!(ignored.split_whitespace().nth(2), Some("0"), "{text}");
+    let queries: u64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("read:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(queries > 100, "{text}");
+    assert!(wait_until(Duration::from_secs(2), || lg.minted_users().is_empty()).is_some());
+}
+
+#[test]
+fn the_minted_password_reaches_no_log_and_not_the_general_log() {
+    let lg = MyLg::start(MySetup::default());
+    let general = lg.dir.path().join("general.log");
+    std::fs::write(&general, "").unwrap();
+    std::os::unix::fs::chown(&general, Some(uid_of("mysql")), None).unwrap();
+    lg.db.root_sql(&format!("SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = 1", general.display())).unwrap();
+    // Hold a session open and read its lease's password while it lives.
+    let mut child = std::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &lg.addr.port().to_string(), "-u", "ci", "-e", "SELECT SLEEP(2)"])
+        .env("MYSQL_PWD", &lg.client_password)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !lg.app.leases.list().is_empty()).is_some());
+    let lease = lg.app.leases.list().pop().unwrap();
+    let password = lease.password.expose().to_string();
+    assert!(child.wait().unwrap().success());
+    lg.db.root_sql("SET GLOBAL general_log = 0").unwrap();
+    let log = std::fs::read_to_string(&general).unwrap();
+    assert!(log.contains("CREATE USER"), "the general log recorded the mint: {log}");
+    assert!(log.contains("IDENTIFIED BY PASSWORD '*"), "{log}");
+    assert!(!log.contains(&password), "the minted password is in the general log");
+    assert!(!support::captured_logs().contains(&password), "the minted password is in leasegate's log");
+    assert!(!support::captured_logs().contains(&lg.client_password));
+}
+
+#[test]
+fn upstream_down_and_garbage_get_errors_not_hangs() {
+    let mut lg = MyLg::start(MySetup::default());
+    // Garbage instead of a HandshakeResponse41: an ERR packet, then the connection closes.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(lg.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = [0u8; 4];
+    s.read_exact(&mut greeting).unwrap();
+    let len = u32::from_le_bytes([greeting[0], greeting[1], greeting[2], 0]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    s.write_all(b"\x05\x00\x00\x01hello").unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(answer.get(4), Some(&0xFF), "an ERR packet: {answer:?}");
+    assert_eq!(&answer[5..7], &1043u16.to_le_bytes(), "Bad handshake");
+    // An oversized handshake packet: refused without reading it all.
+    let mut s = std::net::TcpStream::connect(lg.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_exact(&mut greeting).unwrap();
+    let len = u32::from_le_bytes([greeting[0], greeting[1], greeting[2], 0]) as usize;
+    s.read_exact(&mut vec![0u8; len]).unwrap();
+    s.write_all(b"\xff\xff\xff\x01").unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(&answer[5..7], &1153u16.to_le_bytes(), "packet too large: {answer:?}");
+
+    // The server stops: the client gets 2003's text (under a server-side code), not a hang.
+    lg.db.stop();
+    let o = lg.mariadb("ci", &lg.client_password, &["--connect-timeout=10"], "SELECT 1");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1105") && err.contains("Can't connect to server on"), "{err}");
+    lg.shutdown();
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = std::process::Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}

@@ -187,7 +187,8 @@ impl Pending {
         match plugin {
             NATIVE => Ok(scramble_native(nonce, pw).map(|s| s.to_vec()).unwrap_or_default()),
             CACHING_SHA2 => {
-                let nonce: &[u8; 20] = nonce.get(..20).and_then(|n| n.try_into().ok()).ok_or_else(|| BackendError::Protocol("short nonce".into()))?;
+                let nonce: &[u8; 20] =
+                    nonce.get(..20).and_then(|n| n.try_into().ok()).ok_or_else(|| BackendError::Protocol("short nonce".into()))?;
                 Ok(scramble_sha256(nonce, pw).map(|s| s.to_vec()).unwrap_or_default())
             }
             // Only inside TLS: over plain TCP anyone on the path would read the password.

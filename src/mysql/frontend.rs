@@ -107,6 +107,21 @@ pub struct ClientConn {
     pub connection_id: u32,
 }
 
+/// A handshake that failed, with the connection when the client can still read an ERR.
+pub struct OpenError {
+    pub error: FrontendError,
+    reply_to: Option<(Stream, u8)>,
+}
+
+impl OpenError {
+    /// Sends `payload` as an ERR (best effort) if the client can still read one.
+    pub async fn answer(self, payload: &[u8]) {
+        if let Some((mut stream, seq)) = self.reply_to {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), packet::write(&mut stream, seq, payload)).await;
+        }
+    }
+}
+
 /// Sends the greeting and reads the client's answer (through TLS if it asks).
 pub async fn open(
     socket: TcpStream,
@@ -114,24 +129,52 @@ pub async fn open(
     tls: Option<&ServerTls>,
     mode: ClientTlsMode,
     wanted: Option<&'static str>,
-) -> Result<ClientConn, FrontendError> {
+) -> Result<ClientConn, OpenError> {
     let _ = socket.set_nodelay(true);
     let mut stream = Stream::Plain(socket);
     let nonce = scramble::nonce();
     let offer_tls = tls.is_some() && mode != ClientTlsMode::Disabled;
     let greeting = greeting(server, &nonce, offer_tls, wanted.unwrap_or(if server.plugin == CACHING_SHA2 { CACHING_SHA2 } else { NATIVE }));
-    packet::write(&mut stream, 0, &greeting).await?;
-    let (mut seq, mut payload) = packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+    let gone = |e: FrontendError| OpenError { error: e, reply_to: None };
+    packet::write(&mut stream, 0, &greeting).await.map_err(|e| gone(e.into()))?;
+    // The client sent sequence id 1; a refusal is id 2.
+    let (mut seq, mut payload) = match packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
+        Ok(p) => p,
+        Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some((stream, 2)) }),
+        Err(e) => return Err(gone(e.into())),
+    };
     // An SslRequest is the first 32 bytes of a HandshakeResponse41 with CLIENT_SSL set.
     let flags = payload.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     if payload.len() == 32 && flags & CapabilityFlags::CLIENT_SSL.bits() != 0 {
-        let Some(tls) = tls.filter(|_| offer_tls) else { return Err(FrontendError::TlsNotOffered) };
-        let Stream::Plain(tcp) = stream else { return Err(FrontendError::TlsNotOffered) };
-        stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(FrontendError::Tls)?));
-        (seq, payload) = packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+        let refuse = |stream| OpenError { error: FrontendError::TlsNotOffered, reply_to: Some((stream, seq.wrapping_add(1))) };
+        let Some(tls) = tls.filter(|_| offer_tls) else { return Err(refuse(stream)) };
+        let Stream::Plain(tcp) = stream else { return Err(refuse(stream)) };
+        stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(|e| gone(FrontendError::Tls(e)))?));
+        (seq, payload) = match packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
+            Ok(p) => p,
+            Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some((stream, 3)) }),
+            Err(e) => return Err(gone(e.into())),
+        };
     }
     // (A plain client on a TLS-required listener is refused by the caller, with an ERR.)
-    let response: HandshakeResponse<'_> = ParseBuf(&payload).parse(()).map_err(|e| FrontendError::Malformed(e.to_string()))?;
+    match parse_response(&payload, server, offer_tls) {
+        Ok((hello, plugin, answer)) => Ok(ClientConn {
+            stream,
+            seq: seq.wrapping_add(1),
+            nonce,
+            plugin,
+            response: answer,
+            wanted,
+            hello,
+            connection_id: server.connection_id,
+        }),
+        Err(error) => Err(OpenError { error, reply_to: Some((stream, seq.wrapping_add(1))) }),
+    }
+}
+
+/// The client's HandshakeResponse41: what to send upstream, its plugin and its answer.
+fn parse_response(payload: &[u8], server: &ServerHello, offer_tls: bool) -> Result<(ClientHello, String, Vec<u8>), FrontendError> {
+    let response: HandshakeResponse<'_> = ParseBuf(payload).parse(()).map_err(|e| FrontendError::Malformed(e.to_string()))?;
     if !response.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err(FrontendError::Protocol41);
     }
@@ -151,8 +194,7 @@ pub async fn open(
         Some(p) => String::from_utf8_lossy(p.as_bytes()).into_owned(),
         None => NATIVE.to_string(),
     };
-    let answer = response.scramble_buf().to_vec();
-    Ok(ClientConn { stream, seq: seq.wrapping_add(1), nonce, plugin, response: answer, wanted, hello, connection_id: server.connection_id })
+    Ok((hello, plugin, response.scramble_buf().to_vec()))
 }
 
 /// Capabilities offered to the client: the server's, never compression, CLIENT_SSL per listener.
@@ -283,9 +325,10 @@ impl ClientConn {
 }
 
 /// Sends an ERR as the very first packet (sequence id 0), when there is no greeting to give:
-/// what a server does when it refuses a connection outright (too many connections…).
+/// what a server does when it refuses a connection outright (too many connections…), in the
+/// pre-4.1 form a client expects there.
 pub async fn refuse_at_once(socket: &mut TcpStream, payload: &[u8]) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), packet::write(socket, 0, payload)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), packet::write(socket, 0, &packet::pre_41(payload))).await;
 }
 
 #[cfg(test)]

@@ -58,6 +58,15 @@ pub fn err_payload(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
     p
 }
 
+/// The same ERR without the `#` and SQLSTATE: the form a server uses before the client said it
+/// speaks protocol 4.1 (an ERR instead of the greeting), which clients read that way.
+pub fn pre_41(payload: &[u8]) -> Vec<u8> {
+    match payload {
+        [ERR, a, b, b'#', rest @ ..] if rest.len() >= 5 => [&[ERR, *a, *b][..], &rest[5..]].concat(),
+        other => other.to_vec(),
+    }
+}
+
 /// OK_Packet (S) with no affected rows, no insert id, the given status flags and no warnings.
 pub fn ok_payload(status: u16) -> Vec<u8> {
     let mut p = vec![OK, 0, 0];
@@ -148,6 +157,7 @@ mod tests {
         assert_eq!(&p[..9], b"\xff\x15\x04#28000");
         assert_eq!(parse_err(&p), Some((1045, "Access denied for user 'x'@'127.0.0.1' (using password: YES)".into())));
         assert_eq!(ok_payload(0x0002), vec![0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(pre_41(&err_payload(1040, "08004", "Too many connections")), b"\xff\x10\x04Too many connections");
         assert_eq!(parse_err(b"\x00"), None);
     }
 

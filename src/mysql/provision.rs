@@ -64,13 +64,7 @@ impl MyProvisioner {
             // DDL waits for metadata locks; give up after 10 s instead of hanging a mint.
             .after_connect(|conn, _| Box::pin(async move { conn.execute("SET SESSION lock_wait_timeout = 10").await.map(|_| ()) }))
             .connect_lazy_with(options.clone());
-        MyProvisioner {
-            pool,
-            options,
-            addr: db.upstream.clone(),
-            connect_timeout: db.connect_timeout,
-            max_user_len: AtomicUsize::new(0),
-        }
+        MyProvisioner { pool, options, addr: db.upstream.clone(), connect_timeout: db.connect_timeout, max_user_len: AtomicUsize::new(0) }
     }
 
     pub async fn check(&self) -> Result<(), ProvisionError> {
@@ -186,14 +180,16 @@ impl MyProvisioner {
 
     /// The server threads of `user` (processlist ids).
     async fn threads(&self, user: &str) -> Result<Vec<u64>, ProvisionError> {
-        let q = sqlx::query_scalar("SELECT CAST(ID AS UNSIGNED) FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()")
-            .bind(user)
-            .fetch_all(&self.pool);
+        let q =
+            sqlx::query_scalar("SELECT CAST(ID AS UNSIGNED) FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()")
+                .bind(user)
+                .fetch_all(&self.pool);
         self.bounded("listing sessions", q).await
     }
 
     async fn is_mariadb(&self) -> Result<bool, ProvisionError> {
-        let version: String = self.bounded("reading the server version", sqlx::query_scalar("SELECT VERSION()").fetch_one(&self.pool)).await?;
+        let version: String =
+            self.bounded("reading the server version", sqlx::query_scalar("SELECT VERSION()").fetch_one(&self.pool)).await?;
         Ok(version.contains("MariaDB"))
     }
 

@@ -8,8 +8,8 @@
 //! filled with one-off statements. Statement logging is off on these connections.
 
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
-use crate::provision::ProvisionError;
 use crate::pg::scram;
+use crate::provision::ProvisionError;
 use crate::secret::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions};

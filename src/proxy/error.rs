@@ -9,8 +9,8 @@ use crate::mysql::packet;
 use crate::pg::backend::BackendError;
 use crate::pg::frontend::FrontendError;
 use crate::pg::message::ErrorResponse;
-use crate::provision::ProvisionError;
 use crate::pg::sqlstate;
+use crate::provision::ProvisionError;
 use bytes::Bytes;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,11 @@ pub enum SessionError {
     #[error(transparent)]
     MyUpstream(#[from] MyBackendError),
 }
+
+/// The MySQL code for "the server cannot be reached", with 2003's text. Not 2003 itself:
+/// 2000–2999 are client-side codes, and libmariadb rejects them from a server as a malformed
+/// packet. 1105 (ER_UNKNOWN_ERROR) with SQLSTATE 08S01 reads as a connection failure to drivers.
+const UNREACHABLE: u16 = 1105;
 
 /// What to send the client before closing.
 pub enum Reply {
@@ -110,13 +115,13 @@ impl SessionError {
             SessionError::Lease(LeaseError::TooMany(_)) => err(1040, "08004", "Too many connections"),
             SessionError::Lease(LeaseError::Mint {
                 source: ProvisionError::Connect { addr, .. } | ProvisionError::Unreachable { addr, .. },
-            }) => err(2003, "HY000", &format!("Can't connect to server on '{addr}' (leasegate could not create a user there)")),
+            }) => err(UNREACHABLE, "08S01", &format!("Can't connect to server on '{addr}' (leasegate could not create a user there)")),
             SessionError::Lease(_) => {
                 err(1105, "HY000", "leasegate could not create a database user for this connection; the cause is in its log")
             }
             SessionError::MyUpstream(MyBackendError::Server { payload, .. }) => Some(payload.clone()),
-            SessionError::MyUpstream(e @ MyBackendError::Connect { .. }) => err(2003, "HY000", &e.to_string()),
-            SessionError::MyUpstream(e) => err(2013, "HY000", &format!("Lost connection to server during login: {e}")),
+            SessionError::MyUpstream(e @ MyBackendError::Connect { .. }) => err(UNREACHABLE, "08S01", &e.to_string()),
+            SessionError::MyUpstream(e) => err(UNREACHABLE, "08S01", &format!("Lost connection to server during login: {e}")),
             SessionError::Client(_) | SessionError::Upstream(_) => err(1105, "HY000", &self.to_string()),
         }
     }

@@ -47,13 +47,12 @@ pub async fn run(app: App, db: Arc<Database>, mut socket: TcpStream, peer: Socke
     };
     let mut client = match handshake(&db, socket, &upstream, deadline).await {
         Ok(client) => client,
-        Err((e, Some(mut client))) => {
-            refuse(&app, &db, &mut client, &e, peer).await;
-            return;
-        }
-        Err((e, None)) => {
+        Err((e, failed)) => {
             tracing::debug!(%peer, error = %e, "client handshake failed");
             note_auth_failure(&app, &db, &e, "", peer);
+            if let (Some(failed), Some(err)) = (failed, e.to_mysql("", &host)) {
+                failed.answer(&err).await;
+            }
             return;
         }
     };
@@ -81,7 +80,7 @@ async fn handshake(
     socket: TcpStream,
     upstream: &Pending,
     deadline: tokio::time::Instant,
-) -> Result<ClientConn, (SessionError, Option<ClientConn>)> {
+) -> Result<ClientConn, (SessionError, Option<frontend::OpenError>)> {
     let limit = db.config.handshake_timeout;
     let wanted = match db.config.client_auth_plugin.as_deref() {
         Some(frontend::NATIVE) => Some(frontend::NATIVE),
@@ -91,7 +90,10 @@ async fn handshake(
     let opened = frontend::open(socket, &upstream.hello, db.client_tls.as_ref(), db.config.client_tls_mode(), wanted);
     match tokio::time::timeout_at(deadline, opened).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err((e.into(), None)),
+        Ok(Err(mut failed)) => {
+            let error = std::mem::replace(&mut failed.error, frontend::FrontendError::Closed);
+            Err((error.into(), Some(failed)))
+        }
         Err(_) => Err((SessionError::HandshakeTimeout(limit), None)),
     }
 }
@@ -114,7 +116,12 @@ async fn authenticate(db: &Database, client: &mut ClientConn, deadline: tokio::t
     identity.ok_or(SessionError::MyClient(crate::mysql::frontend::FrontendError::Denied { using_password: true }))
 }
 
-async fn log_in_upstream(db: &Database, guard: &SessionGuard, client: &ClientConn, upstream: Pending) -> Result<(Stream, Vec<u8>), SessionError> {
+async fn log_in_upstream(
+    db: &Database,
+    guard: &SessionGuard,
+    client: &ClientConn,
+    upstream: Pending,
+) -> Result<(Stream, Vec<u8>), SessionError> {
     let lease = guard.lease();
     Ok(upstream.login(&lease.user, &lease.password, &client.hello, db.config.connect_timeout * 2).await?)
 }
