@@ -38,6 +38,10 @@ pub enum Command {
         /// 0 always picks a free one].
         #[arg(long)]
         port: Option<u16>,
+        /// Port for leasegate's MySQL listener in front of the private MariaDB [default: 3307,
+        /// or a free port if 3307 is taken].
+        #[arg(long)]
+        mysql_port: Option<u16>,
         /// Keep the private cluster's files after exit (for inspection).
         #[arg(long)]
         keep: bool,

@@ -1,11 +1,13 @@
-//! `leasegate dev`: a private PostgreSQL, a generated config and a leasegate in front of it,
-//! like `vault server -dev`. Ctrl-C revokes every lease, stops the server and removes its files.
+//! `leasegate dev`: a private PostgreSQL and a private MariaDB (when its packages are
+//! installed), a generated config and a leasegate in front of both, like `vault server -dev`.
+//! Ctrl-C revokes every lease, stops the servers and removes their files.
 
+use crate::devdb::mariadb::PrivateMariaDb;
 use crate::devdb::postgres::{PgOptions, PrivatePostgres};
 use crate::{app, config::Config, net::tls, shutdown};
 use anyhow::Context;
 
-pub async fn run(port: Option<u16>, keep: bool) -> anyhow::Result<()> {
+pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyhow::Result<()> {
     let port = match port {
         Some(p) => p,
         // PgBouncer's port too: when something holds it, take a free one instead of failing.
@@ -23,30 +25,60 @@ pub async fn run(port: Option<u16>, keep: bool) -> anyhow::Result<()> {
     let dir = pg.dir().to_path_buf();
     prepare_cluster(&pg).await.context("preparing the private cluster")?;
 
+    eprintln!("leasegate dev: starting a private MariaDB…");
+    let maria = match tokio::task::spawn_blocking(PrivateMariaDb::start).await? {
+        Ok(m) => {
+            prepare_mariadb(&m)?;
+            write_private(&dir.join("mariadb-admin.secret"), m.admin_password.expose())?;
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!("leasegate dev: no MariaDB listener ({e}); install mariadb-server for one");
+            None
+        }
+    };
     let client_password = crate::lease::name::password();
     let verifier = crate::auth::hash::client_password_value(&client_password);
     let (cert, key) = tls::self_signed(&["localhost", "127.0.0.1"])?;
     std::fs::write(dir.join("tls.crt"), cert)?;
     write_private(&dir.join("tls.key"), &key)?;
     write_private(&dir.join("admin.secret"), pg.password.expose())?;
-    let text = dev_config(port, pg.port(), &dir, &verifier);
+    let my_port = mysql_port.unwrap_or(if std::net::TcpListener::bind(("127.0.0.1", 3307)).is_ok() { 3307 } else { 0 });
+    let mut text = dev_config(port, pg.port(), &dir, &verifier, maria.is_some());
+    if let Some(m) = &maria {
+        text.push_str(&dev_mysql_config(my_port, m, &dir));
+    }
     let config_path = dir.join("leasegate.toml");
     write_private(&config_path, &text)?;
     let config = Config::from_toml_str(&text).context("the generated dev config")?;
     let listeners = app::bind(&config).await?;
-    let listen = listeners.databases.values().next().and_then(|l| l.local_addr().ok()).context("no listener")?;
+    let listen = listeners.databases.get("dev").and_then(|l| l.local_addr().ok()).context("no listener")?;
+    let my_listen = listeners.databases.get("dev_mysql").and_then(|l| l.local_addr().ok());
 
     println!("leasegate dev is running.");
     println!("  PostgreSQL (private, scram-sha-256): 127.0.0.1:{}", pg.port());
     println!("  config:  {}", config_path.display());
     println!("  connect: psql \"postgres://dev:{}@{listen}/postgres\"", client_password.expose());
-    println!("Each connection gets its own short-lived user (try: SELECT current_user;).");
+    if let (Some(m), Some(addr)) = (&maria, my_listen) {
+        println!("  MariaDB (private, real passwords): {}", m.addr());
+        println!(
+            "  connect: mariadb -h {} -P {} -u dev/dev_mysql_rw --password={} devdb",
+            addr.ip(),
+            addr.port(),
+            client_password.expose()
+        );
+    }
+    println!("Each connection gets its own short-lived user (try: SELECT current_user; or SELECT CURRENT_USER();).");
     println!("Ctrl-C drops every minted user and removes the cluster.");
 
     let signals = shutdown::Signals::new();
     signals.watch_process_signals();
     let result = app::run(config, listeners, signals).await;
-    tokio::task::spawn_blocking(move || drop(pg)).await?;
+    tokio::task::spawn_blocking(move || {
+        drop(maria);
+        drop(pg)
+    })
+    .await?;
     result?;
     Ok(())
 }
@@ -71,7 +103,43 @@ async fn prepare_cluster(pg: &PrivatePostgres) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dev_config(port: u16, pg_port: u16, dir: &std::path::Path, verifier: &str) -> String {
+/// A database and a role with the rights an application usually has, for the MySQL dev users.
+fn prepare_mariadb(m: &PrivateMariaDb) -> anyhow::Result<()> {
+    m.root_sql(&format!(
+        "CREATE DATABASE devdb; CREATE ROLE dev_app; GRANT ALL ON devdb.* TO dev_app; GRANT dev_app TO '{}'@'%' WITH ADMIN OPTION;",
+        m.admin_user
+    ))?;
+    Ok(())
+}
+
+fn dev_mysql_config(port: u16, m: &PrivateMariaDb, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[[database]]
+name = "dev_mysql"
+kind = "mysql"
+listen = "127.0.0.1:{port}"
+upstream = "{upstream}"
+admin_user = "{admin}"
+admin_password_file = "{dir}/mariadb-admin.secret"
+name_prefix = "lg_"
+client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "optional" }}
+upstream_tls = {{ mode = "disable" }}
+
+[[role]]
+name = "dev_mysql_rw"
+database = "dev_mysql"
+default_ttl = "1h"
+max_ttl = "8h"
+member_of = ["dev_app"]
+"#,
+        upstream = m.addr(),
+        admin = m.admin_user,
+        dir = dir.display()
+    )
+}
+
+fn dev_config(port: u16, pg_port: u16, dir: &std::path::Path, verifier: &str, with_mysql: bool) -> String {
     format!(
         r#"# Generated by `leasegate dev`.
 [journal]
@@ -98,8 +166,9 @@ member_of = ["dev_app"]
 [[client]]
 name = "dev"
 password = "{verifier}"
-roles = ["dev_rw"]
+roles = ["dev_rw"{mysql_role}]
 "#,
+        mysql_role = if with_mysql { ", \"dev_mysql_rw\"" } else { "" },
         dir = dir.display()
     )
 }

@@ -20,9 +20,9 @@ fn main() -> ExitCode {
         Command::Creds { api, role, json } => commands::creds(&api, &role, json),
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
         Command::Serve { config, worker_threads } => serve(&config, worker_threads),
-        Command::Dev { port, keep, worker_threads } => runtime(worker_threads)
+        Command::Dev { port, mysql_port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {
-                rt.block_on(dev::run(port, keep)).map_err(|e| {
+                rt.block_on(dev::run(port, mysql_port, keep)).map_err(|e| {
                     eprintln!("leasegate dev: {e:#}");
                     ExitCode::FAILURE
                 })

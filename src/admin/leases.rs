@@ -213,7 +213,7 @@ pub struct Creds {
     pub kind: String,
     pub host: String,
     pub port: u16,
-    /// The database (Postgres) the admin connection uses; a sensible default to connect to.
+    /// The database the admin connection uses (Postgres: a sensible default to connect to).
     pub dbname: String,
     pub user: String,
     pub password: String,
@@ -244,7 +244,10 @@ async fn creds(
     Ok(Json(Creds {
         lease_id: lease.id.clone(),
         database: db.name.clone(),
-        kind: "postgres".into(),
+        kind: match db.kind {
+            crate::config::DbKind::Postgres => "postgres".into(),
+            crate::config::DbKind::Mysql => "mysql".into(),
+        },
         host,
         port,
         dbname: db.admin_database.clone(),
