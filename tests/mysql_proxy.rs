@@ -260,3 +260,38 @@ fn uid_of(user: &str) -> u32 {
     let out = std::process::Command::new("id").args(["-u", user]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+#[test]
+fn at_max_ttl_a_transaction_commits_then_the_session_closes_and_an_idle_one_closes_at_once() {
+    let lg = MyLg::start(MySetup { ttl: ("2s", "2s"), ..Default::default() });
+    let script = r#"
+import os, time, pymysql
+def conn():
+    return pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="ci", password=os.environ["PASSWORD"], database="appdb", autocommit=True)
+busy, idle = conn(), conn()
+c = busy.cursor(); c.execute("BEGIN"); c.execute("UPDATE items SET name = 'in tx' WHERE id = 2")
+start = time.time()
+time.sleep(3.5)   # past max TTL: the idle session is gone, the busy one waits for its COMMIT
+c.execute("COMMIT")
+print("committed")
+try:
+    c.execute("SELECT 1"); print("busy still open")
+except pymysql.err.OperationalError as e:
+    print("busy closed after commit", e.args[0])
+try:
+    idle.cursor().execute("SELECT 1"); print("idle still open")
+except pymysql.err.OperationalError as e:
+    print("idle closed", e.args[0])
+c2 = conn().cursor(); c2.execute("SELECT name FROM items WHERE id = 2"); print("value", c2.fetchone()[0])
+"#;
+    let o = lg.python(script);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(text.contains("committed"), "{text}");
+    assert!(text.contains("busy closed after commit"), "{text}");
+    assert!(text.contains("idle closed"), "{text}");
+    assert!(text.contains("value in tx"), "{text}");
+    assert!(wait_until(Duration::from_secs(5), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
+    let logs = support::captured_logs();
+    assert!(logs.contains("leasegate_at_idle_point"), "sessions closed at idle points");
+}

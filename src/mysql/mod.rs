@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod frontend;
 pub mod gate;
+pub mod idle;
 pub mod packet;
 pub mod provision;
 pub mod scramble;

@@ -13,11 +13,13 @@ use crate::lease::SessionGuard;
 use crate::mysql::backend::{self, Pending};
 use crate::mysql::frontend::{self, ClientConn};
 use crate::mysql::gate::{Gate, Kill, KillHandler};
+use crate::mysql::idle::MyIdle;
 use crate::mysql::packet;
+use crate::net::pump::Closed;
 use crate::net::pump::Pump;
 use crate::net::stream::Stream;
 use crate::provision::Provisioner;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -159,6 +161,9 @@ async fn relay(
     let lease = guard.lease().clone();
     let thread = client_thread(&client);
     let query_attributes = client.hello.capabilities.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES);
+    let deprecate_eof = client.hello.capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    // With MariaDB's metadata cache a result set may come without its column definitions.
+    let metadata_cache = client.hello.mariadb_capabilities.contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
     let mut client_io = match client.finish(ok).await {
         Ok(io) => io,
         Err(e) => {
@@ -170,9 +175,10 @@ async fn relay(
     tracing::info!(%peer, client = %identity.client, role = %identity.role, user = %lease.user, lease = %lease.id, thread, "session started");
     let on_kill = kill_handler(app, db, &identity.client, thread);
     let mut server_io = Gate::new(server, query_attributes, on_kill);
-    // MySQL sessions have no header-level idle point here: after max TTL they close at
-    // max_ttl + hard_close_grace (the lease's `ended`), not earlier.
-    let mut pump = Pump::new(&mut client_io, &mut server_io, ());
+    // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
+    let login_status = ok.get(1..).and_then(crate::mysql::idle::ok_status_after_header).unwrap_or(0);
+    let idle = MyIdle::new(login_status, deprecate_eof, !metadata_cache);
+    let mut pump = Pump::new(&mut client_io, &mut server_io, idle);
     let mut bytes_metric = ByteCounter::new(app, db);
     let mut report = tokio::time::interval(BYTES_REPORT_INTERVAL);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,6 +186,7 @@ async fn relay(
         tokio::select! {
             r = &mut pump => break Some(r),
             _ = lease.ended.cancelled() => break None,
+            _ = lease.drain.cancelled(), if !pump.closing_at_idle() => pump.close_at_idle(),
             _ = report.tick() => bytes_metric.report(pump.transferred()),
         }
     };
@@ -187,6 +194,11 @@ async fn relay(
     bytes_metric.report(bytes);
     log_end(&outcome, bytes, &lease.user, peer);
     count_end(app, db, &outcome, lease.drain_reason());
+    if let Some(Ok(Closed::Idle)) = outcome {
+        // Between commands: the server gets COM_QUIT; the client sees the connection close, as
+        // after a server's wait_timeout, and a pool opens a new one (with a new user).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server_io.get_mut().write_all(b"\x01\x00\x00\x00\x01")).await;
+    }
     if outcome.is_none() {
         // The lease ended under the session: tell the client why, as a server does for KILL.
         let mut out = Vec::new();

@@ -20,11 +20,13 @@ pub struct MySetup {
     pub database_extra: String,
     /// Extra keys for the `app` role.
     pub role_extra: String,
+    /// The `app` role's default and max TTL.
+    pub ttl: (&'static str, &'static str),
 }
 
 impl Default for MySetup {
     fn default() -> Self {
-        MySetup { client_tls_mode: "optional", database_extra: String::new(), role_extra: String::new() }
+        MySetup { client_tls_mode: "optional", database_extra: String::new(), role_extra: String::new(), ttl: ("1h", "24h") }
     }
 }
 
@@ -80,8 +82,8 @@ connect_timeout = "3s"
 [[role]]
 name = "app"
 database = "main"
-default_ttl = "1h"
-max_ttl = "24h"
+default_ttl = "{ttl}"
+max_ttl = "{max_ttl}"
 member_of = ["app_group"]
 {role_extra}
 
@@ -101,6 +103,8 @@ roles = ["app"]
             mode = setup.client_tls_mode,
             database_extra = setup.database_extra,
             role_extra = setup.role_extra,
+            ttl = setup.ttl.0,
+            max_ttl = setup.ttl.1,
         );
         let config = Config::from_toml_str(&text).expect("test config is valid");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
