@@ -36,12 +36,37 @@ pub struct Kill {
 /// answers it with the payload (OK or ERR) the future yields.
 pub type KillHandler = Box<dyn FnMut(Kill) -> Option<Pin<Box<dyn Future<Output = Vec<u8>> + Send>>> + Send>;
 
+enum Verdict {
+    Forward,
+    Swallow,
+}
+
+/// The payload length in a packet header.
+fn payload_len(h: &[u8]) -> usize {
+    u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize
+}
+
+/// Bytes of a packet's start needed to decide on it, given the first bytes `h` seen so far.
+fn needed(h: &[u8]) -> usize {
+    if h.len() < 4 {
+        return 4;
+    }
+    let len = payload_len(h);
+    if h[3] != 0 || len == 0 {
+        return 4;
+    }
+    if h.len() < 5 {
+        return 5;
+    }
+    if h[4] == command::QUERY && len <= MAX_KILL_QUERY { 4 + len } else { 5 }
+}
+
 enum Up {
     /// At a packet boundary, collecting the header and the first payload bytes.
     Boundary,
-    /// Inside a forwarded packet: this many payload bytes still pass.
+    /// Inside a forwarded packet: this many bytes still pass.
     Forwarding(usize),
-    /// Inside a swallowed packet: this many payload bytes are dropped.
+    /// Inside a swallowed packet: this many bytes are dropped.
     Skipping(usize),
 }
 
@@ -84,56 +109,31 @@ impl<S> Gate<S> {
         &mut self.inner
     }
 
-    /// Bytes needed at a boundary before deciding.
-    fn needed(&self) -> usize {
-        let h = &self.held;
-        if h.len() < 4 {
-            return 4;
-        }
-        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-        if h[3] != 0 || len == 0 {
-            return 4;
-        }
-        if h.len() < 5 {
-            return 5;
-        }
-        if h[4] == command::QUERY && len <= MAX_KILL_QUERY { 4 + len } else { 5 }
-    }
-
-    fn decide(&mut self) {
-        let h = std::mem::take(&mut self.held);
-        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-        let rest = len - (h.len() - 4);
-        let cmd = if h[3] == 0 { h.get(4).copied() } else { None };
-        match cmd {
-            Some(command::CHANGE_USER) => {
-                self.up = Up::Skipping(rest);
+    /// Decides on a command from its first bytes (`needed(h)` of them); for a swallowed one,
+    /// sets up the reply.
+    fn judge(&mut self, h: &[u8]) -> Verdict {
+        match (h[3], h.get(4).copied()) {
+            (0, Some(command::CHANGE_USER)) => {
                 self.say(packet::err_payload(
                     1045,
                     "28000",
                     "COM_CHANGE_USER is not available through leasegate; open a new connection as the other client",
                 ));
                 self.end_after_reply = true;
+                Verdict::Swallow
             }
-            Some(command::QUERY) if rest == 0 => {
+            (0, Some(command::QUERY)) if h.len() == 4 + payload_len(h) => {
                 let kill = parse_kill(query_text(&h[5..], self.query_attributes));
                 match kill.and_then(|k| (self.on_kill)(k)) {
                     Some(fut) => {
-                        self.up = Up::Skipping(0);
                         self.pending = Some(fut);
+                        Verdict::Swallow
                     }
-                    None => self.forward(h, rest),
+                    None => Verdict::Forward,
                 }
             }
-            _ => self.forward(h, rest),
+            _ => Verdict::Forward,
         }
-        self.held = Vec::with_capacity(4 + MAX_KILL_QUERY);
-    }
-
-    fn forward(&mut self, held: Vec<u8>, rest: usize) {
-        self.out = held;
-        self.out_pos = 0;
-        self.up = Up::Forwarding(rest);
     }
 
     /// Queues `payload` as the answer to the swallowed command (sequence id 1).
@@ -218,18 +218,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gate<S> {
             }
             _ => this.up = Up::Boundary,
         }
+        if this.held.is_empty() && buf.len() >= needed(buf) {
+            // The usual case: the command's start is all in this write; decide without copying,
+            // and forward header and payload in one write.
+            let total = 4 + payload_len(buf);
+            this.up = match this.judge(&buf[..needed(buf)]) {
+                Verdict::Forward => Up::Forwarding(total),
+                Verdict::Swallow => Up::Skipping(total),
+            };
+            return Pin::new(this).poll_write(cx, buf);
+        }
+        // The start straddles writes: collect it.
         let mut taken = 0;
-        while taken < buf.len() {
-            let need = this.needed();
-            if this.held.len() >= need {
-                break;
-            }
-            let n = (need - this.held.len()).min(buf.len() - taken);
+        while taken < buf.len() && this.held.len() < needed(&this.held) {
+            let n = (needed(&this.held) - this.held.len()).min(buf.len() - taken);
             this.held.extend_from_slice(&buf[taken..taken + n]);
             taken += n;
         }
-        if this.held.len() >= this.needed() {
-            this.decide();
+        if this.held.len() >= needed(&this.held) {
+            let held = std::mem::replace(&mut this.held, Vec::with_capacity(4 + MAX_KILL_QUERY));
+            let rest = 4 + payload_len(&held) - held.len();
+            match this.judge(&held) {
+                Verdict::Forward => {
+                    this.out = held;
+                    this.out_pos = 0;
+                    this.up = Up::Forwarding(rest);
+                }
+                Verdict::Swallow => this.up = Up::Skipping(rest),
+            }
         }
         Poll::Ready(Ok(taken))
     }

@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Bound on one admin batch.
@@ -32,6 +32,8 @@ pub struct MyProvisioner {
     connect_timeout: Duration,
     /// The server's user-name limit, probed on first use (0: not yet known).
     max_user_len: AtomicUsize,
+    /// Whether the server is MariaDB, read on first use (0: not yet known, 1: MySQL, 2: MariaDB).
+    flavour: AtomicU8,
 }
 
 impl MyProvisioner {
@@ -64,7 +66,14 @@ impl MyProvisioner {
             // DDL waits for metadata locks; give up after 10 s instead of hanging a mint.
             .after_connect(|conn, _| Box::pin(async move { conn.execute("SET SESSION lock_wait_timeout = 10").await.map(|_| ()) }))
             .connect_lazy_with(options.clone());
-        MyProvisioner { pool, options, addr: db.upstream.clone(), connect_timeout: db.connect_timeout, max_user_len: AtomicUsize::new(0) }
+        MyProvisioner {
+            pool,
+            options,
+            addr: db.upstream.clone(),
+            connect_timeout: db.connect_timeout,
+            max_user_len: AtomicUsize::new(0),
+            flavour: AtomicU8::new(0),
+        }
     }
 
     pub async fn check(&self) -> Result<(), ProvisionError> {
@@ -188,9 +197,16 @@ impl MyProvisioner {
     }
 
     async fn is_mariadb(&self) -> Result<bool, ProvisionError> {
+        match self.flavour.load(Ordering::Relaxed) {
+            1 => return Ok(false),
+            2 => return Ok(true),
+            _ => {}
+        }
         let version: String =
             self.bounded("reading the server version", sqlx::query_scalar("SELECT VERSION()").fetch_one(&self.pool)).await?;
-        Ok(version.contains("MariaDB"))
+        let mariadb = version.contains("MariaDB");
+        self.flavour.store(if mariadb { 2 } else { 1 }, Ordering::Relaxed);
+        Ok(mariadb)
     }
 
     /// Runs `sql` (one or more statements) as one text-protocol query.
