@@ -8,15 +8,9 @@ use crate::{app, config::Config, net::tls, shutdown};
 use anyhow::Context;
 
 pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyhow::Result<()> {
-    let port = match port {
-        Some(p) => p,
-        // PgBouncer's port too: when something holds it, take a free one instead of failing.
-        None if std::net::TcpListener::bind(("127.0.0.1", 6432)).is_ok() => 6432,
-        None => {
-            eprintln!("leasegate dev: 127.0.0.1:6432 is taken; using a free port (see the psql line below)");
-            0
-        }
-    };
+    // 6432 is PgBouncer's port too: when something holds it, take a free one instead of failing.
+    let port = listen_port(port, 6432, "psql")?;
+    let my_port = listen_port(mysql_port, 3307, "mariadb")?;
     eprintln!("leasegate dev: starting a private PostgreSQL…");
     let mut pg = tokio::task::spawn_blocking(|| PrivatePostgres::start(&PgOptions::default())).await??;
     if keep {
@@ -43,7 +37,6 @@ pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyh
     std::fs::write(dir.join("tls.crt"), cert)?;
     write_private(&dir.join("tls.key"), &key)?;
     write_private(&dir.join("admin.secret"), pg.password.expose())?;
-    let my_port = mysql_port.unwrap_or(if std::net::TcpListener::bind(("127.0.0.1", 3307)).is_ok() { 3307 } else { 0 });
     let mut text = dev_config(port, pg.port(), &dir, &verifier, maria.is_some());
     if let Some(m) = &maria {
         text.push_str(&dev_mysql_config(my_port, m, &dir));
@@ -81,6 +74,20 @@ pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyh
     .await?;
     result?;
     Ok(())
+}
+
+/// The port asked for (0: a free one), else `preferred` when it is free, else a free one. Always
+/// a concrete port: two listeners on "port 0" would be one address to the config check.
+fn listen_port(asked: Option<u16>, preferred: u16, client: &str) -> anyhow::Result<u16> {
+    match asked {
+        Some(0) => Ok(crate::devdb::free_port()?),
+        Some(p) => Ok(p),
+        None if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() => Ok(preferred),
+        None => {
+            eprintln!("leasegate dev: 127.0.0.1:{preferred} is taken; using a free port (see the {client} line below)");
+            Ok(crate::devdb::free_port()?)
+        }
+    }
 }
 
 /// Writes a file only its owner can read (the dev cluster's superuser password is in there).

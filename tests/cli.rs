@@ -28,6 +28,7 @@ fn hash_password_prints_a_verifier_that_check_config_accepts() {
     std::fs::write(dir.path().join("admin.token"), "a-long-enough-admin-token").unwrap();
     let config = include_str!("../config/leasegate.example.toml")
         .replace("pg-admin.secret", &dir.path().join("admin.secret").display().to_string())
+        .replace("mysql-admin.secret", &dir.path().join("admin.secret").display().to_string())
         .replace("\"admin.token\"", &format!("{:?}", dir.path().join("admin.token").display().to_string()))
         .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
         .replace(", ca = \"tls/upstream-ca.pem\"", "");
@@ -42,7 +43,7 @@ fn check_config_reports_every_problem_and_exits_64() {
     let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
     let bad = include_str!("../config/leasegate.example.toml")
         .replace("max_ttl = \"24h\"", "max_ttl = \"1m\"")
-        .replace("roles = [\"app_ro\", \"app_rw\"]", "roles = [\"ghost\"]");
+        .replace("roles = [\"app_ro\", \"app_rw\", \"shop_rw\"]", "roles = [\"ghost\"]");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, bad).unwrap();
     let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
@@ -62,16 +63,21 @@ fn check_config_reports_every_problem_and_exits_64() {
 }
 
 #[test]
-fn dev_mode_prints_a_working_psql_line_and_cleans_up_on_ctrl_c() {
-    let mut child = Command::new(BIN).args(["dev", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+fn dev_mode_prints_working_psql_and_mariadb_lines_and_cleans_up_on_ctrl_c() {
+    let mut child =
+        Command::new(BIN).args(["dev", "--port", "0", "--mysql-port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = None;
+    let mut mariadb = None;
     let mut config = None;
     let start = Instant::now();
-    while url.is_none() && start.elapsed() < Duration::from_secs(60) {
+    while (url.is_none() || mariadb.is_none()) && start.elapsed() < Duration::from_secs(90) {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(rest) = line.trim().strip_prefix("connect: psql \"") {
             url = Some(rest.trim_end_matches('"').to_string());
+        }
+        if let Some(rest) = line.trim().strip_prefix("connect: mariadb ") {
+            mariadb = Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>());
         }
         if let Some(rest) = line.trim().strip_prefix("config:") {
             config = Some(std::path::PathBuf::from(rest.trim()));
@@ -82,6 +88,10 @@ fn dev_mode_prints_a_working_psql_line_and_cleans_up_on_ctrl_c() {
     let out = Command::new("psql").arg(&url).args(["-Atc", "CREATE TABLE t(x int); SELECT current_user"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("lg_dev_dev_rw_"));
+    let args = mariadb.expect("dev prints a mariadb line");
+    let out = Command::new("mariadb").arg("--no-defaults").args(&args).args(["-N", "-e", "SELECT CURRENT_USER()"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("lg_dev_dev_mysql_rw_"));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(status.success(), "dev exits 0 on Ctrl-C");

@@ -295,3 +295,15 @@ c2 = conn().cursor(); c2.execute("SELECT name FROM items WHERE id = 2"); print("
     let logs = support::captured_logs();
     assert!(logs.contains("leasegate_at_idle_point"), "sessions closed at idle points");
 }
+
+#[test]
+fn orphans_with_the_prefix_are_dropped_at_start_and_others_are_left_alone() {
+    let lg = MyLg::start(MySetup {
+        database_extra: "sweep_orphans = true".into(),
+        prepare: vec![format!("CREATE USER '{PREFIX}left_behind'@'%' IDENTIFIED BY 'x'; CREATE USER 'lgtx_app'@'%' IDENTIFIED BY 'x'")],
+        ..Default::default()
+    });
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
+    let others = lg.db.root_sql("SELECT User FROM mysql.user WHERE User = 'lgtx_app'").unwrap();
+    assert_eq!(others.trim(), "lgtx_app", "a user without the exact prefix stays");
+}

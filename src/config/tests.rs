@@ -80,3 +80,27 @@ fn secret_keys_are_exclusive() {
     let text = minimal().replace("admin_password_env = \"PG_ADMIN\"", "admin_password_env = \"X\"\nadmin_password_file = \"f\"");
     assert!(Config::from_toml_str(&text).is_err());
 }
+
+#[test]
+fn mysql_listeners_refuse_a_cleartext_password_template_and_unknown_plugins() {
+    let mysql = minimal().replace("kind = \"postgres\"", "kind = \"mysql\"");
+    let c = Config::from_toml_str(&mysql).unwrap();
+    assert_eq!(c.databases[0].admin_database, "mysql");
+    let bad = mysql
+        .replace(
+            "max_ttl = \"24h\"",
+            "max_ttl = \"24h\"\ncreation_statements = [\"CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'\"]",
+        )
+        .replace("name_prefix = \"lg_\"", "name_prefix = \"lg_\"\nclient_auth_plugin = \"sha256_password\"");
+    let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&bad) else { panic!() };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"role[0].creation_statements"), "{paths:?}");
+    assert!(paths.contains(&"database[0].client_auth_plugin"), "{paths:?}");
+    let hashed = mysql.replace(
+        "max_ttl = \"24h\"",
+        "max_ttl = \"24h\"\ncreation_statements = [\"CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'\"]",
+    );
+    assert!(Config::from_toml_str(&hashed).is_ok());
+    let pg_plugin = minimal().replace("name_prefix = \"lg_\"", "name_prefix = \"lg_\"\nclient_auth_plugin = \"mysql_native_password\"");
+    assert!(Config::from_toml_str(&pg_plugin).is_err(), "client_auth_plugin is for MySQL listeners");
+}

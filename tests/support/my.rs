@@ -22,11 +22,19 @@ pub struct MySetup {
     pub role_extra: String,
     /// The `app` role's default and max TTL.
     pub ttl: (&'static str, &'static str),
+    /// SQL run as root before leasegate starts.
+    pub prepare: Vec<String>,
 }
 
 impl Default for MySetup {
     fn default() -> Self {
-        MySetup { client_tls_mode: "optional", database_extra: String::new(), role_extra: String::new(), ttl: ("1h", "24h") }
+        MySetup {
+            client_tls_mode: "optional",
+            database_extra: String::new(),
+            role_extra: String::new(),
+            ttl: ("1h", "24h"),
+            prepare: vec![],
+        }
     }
 }
 
@@ -58,6 +66,9 @@ impl MyLg {
              CREATE ROLE app_group; GRANT ALL ON appdb.* TO app_group; GRANT app_group TO leasegate_admin WITH ADMIN OPTION;",
         )
         .expect("schema");
+        for sql in &setup.prepare {
+            db.root_sql(sql).expect("prepare SQL");
+        }
         let client_password = format!("pw-{}", leasegate::lease::name::password().expose());
         let value = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
         let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
@@ -149,7 +160,8 @@ roles = ["app"]
 
     /// Minted users currently in mysql.user.
     pub fn minted_users(&self) -> Vec<String> {
-        let out = self.db.root_sql(&format!("SELECT User FROM mysql.user WHERE User LIKE '{PREFIX}%' ORDER BY 1")).unwrap();
+        let sql = format!("SELECT User FROM mysql.user WHERE LEFT(User, {n}) = '{PREFIX}' ORDER BY 1", n = PREFIX.len());
+        let out = self.db.root_sql(&sql).unwrap();
         out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
     }
 
