@@ -20,6 +20,9 @@ fn the_mariadb_client_gets_a_minted_user_that_is_dropped_on_disconnect() {
     assert_eq!(lines.next(), Some("100"), "multi-statement results");
     // Gone from mysql.user within a second of the disconnect.
     assert!(wait_until(Duration::from_secs(1), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
+    // The mariadb client's caching_sha2_password plugin works too (the greeting asked for native).
+    let o = lg.mariadb("ci", &lg.client_password, &["--default-auth=caching_sha2_password"], "SELECT CURRENT_USER()");
+    assert!(o.status.success(), "{}", out(&o));
 }
 
 #[test]
@@ -30,6 +33,12 @@ fn a_wrong_password_gets_1045_like_a_server_says_it() {
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("ERROR 1045 (28000): Access denied for user"), "{login}: {err}");
+    }
+    // The right password for a role the client may not use: the same answer, both plugins.
+    for plugin in ["mysql_native_password", "caching_sha2_password"] {
+        let o = lg.mariadb("ci/nosuchrole", &lg.client_password, &[&format!("--default-auth={plugin}")], "SELECT 1");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ERROR 1045 (28000): Access denied for user 'ci/nosuchrole'"), "{plugin}: {err}");
     }
     assert!(lg.minted_users().is_empty());
 }

@@ -5,8 +5,11 @@
 //! HandshakeResponse41 with the client's capabilities, collation, database and connect
 //! attributes and the minted user, and answers what the server asks: `mysql_native_password`
 //! (MariaDB), `caching_sha2_password` (MySQL 8; a new user always misses the server's cache, so
-//! full authentication: the cleartext inside TLS, else RSA-encrypted with the server's key),
+//! full authentication: the cleartext, inside TLS only),
 //! `mysql_clear_password` inside TLS only. The server's OK payload is returned for the client.
+//! A connection given up before login ([`Pending::abandon`]) is ended with a failed login
+//! rather than a dropped socket: servers count aborted handshakes against `max_connect_errors`
+//! and then block the host, but not failed logins.
 
 use super::frontend::{CACHING_SHA2, ClientHello, NATIVE, ServerHello};
 use super::packet::{self, PacketError};
@@ -22,10 +25,9 @@ use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse, SslR
 use mysql_common::proto::MySerialize;
 
 const CLEAR: &str = "mysql_clear_password";
-/// caching_sha2_password AuthMoreData statuses and the public-key request.
+/// caching_sha2_password AuthMoreData statuses.
 const FAST_AUTH_SUCCESS: u8 = 0x03;
 const PERFORM_FULL_AUTHENTICATION: u8 = 0x04;
-const REQUEST_PUBLIC_KEY: u8 = 0x02;
 /// Offset of the collation byte in a HandshakeResponse41 (after capabilities and max packet size).
 const COLLATION_OFFSET: usize = 8;
 
@@ -192,7 +194,7 @@ impl Pending {
                 Ok(scramble_sha256(nonce, pw).map(|s| s.to_vec()).unwrap_or_default())
             }
             // Only inside TLS: over plain TCP anyone on the path would read the password.
-            CLEAR if self.stream.is_tls() => Ok(null_terminated(pw)),
+            CLEAR if self.stream.is_tls() => Ok(null_terminated(pw).to_vec()),
             other => Err(BackendError::UnsupportedAuth(other.to_string())),
         }
     }
@@ -203,18 +205,12 @@ impl Pending {
         match data.first() {
             Some(&FAST_AUTH_SUCCESS) => Ok(()),
             Some(&PERFORM_FULL_AUTHENTICATION) if self.stream.is_tls() => self.send(&null_terminated(pw)).await,
-            Some(&PERFORM_FULL_AUTHENTICATION) => {
-                // No TLS: ask for the server's RSA key and send the password encrypted with it.
-                self.send(&[REQUEST_PUBLIC_KEY]).await?;
-                let key = self.receive().await?;
-                let pem = key.strip_prefix(&[packet::AUTH_MORE_DATA]).unwrap_or(&key);
-                let mut masked = null_terminated(pw);
-                for (i, b) in masked.iter_mut().enumerate() {
-                    *b ^= self.nonce[i % self.nonce.len().max(1)];
-                }
-                let sealed = mysql_common::crypto::encrypt(&masked, pem).map_err(|e| BackendError::Protocol(format!("RSA: {e}")))?;
-                self.send(&sealed).await
-            }
+            // Without TLS the password would go RSA-encrypted with a key the server sends
+            // unauthenticated (anyone in the path could substitute theirs): refused, as the
+            // mysql client refuses it unless told --get-server-public-key.
+            Some(&PERFORM_FULL_AUTHENTICATION) => Err(BackendError::UnsupportedAuth(
+                "caching_sha2_password full authentication without TLS; set upstream_tls.mode = \"require\" or \"verify-full\"".into(),
+            )),
             _ => Err(BackendError::Protocol("unexpected caching_sha2_password data".into())),
         }
     }
@@ -224,6 +220,23 @@ impl Pending {
         Ok(())
     }
 
+    /// Ends a connection that will not be used with a login the server refuses (bounded; in
+    /// the background, so the caller does not wait for it).
+    pub fn abandon(mut self) {
+        tokio::spawn(async move {
+            let caps = CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION;
+            let response =
+                HandshakeResponse::new(None::<&[u8]>, (0, 0, 0), Some(&b"leasegate-abandoned"[..]), None::<&[u8]>, None, caps, None, 0);
+            let mut out = Vec::with_capacity(64);
+            response.serialize(&mut out);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                self.send(&out).await?;
+                self.receive().await
+            })
+            .await;
+        });
+    }
+
     async fn receive(&mut self) -> Result<Vec<u8>, BackendError> {
         let (seq, payload) = packet::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
         self.seq = seq.wrapping_add(1);
@@ -231,8 +244,9 @@ impl Pending {
     }
 }
 
-fn null_terminated(pw: &[u8]) -> Vec<u8> {
-    let mut v = pw.to_vec();
+fn null_terminated(pw: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut v = zeroize::Zeroizing::new(Vec::with_capacity(pw.len() + 1));
+    v.extend_from_slice(pw);
     v.push(0);
     v
 }

@@ -234,9 +234,11 @@ fn greeting(server: &ServerHello, nonce: &[u8; NONCE_LEN], offer_tls: bool, plug
 
 impl ClientConn {
     /// Checks the client's proof against `credential` (`None`: an unknown login, which runs the
-    /// same exchange against a random hash and fails). An answer with a plugin this listener
-    /// does not take is switched (AuthSwitchRequest) to the one it does.
-    pub async fn authenticate(&mut self, credential: Option<&StoredCredential>) -> Result<(), FrontendError> {
+    /// same exchange against a random hash and fails). `allowed`: false for a known client asking
+    /// for a role it may not use, refused after the same exchange (no fast-auth success first,
+    /// which would tell it the password was right). An answer with a plugin this listener does
+    /// not take is switched (AuthSwitchRequest) to the one it does.
+    pub async fn authenticate(&mut self, credential: Option<&StoredCredential>, allowed: bool) -> Result<(), FrontendError> {
         let target = match (self.wanted, self.plugin.as_str()) {
             (Some(w), p) if p != w => Some(w),
             (None, NATIVE | CACHING_SHA2) => None,
@@ -244,6 +246,10 @@ impl ClientConn {
             _ => None,
         };
         if let Some(plugin) = target {
+            // A client without CLIENT_PLUGIN_AUTH cannot be switched.
+            if !self.hello.capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+                return Err(FrontendError::Denied { using_password: !self.response.is_empty() });
+            }
             self.nonce = scramble::nonce();
             let mut switch = vec![packet::EOF_OR_SWITCH];
             switch.extend_from_slice(plugin.as_bytes());
@@ -268,7 +274,7 @@ impl ClientConn {
         let ok = match (self.plugin.as_str(), hashes) {
             (NATIVE, Some(h)) => scramble::verify_native(&self.nonce, &self.response, &h.native),
             (CACHING_SHA2, Some(h)) => {
-                let ok = scramble::verify_sha2(&self.nonce, &self.response, &h.sha2);
+                let ok = scramble::verify_sha2(&self.nonce, &self.response, &h.sha2) && allowed;
                 if ok {
                     self.send(&[packet::AUTH_MORE_DATA, FAST_AUTH_SUCCESS]).await?;
                 }
@@ -277,7 +283,7 @@ impl ClientConn {
             (CACHING_SHA2, None) => self.full_authentication(credential).await?,
             _ => false,
         };
-        if ok { Ok(()) } else { Err(FrontendError::Denied { using_password: true }) }
+        if ok && allowed { Ok(()) } else { Err(FrontendError::Denied { using_password: true }) }
     }
 
     /// caching_sha2_password's slow path: the cleartext password, accepted only inside TLS and

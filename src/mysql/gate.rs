@@ -14,10 +14,12 @@
 //! The gate wraps the server stream: it sits where the pump writes client bytes, and a reply it
 //! makes itself comes out where the pump reads server bytes, so the pump needs no change.
 
+use super::idle::Shared;
 use super::packet::{self, command};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -32,9 +34,11 @@ pub struct Kill {
     pub query_only: bool,
 }
 
+/// What an intercepted KILL comes to: `Ok` (the client gets an OK) or an ERR payload.
+pub type KillOutcome = Pin<Box<dyn Future<Output = Result<(), Vec<u8>>> + Send>>;
 /// Decides what to do with a client's KILL: `None` forwards it to the server; `Some(future)`
-/// answers it with the payload (OK or ERR) the future yields.
-pub type KillHandler = Box<dyn FnMut(Kill) -> Option<Pin<Box<dyn Future<Output = Vec<u8>> + Send>>> + Send>;
+/// answers it with what the future yields.
+pub type KillHandler = Box<dyn FnMut(Kill) -> Option<KillOutcome> + Send>;
 
 enum Verdict {
     Forward,
@@ -80,16 +84,20 @@ pub struct Gate<S> {
     /// A reply leasegate makes, framed, for the client.
     reply: Vec<u8>,
     reply_pos: usize,
-    pending: Option<Pin<Box<dyn Future<Output = Vec<u8>> + Send>>>,
+    pending: Option<KillOutcome>,
     /// After the reply, the "server" side ends (COM_CHANGE_USER).
     end_after_reply: bool,
     /// COM_QUERY carries a parameter count first (CLIENT_QUERY_ATTRIBUTES).
     query_attributes: bool,
+    /// OK packets end with a length-encoded info string (CLIENT_SESSION_TRACK).
+    session_track: bool,
+    /// The response tracker's view: server status, LOCAL INFILE, commands outstanding.
+    session: Arc<Shared>,
     on_kill: KillHandler,
 }
 
 impl<S> Gate<S> {
-    pub fn new(inner: S, query_attributes: bool, on_kill: KillHandler) -> Self {
+    pub fn new(inner: S, query_attributes: bool, session_track: bool, session: Arc<Shared>, on_kill: KillHandler) -> Self {
         Gate {
             inner,
             up: Up::Boundary,
@@ -101,6 +109,8 @@ impl<S> Gate<S> {
             pending: None,
             end_after_reply: false,
             query_attributes,
+            session_track,
+            session,
             on_kill,
         }
     }
@@ -112,6 +122,9 @@ impl<S> Gate<S> {
     /// Decides on a command from its first bytes (`needed(h)` of them); for a swallowed one,
     /// sets up the reply.
     fn judge(&mut self, h: &[u8]) -> Verdict {
+        if self.session.in_infile() {
+            return Verdict::Forward; // file data, whatever its sequence id and first byte
+        }
         match (h[3], h.get(4).copied()) {
             (0, Some(command::CHANGE_USER)) => {
                 self.say(packet::err_payload(
@@ -122,7 +135,9 @@ impl<S> Gate<S> {
                 self.end_after_reply = true;
                 Verdict::Swallow
             }
-            (0, Some(command::QUERY)) if h.len() == 4 + payload_len(h) => {
+            // Answered here only when nothing else is outstanding: the reply must not overtake
+            // (or land inside) an earlier command's response. Otherwise the server answers.
+            (0, Some(command::QUERY)) if h.len() == 4 + payload_len(h) && self.session.outstanding_is(1) => {
                 let kill = parse_kill(query_text(&h[5..], self.query_attributes));
                 match kill.and_then(|k| (self.on_kill)(k)) {
                     Some(fut) => {
@@ -265,9 +280,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(fut) = this.pending.as_mut()
-            && let Poll::Ready(payload) = fut.as_mut().poll(cx)
+            && let Poll::Ready(outcome) = fut.as_mut().poll(cx)
         {
             this.pending = None;
+            let payload = match outcome {
+                Ok(()) => {
+                    // The server's own current status: the session's transaction state is unchanged.
+                    let mut ok = packet::ok_payload(this.session.status());
+                    if this.session_track {
+                        ok.push(0); // empty info string
+                    }
+                    ok
+                }
+                Err(err) => err,
+            };
             this.say(payload);
         }
         if this.reply_pos < this.reply.len() {
@@ -299,14 +325,17 @@ mod tests {
         assert_eq!(parse_kill(b"KILL 1 2"), None);
     }
 
-    fn gate(server: tokio::io::DuplexStream, kill_reply: Option<Vec<u8>>) -> Gate<tokio::io::DuplexStream> {
-        Gate::new(server, false, Box::new(move |_k| kill_reply.clone().map(|r| Box::pin(async move { r }) as Pin<Box<_>>)))
+    /// A gate whose KILLs succeed (`intercept`) or go to the server, with one command
+    /// outstanding (the KILL itself) and server status 2.
+    fn gate(server: tokio::io::DuplexStream, intercept: bool) -> Gate<tokio::io::DuplexStream> {
+        let session = Shared::for_test(2, 1);
+        Gate::new(server, false, false, session, Box::new(move |_k| intercept.then(|| Box::pin(async { Ok(()) }) as KillOutcome)))
     }
 
     #[tokio::test]
     async fn forwards_commands_byte_by_byte_and_answers_change_user_itself() {
         let (near, mut far) = duplex(1 << 16);
-        let mut g = gate(near, None);
+        let mut g = gate(near, false);
         let mut wire = Vec::new();
         packet::frame(0, b"\x03SELECT 1", &mut wire);
         packet::frame(0, b"\x03KILL QUERY 5", &mut wire);
@@ -336,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn answers_an_intercepted_kill_and_passes_split_packets() {
         let (near, mut far) = duplex(1 << 16);
-        let mut g = gate(near, Some(packet::ok_payload(2)));
+        let mut g = gate(near, true);
         let mut kill = Vec::new();
         packet::frame(0, b"\x03KILL QUERY 77", &mut kill);
         g.write_all(&kill).await.unwrap();

@@ -12,6 +12,44 @@
 use super::packet::{self, MAX_PAYLOAD};
 use crate::net::pump::Observer;
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+
+/// What the tracker knows that the command gate needs (same task; atomics only to be `Send`).
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The server's latest status flags (for the OK leasegate sends in the server's place).
+    status: AtomicU16,
+    /// A LOAD DATA LOCAL INFILE transfer is running: client packets are file data, not commands.
+    infile: AtomicBool,
+    /// Commands sent and not yet fully answered, counting one just read from the client.
+    pending: AtomicUsize,
+    /// The tracker gave up: the numbers above mean nothing.
+    lost: AtomicBool,
+}
+
+impl Shared {
+    pub fn status(&self) -> u16 {
+        self.status.load(Ordering::Relaxed)
+    }
+
+    pub fn in_infile(&self) -> bool {
+        self.infile.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub fn for_test(status: u16, pending: usize) -> Arc<Shared> {
+        let s = Shared::default();
+        s.status.store(status, Ordering::Relaxed);
+        s.pending.store(pending, Ordering::Relaxed);
+        Arc::new(s)
+    }
+
+    /// True when `n` commands are outstanding, or when that is not known.
+    pub fn outstanding_is(&self, n: usize) -> bool {
+        self.lost.load(Ordering::Relaxed) || self.pending.load(Ordering::Relaxed) == n
+    }
+}
 
 /// Payload bytes kept from the start of each packet: enough for a length-encoded integer and
 /// the fields before an OK packet's status flags.
@@ -158,26 +196,50 @@ struct Tracker {
     reply: Reply,
     status: u16,
     deprecate_eof: bool,
+    infile: bool,
     /// Tracking gave up: never idle again.
     lost: bool,
+    shared: Arc<Shared>,
 }
 
 impl MyIdle {
     /// `status`: the flags of the login OK; `deprecate_eof`: the negotiated capability;
     /// `trackable`: false when something the tracker cannot follow was negotiated.
     pub fn new(status: u16, deprecate_eof: bool, trackable: bool) -> Self {
-        MyIdle {
-            client: Packets::default(),
-            server: Packets::default(),
-            state: Tracker { pending: VecDeque::new(), reply: Reply::Start, status, deprecate_eof, lost: !trackable },
-        }
+        let shared = Arc::new(Shared::default());
+        let state =
+            Tracker { pending: VecDeque::new(), reply: Reply::Start, status, deprecate_eof, infile: false, lost: !trackable, shared };
+        state.publish();
+        MyIdle { client: Packets::default(), server: Packets::default(), state }
+    }
+
+    /// The state the command gate reads.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.state.shared.clone()
     }
 }
 
 impl Tracker {
+    fn publish(&self) {
+        self.shared.status.store(self.status, Ordering::Relaxed);
+        self.shared.infile.store(self.infile, Ordering::Relaxed);
+        self.shared.pending.store(self.pending.len(), Ordering::Relaxed);
+        self.shared.lost.store(self.lost, Ordering::Relaxed);
+    }
+
     fn command(&mut self, p: Packet) {
+        self.command_inner(p);
+        self.publish();
+    }
+
+    fn command_inner(&mut self, p: Packet) {
+        if self.infile {
+            // File data (its sequence ids wrap through 0); an empty packet ends it.
+            self.infile = p.len != 0;
+            return;
+        }
         if p.seq != 0 {
-            return; // LOCAL INFILE data: part of the command already pending
+            return;
         }
         match p.first() {
             Some(cmd::QUIT | cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE) | None => {}
@@ -201,9 +263,13 @@ impl Tracker {
     }
 
     fn response(&mut self, p: Packet) {
-        if self.lost {
-            return;
+        if !self.lost {
+            self.response_inner(p);
+            self.publish();
         }
+    }
+
+    fn response_inner(&mut self, p: Packet) {
         let Some(&command) = self.pending.front() else {
             self.lost = true; // the server spoke unasked
             return;
@@ -218,6 +284,9 @@ impl Tracker {
         match self.reply {
             Reply::Start => match first {
                 Some(packet::ERR) => self.done(None),
+                // COM_STMT_FETCH answers with rows, and binary rows start with 0x00: not an OK.
+                _ if command == cmd::STMT_FETCH && terminator => self.done(eof_status(&p)),
+                _ if command == cmd::STMT_FETCH => self.reply = Reply::Rows,
                 Some(packet::OK) if command == cmd::STMT_PREPARE => {
                     let (Some(c), Some(n)) = (head.get(5..7), head.get(7..9)) else { return self.lost = true };
                     let (columns, params) = (u16::from_le_bytes([c[0], c[1]]) as u64, u16::from_le_bytes([n[0], n[1]]) as u64);
@@ -226,10 +295,11 @@ impl Tracker {
                     self.prepare_step(false);
                 }
                 Some(packet::OK) => self.done(ok_status(head)),
-                Some(0xFB) if command == cmd::QUERY => {} // LOCAL INFILE: its OK/ERR follows the data
+                // LOCAL INFILE request: the client sends the file, then the OK/ERR follows.
+                Some(0xFB) if command == cmd::QUERY => self.infile = true,
                 _ if terminator => self.done(eof_status(&p)),
                 _ if command == cmd::STATISTICS => self.done(None),
-                _ if command == cmd::FIELD_LIST || command == cmd::STMT_FETCH => self.reply = Reply::Rows,
+                _ if command == cmd::FIELD_LIST => self.reply = Reply::Rows,
                 _ if [cmd::QUERY, cmd::STMT_EXECUTE, cmd::STMT_BULK_EXECUTE, cmd::PROCESS_INFO].contains(&command) => match lenenc(head) {
                     Some(n) if n > 0 => self.reply = Reply::Columns(n),
                     _ => self.lost = true,
@@ -437,5 +507,27 @@ mod tests {
         answer(&mut idle, &[b"\x00event".to_vec(), b"\x00event".to_vec()]);
         assert!(!idle.is_idle(), "a binlog stream is never idle");
         assert!(!MyIdle::new(0, true, false).is_idle(), "untrackable from the start");
+    }
+
+    #[test]
+    fn fetched_binary_rows_are_not_oks_and_infile_data_is_not_commands() {
+        let mut idle = MyIdle::new(0x0002, false, true);
+        idle.client_bytes(&frame(0, b"\x1c\x01\x00\x00\x00\x0a\x00\x00\x00"));
+        // Binary rows (0x00 header, null bitmap, values), then the EOF.
+        answer(&mut idle, &[b"\x00\x00\x05\x00\x00\x00".to_vec(), b"\x00\x00\x06\x00\x00\x00".to_vec(), eof(0x0002)]);
+        assert!(idle.is_idle());
+
+        let shared = idle.shared();
+        idle.client_bytes(&frame(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t"));
+        idle.server_bytes(&frame(1, b"\xfbf"));
+        assert!(shared.in_infile());
+        // File data whose sequence id wrapped to 0 and starts like a command.
+        idle.client_bytes(&frame(0, b"\x11looks like COM_CHANGE_USER"));
+        idle.client_bytes(&frame(1, b""));
+        assert!(!shared.in_infile());
+        assert!(!idle.is_idle());
+        idle.server_bytes(&frame(3, &ok(0x0002)));
+        assert!(idle.is_idle(), "one command, answered");
+        assert!(shared.outstanding_is(0));
     }
 }

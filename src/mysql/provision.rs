@@ -1,9 +1,11 @@
 //! The SQL that creates and removes minted MySQL/MariaDB users, run through an admin pool (sqlx).
 //!
 //! `{{password}}` in MySQL templates expands to the `mysql_native_password` hash (`*<40 hex>`),
-//! never the cleartext: a server's general log records `IDENTIFIED BY '<cleartext>'` as sent,
-//! so templates say `IDENTIFIED BY PASSWORD '{{password}}'` (check-config refuses the other
-//! form). MySQL DDL commits statement by statement, so a failed creation batch may leave the
+//! never the cleartext: MariaDB's general log records `IDENTIFIED BY '<cleartext>'` as sent,
+//! so templates say `IDENTIFIED BY PASSWORD '{{password}}'` on MariaDB or `IDENTIFIED WITH
+//! mysql_native_password AS '{{password}}'` on MySQL 8.0 (check-config refuses `IDENTIFIED BY
+//! '{{password}}'`). The default statement on MySQL 8 (which has neither form for its default
+//! plugin) sends the cleartext, which MySQL masks in its logs. MySQL DDL commits statement by statement, so a failed creation batch may leave the
 //! user behind: the lease engine then revokes it like any other (see `mint_is_atomic`).
 //! MySQL has no per-user expiry timestamp: the lease's end is enforced by revocation alone
 //! (renewal runs only the role's own `renew_statements`).
@@ -107,13 +109,17 @@ impl MyProvisioner {
 
     pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, _valid_until: SystemTime) -> Result<(), ProvisionError> {
         let hash = format!("*{}", crate::auth::verifier::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
-        let vars = Vars { name: user, password: &hash };
-        let sql = if role.creation_statements.is_empty() {
-            vars.render(&default_creation(&role.member_of, self.is_mariadb().await?))
+        if !role.creation_statements.is_empty() {
+            return self.batch("creation statements", Vars { name: user, password: &hash }.render_all(&role.creation_statements)).await;
+        }
+        let sql = if self.is_mariadb().await? {
+            Vars { name: user, password: &hash }.render(&default_creation(&role.member_of, true))
         } else {
-            vars.render_all(&role.creation_statements)
+            // MySQL 8 has no IDENTIFIED BY PASSWORD; it hashes the cleartext with its default
+            // plugin and masks it in its general, slow and binary logs (unlike MariaDB).
+            Vars { name: user, password: password.expose() }.render(&default_creation(&role.member_of, false))
         };
-        self.batch("creation statements", sql).await
+        self.run("creation statements", sql, Some(password.expose())).await
     }
 
     /// Runs the role's renew statements; without them there is nothing to move (no expiry on
@@ -211,10 +217,24 @@ impl MyProvisioner {
 
     /// Runs `sql` (one or more statements) as one text-protocol query.
     async fn batch(&self, step: &'static str, sql: String) -> Result<(), ProvisionError> {
+        self.run(step, sql, None).await
+    }
+
+    /// `batch`, with `secret` cut out of any error message (a syntax error quotes the SQL).
+    async fn run(&self, step: &'static str, sql: String, secret: Option<&str>) -> Result<(), ProvisionError> {
         let mut conn =
             self.pool.acquire().await.map_err(|e| ProvisionError::Unreachable { addr: self.addr.clone(), message: message(&e) })?;
+        let scrub = |e: ProvisionError| match (e, secret) {
+            (ProvisionError::Statement { step, code, message }, Some(s)) if !s.is_empty() => {
+                ProvisionError::Statement { step, code, message: message.replace(s, "[redacted]") }
+            }
+            (ProvisionError::Connect { addr, message }, Some(s)) if !s.is_empty() => {
+                ProvisionError::Connect { addr, message: message.replace(s, "[redacted]") }
+            }
+            (e, _) => e,
+        };
         match tokio::time::timeout(BATCH_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn)).await {
-            Ok(result) => result.map(|_| ()).map_err(|e| self.error(step, e)),
+            Ok(result) => result.map(|_| ()).map_err(|e| scrub(self.error(step, e))),
             Err(_) => {
                 Err(ProvisionError::Connect { addr: self.addr.clone(), message: format!("{step} timed out after {BATCH_TIMEOUT:?}") })
             }
@@ -247,7 +267,12 @@ impl MyProvisioner {
 /// The creation statement used when a role gives none: a user that may only log in, with the
 /// role's `member_of` roles granted and made default (MariaDB and MySQL 8 spell that differently).
 fn default_creation(member_of: &[String], mariadb: bool) -> String {
-    let mut sql = "CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'".to_string();
+    let mut sql = if mariadb {
+        "CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'"
+    } else {
+        "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'"
+    }
+    .to_string();
     for group in member_of {
         let group = quote_ident(group);
         sql.push_str(&format!(";\nGRANT {group} TO '{{{{name}}}}'@'%'"));

@@ -4,30 +4,38 @@
 
 use dashmap::DashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default, Clone)]
-pub struct Threads(Arc<DashMap<u32, String>>);
+pub struct Threads {
+    by_id: Arc<DashMap<u32, (u64, String)>>,
+    next: Arc<AtomicU64>,
+}
 
 /// Keeps a thread registered while the session lives.
 pub struct Registration {
     threads: Threads,
     id: u32,
+    token: u64,
 }
 
 impl Threads {
     pub fn register(&self, id: u32, client: &str) -> Registration {
-        self.0.insert(id, client.to_string());
-        Registration { threads: self.clone(), id }
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        self.by_id.insert(id, (token, client.to_string()));
+        Registration { threads: self.clone(), id, token }
     }
 
     /// The client whose session runs on thread `id`, if leasegate proxies it.
     pub fn owner(&self, id: u32) -> Option<String> {
-        self.0.get(&id).map(|c| c.value().clone())
+        self.by_id.get(&id).map(|e| e.value().1.clone())
     }
 }
 
 impl Drop for Registration {
+    /// Removes only its own entry: a newer session may have the same id (another server behind
+    /// one address restarted its counter) and must stay registered.
     fn drop(&mut self) {
-        self.threads.0.remove(&self.id);
+        self.threads.by_id.remove_if(&self.id, |_, (token, _)| *token == self.token);
     }
 }

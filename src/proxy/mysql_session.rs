@@ -50,6 +50,7 @@ pub async fn run(app: App, db: Arc<Database>, mut socket: TcpStream, peer: Socke
     let mut client = match handshake(&db, socket, &upstream, deadline).await {
         Ok(client) => client,
         Err((e, failed)) => {
+            upstream.abandon();
             tracing::debug!(%peer, error = %e, "client handshake failed");
             note_auth_failure(&app, &db, &e, "", peer);
             if let (Some(failed), Some(err)) = (failed, e.to_mysql("", &host)) {
@@ -58,14 +59,21 @@ pub async fn run(app: App, db: Arc<Database>, mut socket: TcpStream, peer: Socke
             return;
         }
     };
-    let result = async {
+    let admitted = async {
         let identity = authenticate(&db, &mut client, deadline).await?;
         let guard = grant(&app, &identity, peer).await?;
-        let server = log_in_upstream(&db, &guard, &client, upstream).await?;
-        Ok::<_, SessionError>((identity, guard, server))
+        Ok::<_, SessionError>((identity, guard))
     }
     .await;
-    let (identity, guard, (server, ok)) = match result {
+    let (identity, guard) = match admitted {
+        Ok(parts) => parts,
+        Err(e) => {
+            upstream.abandon();
+            refuse(&app, &db, &mut client, &e, peer).await;
+            return;
+        }
+    };
+    let (server, ok) = match log_in_upstream(&db, &guard, &client, upstream).await {
         Ok(parts) => parts,
         Err(e) => {
             refuse(&app, &db, &mut client, &e, peer).await;
@@ -112,7 +120,7 @@ async fn authenticate(db: &Database, client: &mut ClientConn, deadline: tokio::t
         auth::Lookup::Unknown { .. } => (None, None),
     };
     let limit = db.config.handshake_timeout;
-    tokio::time::timeout_at(deadline, client.authenticate(credential.as_ref()))
+    tokio::time::timeout_at(deadline, client.authenticate(credential.as_ref(), identity.is_some()))
         .await
         .map_err(|_| SessionError::HandshakeTimeout(limit))??;
     identity.ok_or(SessionError::MyClient(crate::mysql::frontend::FrontendError::Denied { using_password: true }))
@@ -162,8 +170,11 @@ async fn relay(
     let thread = client_thread(&client);
     let query_attributes = client.hello.capabilities.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES);
     let deprecate_eof = client.hello.capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-    // With MariaDB's metadata cache a result set may come without its column definitions.
-    let metadata_cache = client.hello.mariadb_capabilities.contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
+    let session_track = client.hello.capabilities.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
+    // With MariaDB's metadata cache or MySQL's optional metadata a result set may come without
+    // its column definitions: the response tracker does not follow those sessions.
+    let trackable = !client.hello.mariadb_capabilities.contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
+        && !client.hello.capabilities.contains(CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA);
     let mut client_io = match client.finish(ok).await {
         Ok(io) => io,
         Err(e) => {
@@ -173,11 +184,11 @@ async fn relay(
     };
     let _registered = db.threads.register(thread, &identity.client);
     tracing::info!(%peer, client = %identity.client, role = %identity.role, user = %lease.user, lease = %lease.id, thread, "session started");
-    let on_kill = kill_handler(app, db, &identity.client, thread);
-    let mut server_io = Gate::new(server, query_attributes, on_kill);
     // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
     let login_status = ok.get(1..).and_then(crate::mysql::idle::ok_status_after_header).unwrap_or(0);
-    let idle = MyIdle::new(login_status, deprecate_eof, !metadata_cache);
+    let idle = MyIdle::new(login_status, deprecate_eof, trackable);
+    let on_kill = kill_handler(app, db, &identity.client, thread);
+    let mut server_io = Gate::new(server, query_attributes, session_track, idle.shared(), on_kill);
     let mut pump = Pump::new(&mut client_io, &mut server_io, idle);
     let mut bytes_metric = ByteCounter::new(app, db);
     let mut report = tokio::time::interval(BYTES_REPORT_INTERVAL);
@@ -228,18 +239,15 @@ fn kill_handler(app: &App, db: &Database, client: &str, own: u32) -> KillHandler
         let owner = threads.owner(k.thread)?;
         if owner != client {
             let msg = format!("You are not owner of thread {}", k.thread);
-            return Some(Box::pin(async move { packet::err_payload(1095, "HY000", &msg) }));
+            return Some(Box::pin(async move { Err(packet::err_payload(1095, "HY000", &msg)) }));
         }
         let provisioner = provisioner.clone()?;
         Some(Box::pin(async move {
-            let Provisioner::Mysql(p) = provisioner.as_ref() else { return packet::err_payload(1105, "HY000", "not a MySQL server") };
-            match p.kill(k.thread, k.query_only).await {
-                Ok(()) => packet::ok_payload(0x0002),
-                Err(e) => {
-                    tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
-                    packet::err_payload(1094, "HY000", &format!("Unknown thread id: {}", k.thread))
-                }
-            }
+            let Provisioner::Mysql(p) = provisioner.as_ref() else { return Err(packet::err_payload(1105, "HY000", "not a MySQL server")) };
+            p.kill(k.thread, k.query_only).await.map_err(|e| {
+                tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
+                packet::err_payload(1094, "HY000", &format!("Unknown thread id: {}", k.thread))
+            })
         }))
     })
 }
