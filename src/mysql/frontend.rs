@@ -102,6 +102,8 @@ pub struct ClientConn {
     response: Vec<u8>,
     /// Which plugin this listener wants (`None`: take either the client picks).
     wanted: Option<&'static str>,
+    /// The plugin the greeting named.
+    announced: &'static str,
     pub hello: ClientHello,
     /// The server thread this client will be on (the greeting's connection id).
     pub connection_id: u32,
@@ -134,7 +136,8 @@ pub async fn open(
     let mut stream = Stream::Plain(socket);
     let nonce = scramble::nonce();
     let offer_tls = tls.is_some() && mode != ClientTlsMode::Disabled;
-    let greeting = greeting(server, &nonce, offer_tls, wanted.unwrap_or(if server.plugin == CACHING_SHA2 { CACHING_SHA2 } else { NATIVE }));
+    let announced = wanted.unwrap_or(if server.plugin == CACHING_SHA2 { CACHING_SHA2 } else { NATIVE });
+    let greeting = greeting(server, &nonce, offer_tls, announced);
     let gone = |e: FrontendError| OpenError { error: e, reply_to: None };
     packet::write(&mut stream, 0, &greeting).await.map_err(|e| gone(e.into()))?;
     // The client sent sequence id 1; a refusal is id 2.
@@ -165,6 +168,7 @@ pub async fn open(
             plugin,
             response: answer,
             wanted,
+            announced,
             hello,
             connection_id: server.connection_id,
         }),
@@ -241,6 +245,11 @@ impl ClientConn {
     pub async fn authenticate(&mut self, credential: Option<&StoredCredential>, allowed: bool) -> Result<(), FrontendError> {
         let target = match (self.wanted, self.plugin.as_str()) {
             (Some(w), p) if p != w => Some(w),
+            // A client that chose another plugin than the greeting's sends no answer and waits
+            // to be switched to it (with a nonce of its own).
+            (_, p @ (NATIVE | CACHING_SHA2)) if self.response.is_empty() && p != self.announced => {
+                Some(if p == NATIVE { NATIVE } else { CACHING_SHA2 })
+            }
             (None, NATIVE | CACHING_SHA2) => None,
             (None, _) => Some(NATIVE),
             _ => None,
