@@ -316,3 +316,20 @@ fn orphans_with_the_prefix_are_dropped_at_start_and_others_are_left_alone() {
     let others = lg.db.root_sql("SELECT User FROM mysql.user WHERE User = 'lgtx_app'").unwrap();
     assert_eq!(others.trim(), "lgtx_app", "a user without the exact prefix stays");
 }
+
+#[test]
+fn the_upstream_leg_runs_inside_verified_tls() {
+    let lg = MyLg::start(MySetup {
+        upstream_tls: Some("{ mode = \"verify-full\", ca = \"{ca}\", server_name = \"localhost\" }".into()),
+        ..Default::default()
+    });
+    // Ssl_cipher is the status of the session the query runs in: leasegate's upstream leg.
+    let o = lg.mariadb("ci", &lg.client_password, &[], "SHOW SESSION STATUS LIKE 'Ssl_cipher'");
+    assert!(o.status.success(), "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let cipher = text.split_whitespace().nth(1).unwrap_or_default();
+    assert!(!cipher.is_empty(), "the upstream session is encrypted: {text}");
+    // The client leg itself stayed plain.
+    let plain = lg.mariadb("ci", &lg.client_password, &["--skip-ssl"], "SELECT 1");
+    assert!(plain.status.success(), "{}", out(&plain));
+}

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub struct PrivateMariaDb {
     dir: TempDir,
+    /// Serve TLS with a self-signed certificate for localhost/127.0.0.1 (`tls_cert_path`).
+    tls: bool,
     owner: Option<(u32, u32)>,
     server: Option<Keeper>,
     port: u16,
@@ -21,6 +23,11 @@ pub struct PrivateMariaDb {
 
 impl PrivateMariaDb {
     pub fn start() -> Result<Self, DevDbError> {
+        Self::start_with(false)
+    }
+
+    /// `tls`: also serve TLS, with the certificate at [`PrivateMariaDb::tls_cert_path`].
+    pub fn start_with(tls: bool) -> Result<Self, DevDbError> {
         let owner = service_account("mysql")?;
         let dir = TempDir::new("leasegate-mariadb")?;
         std::fs::create_dir_all(dir.path().join("data")).map_err(io_err("creating the data directory"))?;
@@ -35,7 +42,15 @@ impl PrivateMariaDb {
             DevDbError::Io { .. } => DevDbError::Missing("mariadb-install-db not found: install mariadb-server".into()),
             other => other,
         })?;
+        if tls {
+            let (cert, key) = crate::net::tls::self_signed(&["localhost", "127.0.0.1"])
+                .map_err(|e| DevDbError::Missing(format!("a test certificate: {e}")))?;
+            std::fs::write(dir.path().join("server.crt"), cert).map_err(io_err("writing the certificate"))?;
+            std::fs::write(dir.path().join("server.key"), key).map_err(io_err("writing the key"))?;
+            chown_tree(dir.path(), owner)?;
+        }
         let mut db = PrivateMariaDb {
+            tls,
             dir,
             owner,
             server: None,
@@ -65,6 +80,10 @@ impl PrivateMariaDb {
         self.dir.path().join("mysqld.sock")
     }
 
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("error.log")
     }
@@ -83,6 +102,10 @@ impl PrivateMariaDb {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if self.tls {
+            cmd.arg(format!("--ssl-cert={}", self.tls_cert_path().display()))
+                .arg(format!("--ssl-key={}", self.dir.path().join("server.key").display()));
+        }
         if let Some((uid, gid)) = self.owner {
             // Set here, not with --user: a server dropping privileges itself clears PDEATHSIG.
             cmd.uid(uid).gid(gid);

@@ -1,7 +1,9 @@
 //! The upstream leg: connect to the MySQL/MariaDB server and log in as the minted user.
 //!
-//! [`connect`] opens TCP, reads the greeting (its values go to the client, see `frontend.rs`)
-//! and, per `upstream_tls.mode`, starts TLS with an SslRequest. [`Pending::login`] then sends a
+//! [`connect`] opens TCP and reads the greeting (its values go to the client, see
+//! `frontend.rs`). [`Pending::login`] then, per `upstream_tls.mode`, starts TLS with an
+//! SslRequest carrying the client's capabilities (MariaDB reads its extended capabilities from
+//! that packet: an SslRequest without them garbled every result set), and sends a
 //! HandshakeResponse41 with the client's capabilities, collation, database and connect
 //! attributes and the minted user, and answers what the server asks: `mysql_native_password`
 //! (MariaDB), `caching_sha2_password` (MySQL 8; a new user always misses the server's cache, so
@@ -68,9 +70,13 @@ pub struct Pending {
     nonce: Vec<u8>,
     pub hello: ServerHello,
     addr: String,
+    /// TLS starts at login: its SslRequest must carry the capabilities the login will (MariaDB
+    /// takes its extended capabilities from the SslRequest), which only the client's answer gives.
+    tls: Option<Target>,
 }
 
-/// TCP, the greeting, TLS per mode; bounded by `connect_timeout` (twice: TCP+greeting, TLS).
+/// TCP and the greeting, within twice `connect_timeout`; refuses a server without TLS when the
+/// mode requires it.
 pub async fn connect(target: &Target) -> Result<Pending, BackendError> {
     let limit = target.connect_timeout * 2;
     tokio::time::timeout(limit, connect_unbounded(target))
@@ -97,20 +103,13 @@ async fn connect_unbounded(target: &Target) -> Result<Pending, BackendError> {
         plugin: greeting.auth_plugin_name_str().map(|p| p.into_owned()).unwrap_or_else(|| NATIVE.into()),
     };
     let nonce = greeting.nonce();
-    let mut seq = seq.wrapping_add(1);
-    if target.tls.is_some() {
-        if hello.capabilities.contains(CapabilityFlags::CLIENT_SSL) {
-            let caps = CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_SECURE_CONNECTION;
-            let mut req = Vec::with_capacity(32);
-            SslRequest::new(caps, packet::MAX_PAYLOAD as u32, hello.collation).serialize(&mut req);
-            seq = packet::write(&mut stream, seq, &req).await?;
-            let Stream::Plain(tcp) = stream else { return Err(BackendError::Protocol("TLS twice".into())) };
-            stream = target.start_tls(tcp).await.map_err(|reason| BackendError::Tls { addr: addr.clone(), reason })?;
-        } else if target.tls_mode != UpstreamTlsMode::Prefer {
-            return Err(BackendError::TlsRefused { addr });
-        }
-    }
-    Ok(Pending { stream, seq, nonce, hello, addr })
+    let tls = match (&target.tls, hello.capabilities.contains(CapabilityFlags::CLIENT_SSL)) {
+        (None, _) => None,
+        (Some(_), true) => Some(target.clone()),
+        (Some(_), false) if target.tls_mode == UpstreamTlsMode::Prefer => None,
+        (Some(_), false) => return Err(BackendError::TlsRefused { addr }),
+    };
+    Ok(Pending { stream, seq: seq.wrapping_add(1), nonce, hello, addr, tls })
 }
 
 impl Pending {
@@ -132,10 +131,17 @@ impl Pending {
     async fn login_unbounded(mut self, user: &str, password: &Secret, client: &ClientHello) -> Result<(Stream, Vec<u8>), BackendError> {
         let mut caps = client.capabilities;
         caps.remove(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS);
-        if self.stream.is_tls() {
-            caps.insert(CapabilityFlags::CLIENT_SSL);
-        }
         caps.insert(CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION);
+        if let Some(target) = self.tls.take() {
+            caps.insert(CapabilityFlags::CLIENT_SSL);
+            let mut req = Vec::with_capacity(32);
+            SslRequest::new(caps, client.max_packet_size, client.collation)
+                .with_mariadb_capabilities(client.mariadb_capabilities)
+                .serialize(&mut req);
+            self.send(&req).await?;
+            let Stream::Plain(tcp) = self.stream else { return Err(BackendError::Protocol("TLS twice".into())) };
+            self.stream = target.start_tls(tcp).await.map_err(|reason| BackendError::Tls { addr: self.addr.clone(), reason })?;
+        }
         let plugin = self.hello.plugin.clone();
         let answer = self.answer(&plugin, &self.nonce.clone(), password)?;
         let response = HandshakeResponse::new(

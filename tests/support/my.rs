@@ -24,6 +24,8 @@ pub struct MySetup {
     pub ttl: (&'static str, &'static str),
     /// SQL run as root before leasegate starts.
     pub prepare: Vec<String>,
+    /// The server serves TLS; `upstream_tls` (its `{ca}` replaced by the server's certificate).
+    pub upstream_tls: Option<String>,
 }
 
 impl Default for MySetup {
@@ -34,6 +36,7 @@ impl Default for MySetup {
             role_extra: String::new(),
             ttl: ("1h", "24h"),
             prepare: vec![],
+            upstream_tls: None,
         }
     }
 }
@@ -57,7 +60,7 @@ impl MyLg {
         static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let db = {
             let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-            PrivateMariaDb::start().expect("private mariadb starts")
+            PrivateMariaDb::start_with(setup.upstream_tls.is_some()).expect("private mariadb starts")
         };
         let dir = TempDir::new("leasegate-mytest").unwrap();
         db.root_sql(
@@ -92,7 +95,7 @@ admin_user = "{admin_user}"
 admin_password_file = "{dir}/admin.secret"
 name_prefix = "{PREFIX}"
 client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}" }}
-upstream_tls = {{ mode = "disable" }}
+upstream_tls = {upstream_tls}
 connect_timeout = "3s"
 {database_extra}
 
@@ -118,6 +121,11 @@ roles = ["app"]
             upstream = db.addr(),
             admin_user = db.admin_user,
             mode = setup.client_tls_mode,
+            upstream_tls = setup
+                .upstream_tls
+                .as_deref()
+                .unwrap_or("{ mode = \"disable\" }")
+                .replace("{ca}", &db.tls_cert_path().display().to_string()),
             database_extra = setup.database_extra,
             role_extra = setup.role_extra,
             ttl = setup.ttl.0,
