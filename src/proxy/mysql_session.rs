@@ -6,7 +6,7 @@
 //! the thread registration removes the connection id.
 
 use super::error::SessionError;
-use super::session::{ActiveConnection, BYTES_REPORT_INTERVAL, ByteCounter, count_end, grant, log_end, note_auth_failure};
+use super::session::{ActiveConnection, drive, grant, note_auth_failure};
 use crate::app::{App, Database};
 use crate::auth::{self, Identity};
 use crate::lease::SessionGuard;
@@ -189,22 +189,7 @@ async fn relay(
     let idle = MyIdle::new(login_status, deprecate_eof, trackable);
     let on_kill = kill_handler(app, db, &identity.client, thread);
     let mut server_io = Gate::new(server, query_attributes, session_track, idle.shared(), on_kill);
-    let mut pump = Pump::new(&mut client_io, &mut server_io, idle);
-    let mut bytes_metric = ByteCounter::new(app, db);
-    let mut report = tokio::time::interval(BYTES_REPORT_INTERVAL);
-    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let outcome = loop {
-        tokio::select! {
-            r = &mut pump => break Some(r),
-            _ = lease.ended.cancelled() => break None,
-            _ = lease.drain.cancelled(), if !pump.closing_at_idle() => pump.close_at_idle(),
-            _ = report.tick() => bytes_metric.report(pump.transferred()),
-        }
-    };
-    let bytes = pump.transferred();
-    bytes_metric.report(bytes);
-    log_end(&outcome, bytes, &lease.user, peer);
-    count_end(app, db, &outcome, lease.drain_reason());
+    let outcome = drive(app, db, &lease, Pump::new(&mut client_io, &mut server_io, idle), peer).await;
     if let Some(Ok(Closed::Idle)) = outcome {
         // Between commands: the server gets COM_QUIT; the client sees the connection close, as
         // after a server's wait_timeout, and a pool opens a new one (with a new user).

@@ -9,7 +9,7 @@ use super::error::{Reply, SessionError};
 use crate::app::{App, Database};
 use crate::audit;
 use crate::auth::{self, Identity};
-use crate::lease::{DrainReason, SessionGuard};
+use crate::lease::{DrainReason, Lease, SessionGuard};
 use crate::metrics::{ConnLabels, DirectionLabels, ReasonLabels};
 use crate::net::pump::{Closed, Observer, Pump, PumpError, Transferred};
 use crate::net::stream::Stream;
@@ -199,24 +199,7 @@ async fn relay(
     let mut idle = PgIdle::default();
     idle.client_bytes(&client_ahead);
     idle.server_bytes(&read_ahead);
-    let mut pump = Pump::new(&mut client_io, &mut server_io, idle);
-    let mut bytes_metric = ByteCounter::new(app, db);
-    let mut report = tokio::time::interval(BYTES_REPORT_INTERVAL);
-    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let outcome = loop {
-        tokio::select! {
-            r = &mut pump => break Some(r),
-            _ = lease.ended.cancelled() => break None,
-            // Max TTL: finish at the next idle point so no transaction is cut.
-            _ = lease.drain.cancelled(), if !pump.closing_at_idle() => pump.close_at_idle(),
-            // Long sessions show up in the byte counters while they run, not only at the end.
-            _ = report.tick() => bytes_metric.report(pump.transferred()),
-        }
-    };
-    let bytes = pump.transferred();
-    bytes_metric.report(bytes);
-    log_end(&outcome, bytes, &lease.user, peer);
-    count_end(app, db, &outcome, lease.drain_reason());
+    let outcome = drive(app, db, &lease, Pump::new(&mut client_io, &mut server_io, idle), peer).await;
     if let Some(Ok(Closed::Idle)) = outcome {
         say_goodbye(&mut client_io, &mut server_io, lease.drain_reason()).await;
     }
@@ -250,17 +233,48 @@ async fn say_goodbye(client: &mut Stream, server: &mut Stream, why: DrainReason)
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.write_all(b"X\0\0\0\x04")).await;
 }
 
-pub(super) const BYTES_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Runs the pump until either side closes (`Some`) or the lease ends (`None`), closing at the
+/// next idle point once the lease drains (max TTL, shutdown); then counts and logs the end.
+pub(super) async fn drive<C, S, O>(app: &App, db: &Database, lease: &Lease, mut pump: Pump<'_, C, S, O>, peer: SocketAddr) -> Outcome
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    O: Observer + Unpin,
+{
+    let mut bytes_metric = ByteCounter::new(app, db);
+    let mut report = tokio::time::interval(BYTES_REPORT_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut pump => break Some(r),
+            _ = lease.ended.cancelled() => break None,
+            // Max TTL: finish at the next idle point so no transaction is cut.
+            _ = lease.drain.cancelled(), if !pump.closing_at_idle() => pump.close_at_idle(),
+            // Long sessions show up in the byte counters while they run, not only at the end.
+            _ = report.tick() => bytes_metric.report(pump.transferred()),
+        }
+    };
+    let bytes = pump.transferred();
+    bytes_metric.report(bytes);
+    log_end(&outcome, bytes, &lease.user, peer);
+    count_end(app, db, &outcome, lease.drain_reason());
+    outcome
+}
+
+/// How a relayed session ended: a side closed or failed (`Some`), or the lease ended (`None`).
+pub(super) type Outcome = Option<Result<Closed, PumpError>>;
+
+const BYTES_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Adds a session's forwarded bytes to the counters as they grow.
-pub(super) struct ByteCounter {
+struct ByteCounter {
     up: prometheus_client::metrics::counter::Counter,
     down: prometheus_client::metrics::counter::Counter,
     reported: Transferred,
 }
 
 impl ByteCounter {
-    pub(super) fn new(app: &App, db: &Database) -> Self {
+    fn new(app: &App, db: &Database) -> Self {
         let family = &app.metrics.bytes_forwarded;
         let labels = |direction: &str| DirectionLabels { database: db.config.name.clone(), direction: direction.into() };
         // One get_or_create per statement: its read guard must be gone before the next one
@@ -270,14 +284,14 @@ impl ByteCounter {
         ByteCounter { up, down, reported: Transferred::default() }
     }
 
-    pub(super) fn report(&mut self, now: Transferred) {
+    fn report(&mut self, now: Transferred) {
         self.up.inc_by(now.client_to_server - self.reported.client_to_server);
         self.down.inc_by(now.server_to_client - self.reported.server_to_client);
         self.reported = now;
     }
 }
 
-pub(super) fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, why: DrainReason) {
+fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed, PumpError>>, why: DrainReason) {
     let m = &app.metrics;
     let database = db.config.name.clone();
     let closed_by_us = match outcome {
@@ -291,7 +305,7 @@ pub(super) fn count_end(app: &App, db: &Database, outcome: &Option<Result<Closed
     }
 }
 
-pub(super) fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
+fn log_end(outcome: &Option<Result<Closed, PumpError>>, bytes: Transferred, user: &str, peer: SocketAddr) {
     let (up, down) = (bytes.client_to_server, bytes.server_to_client);
     match outcome {
         Some(Ok(closed)) => {

@@ -110,8 +110,8 @@ pub struct Lg {
     pub admin_addr: Option<SocketAddr>,
     pub admin_token: String,
     pub signals: Signals,
-    running: Option<Running>,
-    rt: Option<tokio::runtime::Runtime>,
+    // Declared before the server: leasegate shuts down (revoking its users) before it stops.
+    leasegate: InProcess,
     pub dir: TempDir,
     pub pg: PrivatePostgres,
 }
@@ -223,27 +223,15 @@ roles = ["app"{extra}]
 impl Lg {
     pub fn start(setup: Setup) -> Lg {
         let Prepared { pg, dir, client_password, text } = prepare(&setup, "127.0.0.1:0");
-        let config = Config::from_toml_str(&text).expect("test config is valid");
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let signals = Signals::new();
-        let with_admin = config.admin.is_some();
-        let (addr, admin_addr, running) = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let admin = if with_admin { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
-            let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
-            let listeners = app::Listeners { databases: [("main".to_string(), listener)].into_iter().collect(), admin };
-            (addr, admin_addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
-        });
+        let leasegate = InProcess::start(&text);
         Lg {
-            addr,
-            admin_addr,
+            addr: leasegate.addr,
+            admin_addr: leasegate.admin_addr,
             admin_token: ADMIN_TOKEN.into(),
-            app: running.app.clone(),
+            app: leasegate.app.clone(),
             client_password,
-            signals,
-            running: Some(running),
-            rt: Some(rt),
+            signals: leasegate.signals.clone(),
+            leasegate,
             dir,
             pg,
         }
@@ -270,6 +258,43 @@ impl Lg {
     }
 
     pub fn shutdown(&mut self) {
+        self.leasegate.shutdown();
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.leasegate.block_on(f)
+    }
+}
+
+/// leasegate started in this process on 127.0.0.1:0 (database "main", and the admin API when
+/// the config has one); shut down, revoking every lease, on drop.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub app: App,
+    pub signals: Signals,
+    running: Option<Running>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl InProcess {
+    pub fn start(text: &str) -> InProcess {
+        let config = Config::from_toml_str(text).expect("test config is valid");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let signals = Signals::new();
+        let with_admin = config.admin.is_some();
+        let (addr, admin_addr, running) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let admin = if with_admin { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
+            let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
+            let listeners = app::Listeners { databases: [("main".to_string(), listener)].into_iter().collect(), admin };
+            (addr, admin_addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
+        });
+        InProcess { addr, admin_addr, app: running.app.clone(), signals, running: Some(running), rt: Some(rt) }
+    }
+
+    pub fn shutdown(&mut self) {
         self.signals.begin.cancel();
         self.signals.hurry.cancel();
         if let (Some(rt), Some(running)) = (self.rt.as_ref(), self.running.take()) {
@@ -282,7 +307,7 @@ impl Lg {
     }
 }
 
-impl Drop for Lg {
+impl Drop for InProcess {
     fn drop(&mut self) {
         self.shutdown();
         if let Some(rt) = self.rt.take() {

@@ -1,15 +1,12 @@
 //! MySQL test harness: a private MariaDB (real password checks) and leasegate in-process on a
 //! `kind = "mysql"` listener in front of it, plus helpers for the mariadb client and PyMySQL.
 
-use super::init_logs;
-use leasegate::app::{self, App, Running};
-use leasegate::config::Config;
+use super::{InProcess, init_logs};
+use leasegate::app::App;
 use leasegate::devdb::TempDir;
 use leasegate::devdb::mariadb::PrivateMariaDb;
-use leasegate::shutdown::Signals;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 pub const PREFIX: &str = "lgt_";
 
@@ -45,9 +42,8 @@ pub struct MyLg {
     pub addr: SocketAddr,
     pub app: App,
     pub client_password: String,
-    pub signals: Signals,
-    running: Option<Running>,
-    rt: Option<tokio::runtime::Runtime>,
+    // Declared before the server: leasegate shuts down (revoking its users) before it stops.
+    leasegate: InProcess,
     pub dir: TempDir,
     pub db: PrivateMariaDb,
 }
@@ -131,16 +127,8 @@ roles = ["app"]
             ttl = setup.ttl.0,
             max_ttl = setup.ttl.1,
         );
-        let config = Config::from_toml_str(&text).expect("test config is valid");
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let signals = Signals::new();
-        let (addr, running) = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let listeners = app::Listeners { databases: [("main".to_string(), listener)].into_iter().collect(), admin: None };
-            (addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
-        });
-        MyLg { addr, app: running.app.clone(), client_password, signals, running: Some(running), rt: Some(rt), dir, db }
+        let leasegate = InProcess::start(&text);
+        MyLg { addr: leasegate.addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
     }
 
     /// The mariadb client through leasegate as `login`, with extra arguments, running `sql`.
@@ -174,20 +162,7 @@ roles = ["app"]
     }
 
     pub fn shutdown(&mut self) {
-        self.signals.begin.cancel();
-        self.signals.hurry.cancel();
-        if let (Some(rt), Some(running)) = (self.rt.as_ref(), self.running.take()) {
-            rt.block_on(running.finished());
-        }
-    }
-}
-
-impl Drop for MyLg {
-    fn drop(&mut self) {
-        self.shutdown();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(5));
-        }
+        self.leasegate.shutdown();
     }
 }
 
