@@ -99,6 +99,10 @@ fn com_change_user_never_reaches_the_server() {
     let script = r#"
 import os, struct, pymysql
 c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="ci", password=os.environ["PASSWORD"])
+# COM_RESET_CONNECTION passes: session state is cleared, the session goes on.
+cur = c.cursor(); cur.execute("SET @kept = 5")
+c._execute_command(0x1f, b""); c._read_ok_packet()
+cur.execute("SELECT @kept IS NULL"); print("reset", cur.fetchone()[0])
 payload = b"leasegate_admin\0" + b"\0" + b"mysql\0"
 try:
     c._execute_command(0x11, payload)
@@ -114,6 +118,7 @@ except Exception as e:
 "#;
     let o = lg.python(script);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("reset 1"), "{}", out(&o));
     assert!(text.contains("refused 1045"), "{}", out(&o));
     assert!(text.contains("closed"), "{}", out(&o));
     assert!(wait_until(Duration::from_secs(2), || lg.minted_users().is_empty()).is_some());
