@@ -338,3 +338,38 @@ fn the_upstream_leg_runs_inside_verified_tls() {
     let plain = lg.mariadb("ci", &lg.client_password, &["--skip-ssl"], "SELECT 1");
     assert!(plain.status.success(), "{}", out(&plain));
 }
+
+#[test]
+fn revoking_a_live_lease_ends_its_session_with_the_servers_error() {
+    let lg = MyLg::start(MySetup::default());
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            r#"
+import os, sys, time, pymysql
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="ci", password=os.environ["PASSWORD"])
+cur = c.cursor(); cur.execute("SELECT 1"); print("open", flush=True)
+try:
+    cur.execute("SELECT SLEEP(20)"); print("slept")
+except pymysql.err.OperationalError as e:
+    print("ended", e.args[0], e.args[1])
+"#,
+        ])
+        .env("HOST", "127.0.0.1")
+        .env("PORT", lg.addr.port().to_string())
+        .env("PASSWORD", &lg.client_password)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || lg.minted_users().len() == 1).is_some());
+    std::thread::sleep(Duration::from_millis(500)); // the SLEEP is running
+    let lease = lg.app.leases.list().pop().unwrap();
+    let state = lg.block_on(lg.app.leases.revoke_and_wait(&lease, Duration::from_secs(10)));
+    assert_eq!(format!("{state:?}"), "Ended", "revoked");
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    // The server's KILL reaches the client intact: 1927 "Connection was killed" (or the client
+    // sees the connection drop, 2013).
+    assert!(text.contains("ended 1927") || text.contains("ended 2013"), "{text}");
+    assert!(lg.minted_users().is_empty());
+}

@@ -195,12 +195,9 @@ async fn relay(
         // after a server's wait_timeout, and a pool opens a new one (with a new user).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server_io.get_mut().write_all(b"\x01\x00\x00\x00\x01")).await;
     }
-    if outcome.is_none() {
-        // The lease ended under the session: tell the client why, as a server does for KILL.
-        let mut out = Vec::new();
-        packet::frame(0, &packet::err_payload(1927, "70100", "Connection was killed: its database credentials were revoked"), &mut out);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_io.write_all(&out)).await;
-    }
+    // A lease that ended under the session needs no word from leasegate: revocation KILLs the
+    // server thread first, and the server's own error (1927) has come through the pump. Writing
+    // one here could land inside a server packet.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server_io.get_mut().shutdown()).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_io.shutdown()).await;
     drop(guard);

@@ -164,6 +164,10 @@ roles = ["app"]
     pub fn shutdown(&mut self) {
         self.leasegate.shutdown();
     }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.leasegate.block_on(f)
+    }
 }
 
 pub fn out(o: &Output) -> String {
