@@ -342,7 +342,7 @@ fn the_upstream_leg_runs_inside_verified_tls() {
 #[test]
 fn revoking_a_live_lease_ends_its_session_with_the_servers_error() {
     let lg = MyLg::start(MySetup::default());
-    let mut child = std::process::Command::new("python3")
+    let child = std::process::Command::new("python3")
         .args([
             "-c",
             r#"
