@@ -373,3 +373,28 @@ except pymysql.err.OperationalError as e:
     assert!(text.contains("ended 1927") || text.contains("ended 2013"), "{text}");
     assert!(lg.minted_users().is_empty());
 }
+
+#[test]
+fn a_jdbc_application_prepares_batches_and_cancels_through_leasegate() {
+    let lg = MyLg::start(MySetup::default());
+    let url = format!(
+        "jdbc:mariadb://127.0.0.1:{}/appdb?user=ci&password={}&useServerPrepStmts=true",
+        lg.addr.port(),
+        lg.client_password
+    );
+    let probe = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcProbe.java");
+    let o = std::process::Command::new("java")
+        .args(["-cp", "/usr/share/java/mariadb-java-client.jar", probe, &url])
+        .output()
+        .expect("java runs (scripts/test installs default-jre-headless and libmariadb-java)");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(text.contains(&format!("prepared 7 {PREFIX}ci_app_")), "{text}");
+    assert!(text.contains("batch 3"), "{text}");
+    // SLEEP(20) cancelled after 0.7 s: the driver's KILL QUERY from its second connection worked.
+    let cancelled = text.lines().find(|l| l.starts_with("slept 1 in") || l.starts_with("cancelled")).unwrap_or_default();
+    let ms: u64 = cancelled.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or(99_999);
+    assert!(ms < 10_000, "{text}");
+    assert!(text.contains("after jdbc 3"), "{text}");
+    assert!(wait_until(Duration::from_secs(2), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
+}
