@@ -377,11 +377,7 @@ except pymysql.err.OperationalError as e:
 #[test]
 fn a_jdbc_application_prepares_batches_and_cancels_through_leasegate() {
     let lg = MyLg::start(MySetup::default());
-    let url = format!(
-        "jdbc:mariadb://127.0.0.1:{}/appdb?user=ci&password={}&useServerPrepStmts=true",
-        lg.addr.port(),
-        lg.client_password
-    );
+    let url = format!("jdbc:mariadb://127.0.0.1:{}/appdb?user=ci&password={}&useServerPrepStmts=true", lg.addr.port(), lg.client_password);
     let probe = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcProbe.java");
     let o = std::process::Command::new("java")
         .args(["-cp", "/usr/share/java/mariadb-java-client.jar", probe, &url])
