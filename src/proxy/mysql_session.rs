@@ -167,7 +167,8 @@ async fn relay(
     peer: SocketAddr,
 ) {
     let lease = guard.lease().clone();
-    let thread = client_thread(&client);
+    // The server thread of this session: the connection id both legs saw in the greeting.
+    let thread = client.connection_id;
     let query_attributes = client.hello.capabilities.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES);
     let deprecate_eof = client.hello.capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let session_track = client.hello.capabilities.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
@@ -201,11 +202,6 @@ async fn relay(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server_io.get_mut().shutdown()).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_io.shutdown()).await;
     drop(guard);
-}
-
-/// The server thread of this session: the connection id both legs saw in the greeting.
-fn client_thread(client: &ClientConn) -> u32 {
-    client.connection_id
 }
 
 /// Runs a client's KILL aimed at one of its own other sessions through the admin connection.
