@@ -27,9 +27,6 @@ use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse, SslR
 use mysql_common::proto::MySerialize;
 
 const CLEAR: &str = "mysql_clear_password";
-/// caching_sha2_password AuthMoreData statuses.
-const FAST_AUTH_SUCCESS: u8 = 0x03;
-const PERFORM_FULL_AUTHENTICATION: u8 = 0x04;
 /// Offset of the collation byte in a HandshakeResponse41 (after capabilities and max packet size).
 const COLLATION_OFFSET: usize = 8;
 
@@ -143,7 +140,7 @@ impl Pending {
             self.stream = target.start_tls(tcp).await.map_err(|reason| BackendError::Tls { addr: self.addr.clone(), reason })?;
         }
         let plugin = self.hello.plugin.clone();
-        let answer = self.answer(&plugin, &self.nonce.clone(), password)?;
+        let answer = self.answer(&plugin, &self.nonce, password)?;
         let response = HandshakeResponse::new(
             Some(answer.as_slice()),
             (0, 0, 0),
@@ -209,12 +206,12 @@ impl Pending {
     async fn more_data(&mut self, data: &[u8], password: &Secret) -> Result<(), BackendError> {
         let pw = password.expose().as_bytes();
         match data.first() {
-            Some(&FAST_AUTH_SUCCESS) => Ok(()),
-            Some(&PERFORM_FULL_AUTHENTICATION) if self.stream.is_tls() => self.send(&null_terminated(pw)).await,
+            Some(&packet::FAST_AUTH_SUCCESS) => Ok(()),
+            Some(&packet::PERFORM_FULL_AUTHENTICATION) if self.stream.is_tls() => self.send(&null_terminated(pw)).await,
             // Without TLS the password would go RSA-encrypted with a key the server sends
             // unauthenticated (anyone in the path could substitute theirs): refused, as the
             // mysql client refuses it unless told --get-server-public-key.
-            Some(&PERFORM_FULL_AUTHENTICATION) => Err(BackendError::UnsupportedAuth(
+            Some(&packet::PERFORM_FULL_AUTHENTICATION) => Err(BackendError::UnsupportedAuth(
                 "caching_sha2_password full authentication without TLS; set upstream_tls.mode = \"require\" or \"verify-full\"".into(),
             )),
             _ => Err(BackendError::Protocol("unexpected caching_sha2_password data".into())),

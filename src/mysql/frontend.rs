@@ -27,9 +27,6 @@ use tokio::net::TcpStream;
 
 pub const NATIVE: &str = "mysql_native_password";
 pub const CACHING_SHA2: &str = "caching_sha2_password";
-/// caching_sha2_password AuthMoreData statuses.
-const FAST_AUTH_SUCCESS: u8 = 0x03;
-const PERFORM_FULL_AUTHENTICATION: u8 = 0x04;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
@@ -119,7 +116,7 @@ impl OpenError {
     /// Sends `payload` as an ERR (best effort) if the client can still read one.
     pub async fn answer(self, payload: &[u8]) {
         if let Some((mut stream, seq)) = self.reply_to {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), packet::write(&mut stream, seq, payload)).await;
+            packet::write_last(&mut stream, seq, payload).await;
         }
     }
 }
@@ -285,7 +282,7 @@ impl ClientConn {
             (CACHING_SHA2, Some(h)) => {
                 let ok = scramble::verify_sha2(&self.nonce, &self.response, &h.sha2) && allowed;
                 if ok {
-                    self.send(&[packet::AUTH_MORE_DATA, FAST_AUTH_SUCCESS]).await?;
+                    self.send(&[packet::AUTH_MORE_DATA, packet::FAST_AUTH_SUCCESS]).await?;
                 }
                 ok
             }
@@ -301,7 +298,7 @@ impl ClientConn {
         if !self.stream.is_tls() {
             return Err(FrontendError::FullAuthNeedsTls);
         }
-        self.send(&[packet::AUTH_MORE_DATA, PERFORM_FULL_AUTHENTICATION]).await?;
+        self.send(&[packet::AUTH_MORE_DATA, packet::PERFORM_FULL_AUTHENTICATION]).await?;
         let mut cleartext = zeroize::Zeroizing::new(self.receive().await?);
         if cleartext.last() == Some(&0) {
             cleartext.pop();
@@ -320,7 +317,7 @@ impl ClientConn {
 
     /// Sends an ERR packet (best effort: the client may be gone) before closing.
     pub async fn send_error(&mut self, payload: &[u8]) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.send(payload)).await;
+        packet::write_last(&mut self.stream, self.seq, payload).await;
     }
 
     async fn send(&mut self, payload: &[u8]) -> std::io::Result<()> {
@@ -343,7 +340,7 @@ impl ClientConn {
 /// what a server does when it refuses a connection outright (too many connections…), in the
 /// pre-4.1 form a client expects there.
 pub async fn refuse_at_once(socket: &mut TcpStream, payload: &[u8]) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), packet::write(socket, 0, &packet::pre_41(payload))).await;
+    packet::write_last(socket, 0, &packet::pre_41(payload)).await;
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! not know (replication commands, MariaDB's metadata cache) makes it give up: such a session is
 //! never called idle and closes at `max_ttl + hard_close_grace`, as before.
 
-use super::packet::{self, MAX_PAYLOAD};
+use super::packet::{self, MAX_PAYLOAD, command as cmd};
 use crate::net::pump::Observer;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -62,26 +62,6 @@ const IN_TRANS: u16 = 0x0001;
 const MORE_RESULTS: u16 = 0x0008;
 const CURSOR_EXISTS: u16 = 0x0040;
 const IN_TRANS_READONLY: u16 = 0x2000;
-
-mod cmd {
-    pub const QUIT: u8 = 0x01;
-    pub const QUERY: u8 = 0x03;
-    pub const FIELD_LIST: u8 = 0x04;
-    pub const STATISTICS: u8 = 0x09;
-    pub const PROCESS_INFO: u8 = 0x0A;
-    pub const STMT_PREPARE: u8 = 0x16;
-    pub const STMT_EXECUTE: u8 = 0x17;
-    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
-    pub const STMT_CLOSE: u8 = 0x19;
-    pub const STMT_FETCH: u8 = 0x1C;
-    pub const STMT_BULK_EXECUTE: u8 = 0xFA;
-    pub const BINLOG_DUMP: u8 = 0x12;
-    pub const TABLE_DUMP: u8 = 0x13;
-    pub const BINLOG_DUMP_GTID: u8 = 0x1E;
-    pub const MULTI: u8 = 0xFE;
-    /// OK / ERR / EOF only.
-    pub const SIMPLE: [u8; 13] = [0x02, 0x05, 0x06, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x11, 0x15, 0x1A, 0x1B, 0x1F];
-}
 
 /// One logical packet (continuations of 16 MB+ packets folded in), seen at its end.
 struct Packet {

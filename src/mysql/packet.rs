@@ -13,11 +13,27 @@ pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
 /// Bound on what leasegate reads during the handshake (connect attributes are at most 64 KiB).
 pub const MAX_HANDSHAKE_PAYLOAD: usize = 1 << 20;
 
-/// Command bytes leasegate looks at (first payload byte of a client packet with sequence id 0).
+/// Command bytes leasegate looks at (first payload byte of a client packet with sequence id 0):
+/// the gate's and the idle tracker's.
 pub mod command {
     pub const QUIT: u8 = 0x01;
     pub const QUERY: u8 = 0x03;
     pub const CHANGE_USER: u8 = 0x11;
+    pub const FIELD_LIST: u8 = 0x04;
+    pub const STATISTICS: u8 = 0x09;
+    pub const PROCESS_INFO: u8 = 0x0A;
+    pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_FETCH: u8 = 0x1C;
+    pub const STMT_BULK_EXECUTE: u8 = 0xFA;
+    pub const BINLOG_DUMP: u8 = 0x12;
+    pub const TABLE_DUMP: u8 = 0x13;
+    pub const BINLOG_DUMP_GTID: u8 = 0x1E;
+    pub const MULTI: u8 = 0xFE;
+    /// Commands answered with a single OK, ERR or EOF.
+    pub const SIMPLE: [u8; 13] = [0x02, 0x05, 0x06, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x11, 0x15, 0x1A, 0x1B, 0x1F];
 }
 
 /// First payload bytes of server packets.
@@ -25,6 +41,10 @@ pub const OK: u8 = 0x00;
 pub const AUTH_MORE_DATA: u8 = 0x01;
 pub const EOF_OR_SWITCH: u8 = 0xFE;
 pub const ERR: u8 = 0xFF;
+
+/// caching_sha2_password's AuthMoreData statuses.
+pub const FAST_AUTH_SUCCESS: u8 = 0x03;
+pub const PERFORM_FULL_AUTHENTICATION: u8 = 0x04;
 
 /// Appends `payload` framed as packets starting at sequence id `seq`; returns the next id.
 pub fn frame(seq: u8, payload: &[u8], out: &mut Vec<u8>) -> u8 {
@@ -118,6 +138,11 @@ pub async fn read<R: AsyncRead + Unpin + ?Sized>(r: &mut R, limit: usize) -> Res
 
 fn closed(e: std::io::Error) -> PacketError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof { PacketError::Closed } else { PacketError::Io(e) }
+}
+
+/// Writes an ERR (or any last word) before closing, bounded: the peer may be gone or stuck.
+pub async fn write_last<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, seq: u8, payload: &[u8]) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write(w, seq, payload)).await;
 }
 
 /// Writes `payload` as packets from sequence id `seq` and flushes; returns the next id.

@@ -194,7 +194,7 @@ async fn relay(
     if let Some(Ok(Closed::Idle)) = outcome {
         // Between commands: the server gets COM_QUIT; the client sees the connection close, as
         // after a server's wait_timeout, and a pool opens a new one (with a new user).
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server_io.get_mut().write_all(b"\x01\x00\x00\x00\x01")).await;
+        packet::write_last(server_io.get_mut(), 0, &[packet::command::QUIT]).await;
     }
     // A lease that ended under the session needs no word from leasegate: revocation KILLs the
     // server thread first, and the server's own error (1927) has come through the pump. Writing
