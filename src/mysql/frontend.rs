@@ -109,15 +109,16 @@ pub struct ClientConn {
 /// A handshake that failed, with the connection when the client can still read an ERR.
 pub struct OpenError {
     pub error: FrontendError,
-    reply_to: Option<(Stream, u8)>,
+    pub reply_to: Option<ReplyTo>,
 }
 
-impl OpenError {
-    /// Sends `payload` as an ERR (best effort) if the client can still read one.
-    pub async fn answer(self, payload: &[u8]) {
-        if let Some((mut stream, seq)) = self.reply_to {
-            packet::write_last(&mut stream, seq, payload).await;
-        }
+/// A client that failed its handshake but can still be told why.
+pub struct ReplyTo(Stream, u8);
+
+impl ReplyTo {
+    /// Sends `payload` as an ERR (best effort) before the connection closes.
+    pub async fn answer(mut self, payload: &[u8]) {
+        packet::write_last(&mut self.0, self.1, payload).await;
     }
 }
 
@@ -140,19 +141,19 @@ pub async fn open(
     // The client sent sequence id 1; a refusal is id 2.
     let (mut seq, mut payload) = match packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
         Ok(p) => p,
-        Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some((stream, 2)) }),
+        Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo(stream, 2)) }),
         Err(e) => return Err(gone(e.into())),
     };
     // An SslRequest is the first 32 bytes of a HandshakeResponse41 with CLIENT_SSL set.
     let flags = payload.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     if payload.len() == 32 && flags & CapabilityFlags::CLIENT_SSL.bits() != 0 {
-        let refuse = |stream| OpenError { error: FrontendError::TlsNotOffered, reply_to: Some((stream, seq.wrapping_add(1))) };
+        let refuse = |stream| OpenError { error: FrontendError::TlsNotOffered, reply_to: Some(ReplyTo(stream, seq.wrapping_add(1))) };
         let Some(tls) = tls.filter(|_| offer_tls) else { return Err(refuse(stream)) };
         let Stream::Plain(tcp) = stream else { return Err(refuse(stream)) };
         stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(|e| gone(FrontendError::Tls(e)))?));
         (seq, payload) = match packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
             Ok(p) => p,
-            Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some((stream, 3)) }),
+            Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo(stream, 3)) }),
             Err(e) => return Err(gone(e.into())),
         };
     }
@@ -169,7 +170,7 @@ pub async fn open(
             hello,
             connection_id: server.connection_id,
         }),
-        Err(error) => Err(OpenError { error, reply_to: Some((stream, seq.wrapping_add(1))) }),
+        Err(error) => Err(OpenError { error, reply_to: Some(ReplyTo(stream, seq.wrapping_add(1))) }),
     }
 }
 

@@ -49,12 +49,12 @@ pub async fn run(app: App, db: Arc<Database>, mut socket: TcpStream, peer: Socke
     };
     let mut client = match handshake(&db, socket, &upstream, deadline).await {
         Ok(client) => client,
-        Err((e, failed)) => {
+        Err((e, reply_to)) => {
             upstream.abandon();
             tracing::debug!(%peer, error = %e, "client handshake failed");
             note_auth_failure(&app, &db, &e, "", peer);
-            if let (Some(failed), Some(err)) = (failed, e.to_mysql("", &host)) {
-                failed.answer(&err).await;
+            if let (Some(reply_to), Some(err)) = (reply_to, e.to_mysql("", &host)) {
+                reply_to.answer(&err).await;
             }
             return;
         }
@@ -84,13 +84,13 @@ pub async fn run(app: App, db: Arc<Database>, mut socket: TcpStream, peer: Socke
 }
 
 /// The greeting and the client's HandshakeResponse41 (through TLS if asked), within the
-/// handshake deadline. On failure the client is returned when it can still be answered.
+/// handshake deadline. On failure, the way to answer the client when it can still read one.
 async fn handshake(
     db: &Database,
     socket: TcpStream,
     upstream: &Pending,
     deadline: tokio::time::Instant,
-) -> Result<ClientConn, (SessionError, Option<frontend::OpenError>)> {
+) -> Result<ClientConn, (SessionError, Option<frontend::ReplyTo>)> {
     let limit = db.config.handshake_timeout;
     let wanted = match db.config.client_auth_plugin.as_deref() {
         Some(frontend::NATIVE) => Some(frontend::NATIVE),
@@ -100,10 +100,7 @@ async fn handshake(
     let opened = frontend::open(socket, &upstream.hello, db.client_tls.as_ref(), db.config.client_tls_mode(), wanted);
     match tokio::time::timeout_at(deadline, opened).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(mut failed)) => {
-            let error = std::mem::replace(&mut failed.error, frontend::FrontendError::Closed);
-            Err((error.into(), Some(failed)))
-        }
+        Ok(Err(failed)) => Err((failed.error.into(), failed.reply_to)),
         Err(_) => Err((SessionError::HandshakeTimeout(limit), None)),
     }
 }
