@@ -19,15 +19,15 @@ use crate::config::{Config, DatabaseConfig, DbKind, Problem};
 use crate::lease::journal::Journal;
 use crate::lease::{EndReason, LeaseManager, recovery};
 use crate::metrics::Metrics;
-use crate::mysql::provision::MyProvisioner;
-use crate::mysql::threads::Threads;
+use crate::mysql::Mysql;
 use crate::net::listener::accept_loop;
-use crate::net::tls::{self, ServerTls};
-use crate::pg::backend::Target;
-use crate::pg::cancel::CancelRegistry;
-use crate::pg::provision::PgProvisioner;
+use crate::net::tls;
+use crate::net::upstream::Target;
+use crate::pg::Postgres;
 use crate::provision::Provisioner;
-use crate::shutdown::Signals;
+use crate::proxy::protocol::{Admission, Listener, Protocol};
+use crate::service::App;
+use crate::shutdown::{Shutdown, Signals};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,26 +58,11 @@ pub enum AppError {
     Journal { path: String, source: crate::lease::journal::JournalError },
 }
 
-/// Shared state cloned into every task.
-#[derive(Clone)]
-pub struct App {
-    pub config: Arc<Config>,
-    pub leases: LeaseManager,
-    pub metrics: Metrics,
-    pub audit: Audit,
-}
-
-/// One `[[database]]` at run time: its listener's TLS, its upstream and its cancel keys.
-pub struct Database {
-    pub config: DatabaseConfig,
-    pub app_config: Arc<Config>,
-    pub client_tls: Option<ServerTls>,
-    pub target: Target,
-    pub cancels: CancelRegistry,
-    /// MySQL: the server threads of live sessions, for KILL from a client's other connection.
-    pub threads: Threads,
-    /// Keys the mock SCRAM salts of unknown logins (stable per process).
-    pub mock_key: [u8; 32],
+/// One `[[database]]` ready to serve: what its accept loop needs once the app exists.
+struct Prepared {
+    name: String,
+    provisioner: Arc<Provisioner>,
+    serve: Box<dyn FnOnce(App, TcpListener, Shutdown, TaskTracker) -> tokio::task::JoinHandle<()> + Send>,
 }
 
 /// The sockets `start` serves: one per `[[database]]` (by name) and the admin API's.
@@ -124,7 +109,8 @@ impl Running {
 /// Starts the listeners; returns once they accept connections.
 pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Result<Running, AppError> {
     let config = Arc::new(config);
-    let (databases, provisioners) = build_databases(&config)?;
+    let databases = build_databases(&config)?;
+    let provisioners: HashMap<String, Arc<Provisioner>> = databases.iter().map(|d| (d.name.clone(), d.provisioner.clone())).collect();
     for (name, p) in &provisioners {
         match p.check().await {
             Ok(()) => tracing::info!(database = %name, "admin connection works"),
@@ -224,39 +210,45 @@ fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppErro
     Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone() })
 }
 
+/// Starts one accept loop per prepared `[[database]]`.
 fn spawn_listeners(
     app: &App,
-    databases: Vec<Arc<Database>>,
+    databases: Vec<Prepared>,
     mut listeners: HashMap<String, TcpListener>,
     signals: &Signals,
     connections: &TaskTracker,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = Vec::new();
     for db in databases {
-        let Some(listener) = listeners.remove(&db.config.name) else {
-            continue;
-        };
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(database = %db.config.name, %addr, upstream = %db.config.upstream, "listening");
+        if let Some(listener) = listeners.remove(&db.name) {
+            loops.push((db.serve)(app.clone(), listener, signals.begin.clone(), connections.clone()));
         }
-        let (app, tasks) = (app.clone(), connections.clone());
-        let limit = db.config.max_client_connections.map(|n| Arc::new(Semaphore::new(n)));
-        loops.push(tokio::spawn(accept_loop(listener, signals.begin.clone(), tasks, move |socket, peer| {
-            // Over the limit the client is told so right after its startup packet (53300).
-            let slot = match &limit {
-                Some(l) => l.clone().try_acquire_owned().map(Some).map_err(|_| ()),
-                None => Ok(None),
-            };
-            let (app, db) = (app.clone(), db.clone());
-            async move {
-                match db.config.kind {
-                    DbKind::Postgres => crate::proxy::session::run(app, db, socket, peer, slot).await,
-                    DbKind::Mysql => crate::proxy::mysql_session::run(app, db, socket, peer, slot).await,
-                }
-            }
-        })));
     }
     loops
+}
+
+/// The accept loop of one listener of protocol `P`: every connection runs the session pipeline.
+fn serve<P: Protocol>(
+    l: Arc<Listener<P>>,
+    app: App,
+    listener: TcpListener,
+    stop: Shutdown,
+    tasks: TaskTracker,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(database = %l.db.name, %addr, upstream = %l.db.upstream, "listening");
+    }
+    let limit = l.db.max_client_connections.map(|n| Arc::new(Semaphore::new(n)));
+    tokio::spawn(accept_loop(listener, stop, tasks, move |socket, peer| {
+        // Over the limit the client is turned away by the protocol, as a full server does.
+        let slot = limit.as_ref().map(|l| l.clone().try_acquire_owned());
+        let admission = if matches!(slot, Some(Err(_))) { Admission::Full } else { Admission::Admit };
+        let (app, l) = (app.clone(), l.clone());
+        async move {
+            let _slot = slot;
+            crate::proxy::session::run(app, l, socket, peer, admission).await
+        }
+    }))
 }
 
 /// Shutdown, in the order the module docs give.
@@ -303,25 +295,25 @@ async fn shut_down(
     left
 }
 
-fn build_databases(config: &Arc<Config>) -> Result<DatabasesAndProvisioners, AppError> {
+fn build_databases(config: &Arc<Config>) -> Result<Vec<Prepared>, AppError> {
     let mut problems = Vec::new();
-    let mut provisioners = HashMap::new();
-    let mut databases = Vec::new();
+    let mut prepared = Vec::new();
     for (i, db) in config.databases.iter().enumerate() {
-        match build_database(config, db, i) {
-            Ok((runtime, provisioner)) => {
-                provisioners.insert(db.name.clone(), provisioner);
-                databases.push(Arc::new(runtime));
-            }
+        // The one line per protocol: which implementation serves which `kind`.
+        let built = match db.kind {
+            DbKind::Postgres => prepare::<Postgres>(config, db, i),
+            DbKind::Mysql => prepare::<Mysql>(config, db, i),
+        };
+        match built {
+            Ok(p) => prepared.push(p),
             Err(mut p) => problems.append(&mut p),
         }
     }
-    if problems.is_empty() { Ok((databases, provisioners)) } else { Err(AppError::Config(problems)) }
+    if problems.is_empty() { Ok(prepared) } else { Err(AppError::Config(problems)) }
 }
 
-type DatabasesAndProvisioners = (Vec<Arc<Database>>, HashMap<String, Arc<Provisioner>>);
-
-fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<Provisioner>), Vec<Problem>> {
+/// Loads the database's secrets and certificates and builds its listener and provisioner.
+fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<Prepared, Vec<Problem>> {
     let at = format!("database[{i}]");
     let mut problems = Vec::new();
     let admin_password =
@@ -331,10 +323,9 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
     }
     let client_tls = match &db.client_tls {
         Some(t) if db.client_tls_mode() != crate::config::ClientTlsMode::Disabled => match (&t.cert, &t.key) {
-            // ALPN "postgresql" is what PG 17 direct TLS requires; MySQL clients send none.
-            (Some(cert), Some(key)) => tls::server_tls(cert, key, if db.kind == DbKind::Postgres { &[b"postgresql"] } else { &[] })
-                .map_err(|e| problems.push(Problem::new(format!("{at}.client_tls"), e.to_string())))
-                .ok(),
+            (Some(cert), Some(key)) => {
+                tls::server_tls(cert, key, P::ALPN).map_err(|e| problems.push(Problem::new(format!("{at}.client_tls"), e.to_string()))).ok()
+            }
             _ => None,
         },
         _ => None,
@@ -357,18 +348,11 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
         tls: connector,
         connect_timeout: db.connect_timeout,
     };
-    let provisioner = Arc::new(match db.kind {
-        DbKind::Postgres => Provisioner::Postgres(PgProvisioner::new(db, &admin_password)),
-        DbKind::Mysql => Provisioner::Mysql(MyProvisioner::new(db, &admin_password)),
-    });
-    let runtime = Database {
-        config: db.clone(),
-        app_config: config.clone(),
-        client_tls,
-        target,
-        cancels: CancelRegistry::default(),
-        threads: Threads::default(),
-        mock_key: rand::random(),
-    };
-    Ok((runtime, provisioner))
+    let (state, provisioner) = P::prepare(db, &admin_password);
+    let listener = Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls, target, state });
+    Ok(Prepared {
+        name: db.name.clone(),
+        provisioner,
+        serve: Box::new(move |app, socket, stop, tasks| serve(listener, app, socket, stop, tasks)),
+    })
 }

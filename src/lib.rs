@@ -1,5 +1,34 @@
 //! leasegate: a sidecar that mints a short-lived database user per client and proxies the
 //! wire protocol. See README.md for what it does and DESIGN.md (shared) for the contract.
+//!
+//! # Crate map
+//!
+//! How one connection flows through the modules:
+//!
+//! ```text
+//!  net::listener ──accept──▶ proxy::session::run::<P> ─────────────────────────────┐
+//!                             │ P::open        (pg/ or mysql/ frontend: TLS, startup)  │
+//!                             │ auth::lookup   (login name → client, role, credential) │
+//!                             │ P::authenticate (the protocol's proof exchange)        │
+//!                             │ lease::LeaseManager::grant ──▶ provision (CREATE user) │
+//!                             │ P::connect_upstream (backend: log in as that user)     │
+//!                             │ P::hand_off ──▶ net::pump (bytes both ways, untouched) │
+//!                             └─ any failure: proxy::refusal ──▶ P::refuse (sqlstate / errcode)
+//! ```
+//!
+//! Who owns what:
+//! - `app` wires everything and owns start-up and shutdown order; `service::App` is the shared
+//!   handle every task gets (config, leases, metrics, audit).
+//! - `proxy/` is the one protocol-neutral session pipeline and the [`proxy::protocol::Protocol`]
+//!   seam; `pg/` and `mysql/` implement it (pure codecs, client leg, server leg, error map,
+//!   provisioning SQL). A third protocol is a new folder plus one line in `app::build_databases`.
+//! - `auth/` resolves login names and credentials; `credential` parses stored verifiers.
+//! - `lease/` owns leases: granting, deadlines, renewal, revocation, the journal, recovery.
+//!   `provision` is what it asks of a database server, implemented per protocol.
+//! - `net/` is transport: listeners, TLS, upstream targets, framing, the byte pump.
+//! - `admin/` is the HTTP API and its CLI client; `cli`/`commands` the command line;
+//!   `metrics`, `audit`, `config`, `secret`, `shutdown` what their names say; `dev`/`devdb`
+//!   the `leasegate dev` mode and the private servers it (and the tests) start.
 
 pub mod admin;
 pub mod app;
@@ -8,6 +37,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod credential;
 pub mod dev;
 pub mod devdb;
 pub mod lease;
@@ -18,4 +48,5 @@ pub mod pg;
 pub mod provision;
 pub mod proxy;
 pub mod secret;
+pub mod service;
 pub mod shutdown;

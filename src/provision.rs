@@ -40,8 +40,8 @@ impl ProvisionError {
 }
 
 pub enum Provisioner {
-    Postgres(PgProvisioner),
-    Mysql(MyProvisioner),
+    Postgres(std::sync::Arc<PgProvisioner>),
+    Mysql(std::sync::Arc<MyProvisioner>),
 }
 
 /// Calls the same method on whichever provisioner this is.

@@ -5,8 +5,8 @@
 pub mod client;
 pub mod leases;
 
-use crate::app::App;
 use crate::secret::Secret;
+use crate::service::App;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};

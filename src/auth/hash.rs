@@ -1,6 +1,6 @@
 //! `leasegate hash-password`: turns a cleartext password into the `[[client]].password` value.
 
-use crate::auth::verifier::MysqlHashes;
+use crate::credential::MysqlHashes;
 use crate::secret::Secret;
 
 /// The stored form of `password`: a SCRAM-SHA-256 verifier with 4096 iterations, computed the
@@ -14,7 +14,7 @@ pub fn client_password_value(password: &Secret) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::verifier::StoredCredential;
+    use crate::credential::StoredCredential;
 
     #[test]
     fn prints_a_verifier_that_parses() {

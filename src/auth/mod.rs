@@ -6,10 +6,9 @@
 //! lives with each protocol.
 
 pub mod hash;
-pub mod verifier;
 
 use crate::config::Config;
-use verifier::StoredCredential;
+use crate::credential::StoredCredential;
 
 /// Who is connecting and which role they asked for. Never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -41,6 +40,16 @@ pub enum Lookup<'a> {
     Unknown {
         client: &'a str,
     },
+}
+
+impl Lookup<'_> {
+    /// Who is logging in, when the name resolved to a client and a role it may use.
+    pub fn identity(&self) -> Option<Identity> {
+        match self {
+            Lookup::Known { identity, .. } => Some(identity.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Resolves `<client>[/<role>]` for the database `database`.

@@ -1,7 +1,7 @@
 //! `[[client]]`: an application identity, its password verifier and the roles it may use.
 
 use super::Problem;
-use crate::auth::verifier::StoredCredential;
+use crate::credential::StoredCredential;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -58,6 +58,46 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
 }
 
+/// MySQL: the authentication plugin a listener asks of its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthPlugin {
+    MysqlNativePassword,
+    CachingSha2Password,
+}
+
+impl ClientAuthPlugin {
+    /// The plugin's name on the wire and in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientAuthPlugin::MysqlNativePassword => "mysql_native_password",
+            ClientAuthPlugin::CachingSha2Password => "caching_sha2_password",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [ClientAuthPlugin::MysqlNativePassword, ClientAuthPlugin::CachingSha2Password].into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// `upstream = "host:port"` (or `"[v6]:port"`), parsed once.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    fn parse(text: &str) -> Option<HostPort> {
+        let (host, port) = text.rsplit_once(':')?;
+        let port = port.parse().ok().filter(|p| *p != 0)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some(HostPort { host: host.to_string(), port })
+    }
+}
+
 /// `sweep_orphans`: drop users with our prefix that the journal does not know, only log them,
 /// or leave them alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +133,10 @@ pub struct DatabaseConfig {
     pub name: String,
     pub kind: DbKind,
     pub listen: SocketAddr,
-    /// `host:port` of the server.
+    /// `host:port` of the server, as written (for logs and messages).
     pub upstream: String,
+    /// `upstream`, parsed.
+    pub upstream_addr: HostPort,
     pub admin_user: String,
     pub admin_password: SecretSource,
     /// The database the admin connection opens (Postgres); also where creation statements run.
@@ -111,9 +153,12 @@ pub struct DatabaseConfig {
     pub handshake_timeout: Duration,
     /// Bound on one TCP connect (and TLS handshake) to the server.
     pub connect_timeout: Duration,
-    /// MySQL: the authentication plugin asked of clients (`mysql_native_password` or
-    /// `caching_sha2_password`); `None` takes either, announcing the server's own.
-    pub client_auth_plugin: Option<String>,
+    /// MySQL: the authentication plugin asked of clients; `None` takes either, announcing the
+    /// server's own.
+    pub client_auth_plugin: Option<ClientAuthPlugin>,
+    /// Values that did not convert to their type, kept so that `validate` reports them with
+    /// every other problem (`(key, message)`).
+    unconverted: Vec<(&'static str, String)>,
 }
 
 #[derive(Deserialize)]
@@ -168,11 +213,25 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             DbKind::Postgres => "postgres".into(),
             DbKind::Mysql => "mysql".into(),
         });
+        let mut unconverted = Vec::new();
+        let upstream_addr = HostPort::parse(&raw.upstream).unwrap_or_else(|| {
+            unconverted.push(("upstream", format!("{:?} is not host:port", raw.upstream)));
+            HostPort::default()
+        });
+        let client_auth_plugin = raw.client_auth_plugin.as_deref().and_then(|p| {
+            let parsed = ClientAuthPlugin::parse(p);
+            if parsed.is_none() {
+                unconverted
+                    .push(("client_auth_plugin", format!("{p:?} is not one of \"mysql_native_password\", \"caching_sha2_password\"")));
+            }
+            parsed
+        });
         Ok(DatabaseConfig {
             name: raw.name,
             kind: raw.kind,
             listen: raw.listen,
             upstream: raw.upstream,
+            upstream_addr,
             admin_user: raw.admin_user,
             admin_password,
             admin_database,
@@ -184,21 +243,17 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             upstream_tls: raw.upstream_tls,
             handshake_timeout: raw.handshake_timeout,
             connect_timeout: raw.connect_timeout,
-            client_auth_plugin: raw.client_auth_plugin,
+            client_auth_plugin,
+            unconverted,
         })
     }
 }
 
 impl DatabaseConfig {
-    /// Host and port of `upstream`; `[v6]:port` and `host:port` forms.
+    /// Host and port of `upstream`; `None` when it did not parse (the config is then invalid:
+    /// port 0 is never a server's).
     pub fn upstream_host_port(&self) -> Option<(String, u16)> {
-        let (host, port) = self.upstream.rsplit_once(':')?;
-        let port = port.parse().ok()?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return None;
-        }
-        Some((host.to_string(), port))
+        (self.upstream_addr.port != 0).then(|| (self.upstream_addr.host.clone(), self.upstream_addr.port))
     }
 
     pub fn client_tls_mode(&self) -> ClientTlsMode {
@@ -210,19 +265,11 @@ impl DatabaseConfig {
     }
 
     pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
-        match (&self.client_auth_plugin, self.kind) {
-            (None, _) => {}
-            (Some(_), DbKind::Postgres) => {
-                problems.push(Problem::new(format!("{at}.client_auth_plugin"), "applies to kind = \"mysql\" only"));
-            }
-            (Some(p), DbKind::Mysql) if p == "mysql_native_password" || p == "caching_sha2_password" => {}
-            (Some(p), DbKind::Mysql) => problems.push(Problem::new(
-                format!("{at}.client_auth_plugin"),
-                format!("{p:?} is not one of \"mysql_native_password\", \"caching_sha2_password\""),
-            )),
+        for (key, message) in &self.unconverted {
+            problems.push(Problem::new(format!("{at}.{key}"), message.clone()));
         }
-        if self.upstream_host_port().is_none() {
-            problems.push(Problem::new(format!("{at}.upstream"), format!("{:?} is not host:port", self.upstream)));
+        if self.client_auth_plugin.is_some() && self.kind == DbKind::Postgres {
+            problems.push(Problem::new(format!("{at}.client_auth_plugin"), "applies to kind = \"mysql\" only"));
         }
         if let Err(e) = crate::lease::name::check_prefix(&self.name_prefix) {
             problems.push(Problem::new(format!("{at}.name_prefix"), e));

@@ -11,7 +11,9 @@ mod secret_source;
 mod sections;
 
 pub use client::ClientConfig;
-pub use database::{ClientTls, ClientTlsMode, DatabaseConfig, DbKind, SweepOrphans, UpstreamTls, UpstreamTlsMode};
+pub use database::{
+    ClientAuthPlugin, ClientTls, ClientTlsMode, DatabaseConfig, DbKind, HostPort, SweepOrphans, UpstreamTls, UpstreamTlsMode,
+};
 pub use error::{ConfigError, Problem};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;

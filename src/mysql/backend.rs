@@ -14,10 +14,11 @@
 //! and then block the host, but not failed logins.
 
 use super::frontend::{CACHING_SHA2, ClientHello, NATIVE, ServerHello};
-use super::packet::{self, PacketError};
+use super::packet;
+use super::packet_io::{self, PacketError};
 use crate::config::UpstreamTlsMode;
 use crate::net::stream::Stream;
-use crate::net::upstream::Target;
+use crate::net::upstream::{ConnectError, Target};
 use crate::secret::Secret;
 use mysql_common::auth::plugins::caching_sha2_password::scramble_sha256;
 use mysql_common::auth::plugins::mysql_native_password::scramble_native;
@@ -34,9 +35,9 @@ const COLLATION_OFFSET: usize = 8;
 pub enum BackendError {
     /// TCP connect failed or timed out (the client gets error 2003).
     #[error("Can't connect to server on '{addr}' ({reason})")]
-    Connect { addr: String, reason: String },
+    Connect { addr: String, reason: ConnectError },
     #[error("TLS with the server at {addr} failed: {reason}")]
-    Tls { addr: String, reason: String },
+    Tls { addr: String, reason: ConnectError },
     #[error("the server at {addr} does not support TLS, which upstream_tls.mode requires")]
     TlsRefused { addr: String },
     #[error("the server connection failed: {0}")]
@@ -72,20 +73,20 @@ pub struct Pending {
     tls: Option<Target>,
 }
 
-/// TCP and the greeting, within twice `connect_timeout`; refuses a server without TLS when the
-/// mode requires it.
+/// TCP and the greeting, within the login timeout; refuses a server without TLS when the mode
+/// requires it.
 pub async fn connect(target: &Target) -> Result<Pending, BackendError> {
-    let limit = target.connect_timeout * 2;
+    let limit = target.login_timeout();
     tokio::time::timeout(limit, connect_unbounded(target))
         .await
-        .map_err(|_| BackendError::Connect { addr: target.addr.clone(), reason: format!("no greeting within {limit:?}") })?
+        .map_err(|_| BackendError::Connect { addr: target.addr.clone(), reason: ConnectError::TimedOut(limit) })?
 }
 
 async fn connect_unbounded(target: &Target) -> Result<Pending, BackendError> {
     let addr = target.addr.clone();
     let tcp = target.connect_tcp().await.map_err(|reason| BackendError::Connect { addr: addr.clone(), reason })?;
     let mut stream = Stream::Plain(tcp);
-    let (seq, payload) = packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+    let (seq, payload) = packet_io::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
     if let Some((code, message)) = packet::parse_err(&payload) {
         return Err(BackendError::Server { code, message, payload });
     }
@@ -122,7 +123,7 @@ impl Pending {
         let addr = self.addr.clone();
         tokio::time::timeout(limit, self.login_unbounded(user, password, client))
             .await
-            .map_err(|_| BackendError::Connect { addr, reason: format!("login timed out after {limit:?}") })?
+            .map_err(|_| BackendError::Connect { addr, reason: ConnectError::LoginTimedOut(limit) })?
     }
 
     async fn login_unbounded(mut self, user: &str, password: &Secret, client: &ClientHello) -> Result<(Stream, Vec<u8>), BackendError> {
@@ -219,7 +220,7 @@ impl Pending {
     }
 
     async fn send(&mut self, payload: &[u8]) -> Result<(), BackendError> {
-        self.seq = packet::write(&mut self.stream, self.seq, payload).await?;
+        self.seq = packet_io::write(&mut self.stream, self.seq, payload).await?;
         Ok(())
     }
 
@@ -241,7 +242,7 @@ impl Pending {
     }
 
     async fn receive(&mut self) -> Result<Vec<u8>, BackendError> {
-        let (seq, payload) = packet::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+        let (seq, payload) = packet_io::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
         self.seq = seq.wrapping_add(1);
         Ok(payload)
     }

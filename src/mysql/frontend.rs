@@ -12,10 +12,11 @@
 //! `[[client]]` entry's MySQL hashes; full caching_sha2 authentication (the cleartext password)
 //! only inside TLS, checked against the SCRAM verifier, for entries without MySQL hashes.
 
-use super::packet::{self, PacketError};
+use super::packet;
+use super::packet_io::{self, PacketError};
 use super::scramble::{self, NONCE_LEN};
-use crate::auth::verifier::{MysqlHashes, StoredCredential};
 use crate::config::ClientTlsMode;
+use crate::credential::{MysqlHashes, StoredCredential};
 use crate::net::stream::Stream;
 use crate::net::tls::ServerTls;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
@@ -40,8 +41,6 @@ pub enum FrontendError {
     TooLarge(usize),
     #[error("TLS handshake with the client failed: {0}")]
     Tls(std::io::Error),
-    #[error("the client did not use TLS, which this listener requires")]
-    TlsRequired,
     #[error("the client asked for TLS, which this listener does not offer")]
     TlsNotOffered,
     #[error("the client does not speak protocol 4.1")]
@@ -112,13 +111,29 @@ pub struct OpenError {
     pub reply_to: Option<ReplyTo>,
 }
 
-/// A client that failed its handshake but can still be told why.
-pub struct ReplyTo(Stream, u8);
+/// A client that failed its handshake (or gets no greeting at all) but can still be told why.
+pub struct ReplyTo {
+    stream: Stream,
+    seq: u8,
+    /// No greeting was sent: the ERR comes instead of it, in the pre-4.1 form a client expects
+    /// there (what a server does when it refuses a connection outright).
+    instead_of_greeting: bool,
+}
 
 impl ReplyTo {
-    /// Sends `payload` as an ERR (best effort) before the connection closes.
+    fn new(stream: Stream, seq: u8) -> Self {
+        ReplyTo { stream, seq, instead_of_greeting: false }
+    }
+
+    /// A connection that gets an ERR as its very first packet (sequence id 0).
+    pub fn instead_of_greeting(socket: TcpStream) -> Self {
+        ReplyTo { stream: Stream::Plain(socket), seq: 0, instead_of_greeting: true }
+    }
+
+    /// Sends `payload` as an ERR (best effort, bounded) before the connection closes.
     pub async fn answer(mut self, payload: &[u8]) {
-        packet::write_last(&mut self.0, self.1, payload).await;
+        let payload = if self.instead_of_greeting { packet::pre_41(payload) } else { payload.to_vec() };
+        packet_io::write_last(&mut self.stream, self.seq, &payload).await;
     }
 }
 
@@ -137,23 +152,23 @@ pub async fn open(
     let announced = wanted.unwrap_or(if server.plugin == CACHING_SHA2 { CACHING_SHA2 } else { NATIVE });
     let greeting = greeting(server, &nonce, offer_tls, announced);
     let gone = |e: FrontendError| OpenError { error: e, reply_to: None };
-    packet::write(&mut stream, 0, &greeting).await.map_err(|e| gone(e.into()))?;
+    packet_io::write(&mut stream, 0, &greeting).await.map_err(|e| gone(e.into()))?;
     // The client sent sequence id 1; a refusal is id 2.
-    let (mut seq, mut payload) = match packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
+    let (mut seq, mut payload) = match packet_io::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
         Ok(p) => p,
-        Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo(stream, 2)) }),
+        Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo::new(stream, 2)) }),
         Err(e) => return Err(gone(e.into())),
     };
     // An SslRequest is the first 32 bytes of a HandshakeResponse41 with CLIENT_SSL set.
     let flags = payload.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     if payload.len() == 32 && flags & CapabilityFlags::CLIENT_SSL.bits() != 0 {
-        let refuse = |stream| OpenError { error: FrontendError::TlsNotOffered, reply_to: Some(ReplyTo(stream, seq.wrapping_add(1))) };
+        let refuse = |stream| OpenError { error: FrontendError::TlsNotOffered, reply_to: Some(ReplyTo::new(stream, seq.wrapping_add(1))) };
         let Some(tls) = tls.filter(|_| offer_tls) else { return Err(refuse(stream)) };
         let Stream::Plain(tcp) = stream else { return Err(refuse(stream)) };
         stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(|e| gone(FrontendError::Tls(e)))?));
-        (seq, payload) = match packet::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
+        (seq, payload) = match packet_io::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
             Ok(p) => p,
-            Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo(stream, 3)) }),
+            Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo::new(stream, 3)) }),
             Err(e) => return Err(gone(e.into())),
         };
     }
@@ -170,7 +185,7 @@ pub async fn open(
             hello,
             connection_id: server.connection_id,
         }),
-        Err(error) => Err(OpenError { error, reply_to: Some(ReplyTo(stream, seq.wrapping_add(1))) }),
+        Err(error) => Err(OpenError { error, reply_to: Some(ReplyTo::new(stream, seq.wrapping_add(1))) }),
     }
 }
 
@@ -316,18 +331,18 @@ impl ClientConn {
         Ok(self.stream)
     }
 
-    /// Sends an ERR packet (best effort: the client may be gone) before closing.
-    pub async fn send_error(&mut self, payload: &[u8]) {
-        packet::write_last(&mut self.stream, self.seq, payload).await;
+    /// Gives up on the session, keeping the connection to send the refusal.
+    pub fn into_reply(self) -> ReplyTo {
+        ReplyTo::new(self.stream, self.seq)
     }
 
     async fn send(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        self.seq = packet::write(&mut self.stream, self.seq, payload).await?;
+        self.seq = packet_io::write(&mut self.stream, self.seq, payload).await?;
         Ok(())
     }
 
     async fn receive(&mut self) -> Result<Vec<u8>, FrontendError> {
-        let (seq, payload) = packet::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+        let (seq, payload) = packet_io::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
         self.seq = seq.wrapping_add(1);
         Ok(payload)
     }
@@ -335,13 +350,6 @@ impl ClientConn {
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
     }
-}
-
-/// Sends an ERR as the very first packet (sequence id 0), when there is no greeting to give:
-/// what a server does when it refuses a connection outright (too many connections…), in the
-/// pre-4.1 form a client expects there.
-pub async fn refuse_at_once(socket: &mut TcpStream, payload: &[u8]) {
-    packet::write_last(socket, 0, &packet::pre_41(payload)).await;
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ impl<S> Gate<S> {
         match (h[3], h.get(4).copied()) {
             (0, Some(command::CHANGE_USER)) => {
                 self.say(packet::err_payload(
-                    1045,
+                    super::errcode::ACCESS_DENIED,
                     "28000",
                     "COM_CHANGE_USER is not available through leasegate; open a new connection as the other client",
                 ));
@@ -355,7 +355,7 @@ mod tests {
         let mut reply = Vec::new();
         g.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply[3], 1, "sequence id 1");
-        assert_eq!(packet::parse_err(&reply[4..]).unwrap().0, 1045);
+        assert_eq!(packet::parse_err(&reply[4..]).unwrap().0, crate::mysql::errcode::ACCESS_DENIED);
         drop(g);
         let mut rest = Vec::new();
         far.read_to_end(&mut rest).await.unwrap();

@@ -10,8 +10,8 @@
 //! MySQL has no per-user expiry timestamp: the lease's end is enforced by revocation alone
 //! (renewal runs only the role's own `renew_statements`).
 
-use crate::auth::verifier::MysqlHashes;
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
+use crate::credential::MysqlHashes;
 use crate::provision::ProvisionError;
 use crate::secret::Secret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
@@ -108,7 +108,7 @@ impl MyProvisioner {
     }
 
     pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, _valid_until: SystemTime) -> Result<(), ProvisionError> {
-        let hash = format!("*{}", crate::auth::verifier::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
+        let hash = format!("*{}", crate::credential::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
         if !role.creation_statements.is_empty() {
             return self.batch("creation statements", Vars { name: user, password: &hash }.render_all(&role.creation_statements)).await;
         }

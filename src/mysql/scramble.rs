@@ -37,7 +37,7 @@ pub fn verify_sha2(nonce: &[u8], response: &[u8], stored: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::verifier::MysqlHashes;
+    use crate::credential::MysqlHashes;
     use mysql_common::auth::plugins::caching_sha2_password::scramble_sha256;
     use mysql_common::auth::plugins::mysql_native_password::scramble_native;
 

@@ -9,6 +9,26 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// A whole login (connect, TLS, authentication, the server's greeting) may take this many
+/// `connect_timeout`s: each step is bounded by one, and a server that accepts TCP and then
+/// says nothing must not hang a session.
+const LOGIN_TIMEOUT_FACTOR: u32 = 2;
+
+/// Why a connection to the server could not be opened (the caller adds the address).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("login timed out after {0:?}")]
+    LoginTimedOut(Duration),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("upstream TLS is disabled")]
+    TlsDisabled,
+    #[error(transparent)]
+    ServerName(#[from] tls::TlsError),
+}
+
 /// Built once per `[[database]]`.
 #[derive(Clone)]
 pub struct Target {
@@ -24,24 +44,27 @@ pub struct Target {
 }
 
 impl Target {
-    /// A TCP connection with Nagle off, or why there is none.
-    pub async fn connect_tcp(&self) -> Result<TcpStream, String> {
+    /// The bound on one whole login to the server.
+    pub fn login_timeout(&self) -> Duration {
+        self.connect_timeout * LOGIN_TIMEOUT_FACTOR
+    }
+
+    /// A TCP connection with Nagle off, within `connect_timeout`.
+    pub async fn connect_tcp(&self) -> Result<TcpStream, ConnectError> {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((self.host.as_str(), self.port)))
             .await
-            .map_err(|_| format!("timed out after {:?}", self.connect_timeout))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnectError::TimedOut(self.connect_timeout))??;
         let _ = tcp.set_nodelay(true);
         Ok(tcp)
     }
 
     /// The client side of TLS on `tcp`, within `connect_timeout`.
-    pub async fn start_tls(&self, tcp: TcpStream) -> Result<Stream, String> {
-        let connector = self.tls.as_ref().ok_or("upstream TLS is disabled")?;
-        let name = tls::server_name(&self.server_name).map_err(|e| e.to_string())?;
+    pub async fn start_tls(&self, tcp: TcpStream) -> Result<Stream, ConnectError> {
+        let connector = self.tls.as_ref().ok_or(ConnectError::TlsDisabled)?;
+        let name = tls::server_name(&self.server_name)?;
         let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
             .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnectError::TimedOut(self.connect_timeout))??;
         Ok(Stream::ClientTls(Box::new(stream)))
     }
 }

@@ -23,9 +23,9 @@ const MAX_SERVER_MESSAGE_LEN: usize = 1 << 20;
 pub enum BackendError {
     /// TCP connect failed or timed out (SQLSTATE 08006, with the address).
     #[error("could not connect to server at {addr}: {reason}")]
-    Connect { addr: String, reason: String },
+    Connect { addr: String, reason: ConnectError },
     #[error("TLS with the server at {addr} failed: {reason}")]
-    Tls { addr: String, reason: String },
+    Tls { addr: String, reason: ConnectError },
     #[error("the server at {addr} does not support TLS, which upstream_tls.mode requires")]
     TlsRefused { addr: String },
     #[error("the server connection failed: {0}")]
@@ -52,6 +52,7 @@ impl From<FrameError<CodecError>> for BackendError {
     }
 }
 
+use crate::net::upstream::ConnectError;
 pub use crate::net::upstream::Target;
 
 /// An authenticated server connection and what it said after AuthenticationOk.
@@ -69,7 +70,7 @@ impl Target {
     pub async fn open(&self) -> Result<Stream, BackendError> {
         tokio::time::timeout(self.connect_timeout, self.open_unbounded())
             .await
-            .map_err(|_| BackendError::Connect { addr: self.addr.clone(), reason: format!("timed out after {:?}", self.connect_timeout) })?
+            .map_err(|_| BackendError::Connect { addr: self.addr.clone(), reason: ConnectError::TimedOut(self.connect_timeout) })?
     }
 
     async fn open_unbounded(&self) -> Result<Stream, BackendError> {
@@ -91,13 +92,13 @@ impl Target {
         self.start_tls(tcp).await.map_err(|reason| BackendError::Tls { addr: self.addr.clone(), reason })
     }
 
-    /// Logs in as `user` and reads the server's greeting up to ReadyForQuery, within twice
-    /// the connect timeout (a server that accepts TCP and then says nothing cannot hang us).
+    /// Logs in as `user` and reads the server's greeting up to ReadyForQuery, within the
+    /// login timeout (a server that accepts TCP and then says nothing cannot hang us).
     pub async fn login(&self, user: &str, password: &Secret, client_params: &[(String, String)]) -> Result<ServerConn, BackendError> {
-        let limit = self.connect_timeout * 2;
+        let limit = self.login_timeout();
         tokio::time::timeout(limit, self.login_unbounded(user, password, client_params))
             .await
-            .map_err(|_| BackendError::Connect { addr: self.addr.clone(), reason: format!("login timed out after {limit:?}") })?
+            .map_err(|_| BackendError::Connect { addr: self.addr.clone(), reason: ConnectError::LoginTimedOut(limit) })?
     }
 
     async fn login_unbounded(&self, user: &str, password: &Secret, client_params: &[(String, String)]) -> Result<ServerConn, BackendError> {

@@ -9,8 +9,8 @@ use super::codec::{self, CodecError, MAX_HANDSHAKE_MESSAGE_LEN};
 use super::message::*;
 use super::scram::{Binding, ScramError, ServerExchange};
 use super::sqlstate;
-use crate::auth::verifier::ScramVerifier;
 use crate::config::ClientTlsMode;
+use crate::credential::ScramVerifier;
 use crate::net::framed::{FrameError, Framed};
 use crate::net::stream::Stream;
 use crate::net::tls::ServerTls;
@@ -32,8 +32,6 @@ pub enum FrontendError {
     Tls(std::io::Error),
     #[error("received unencrypted data after SSL request")]
     DataAfterSslRequest,
-    #[error("the client did not use TLS, which this listener requires")]
-    TlsRequired,
     #[error("direct TLS without the \"postgresql\" ALPN protocol")]
     DirectTlsWithoutAlpn,
     #[error("expected {expected}, got message type {got:?}")]
@@ -66,10 +64,6 @@ impl FrontendError {
                 ErrorResponse::fatal(sqlstate::PROTOCOL_VIOLATION, self.to_string())
             }
             FrontendError::DirectTlsWithoutAlpn => return None,
-            FrontendError::TlsRequired => ErrorResponse::fatal(
-                sqlstate::INVALID_AUTHORIZATION,
-                "connection requires TLS: this listener has client_tls.mode = \"required\" (use sslmode=require)",
-            ),
             FrontendError::Scram(ScramError::Proof) => {
                 ErrorResponse::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
             }
@@ -91,6 +85,19 @@ pub enum Opened {
     Gone,
 }
 
+/// A connection refused before it became a [`ClientConn`], with the connection when the
+/// client can still read an ErrorResponse.
+pub struct OpenError {
+    pub error: FrontendError,
+    pub reply_to: Option<Framed<Stream>>,
+}
+
+impl OpenError {
+    fn gone(error: impl Into<FrontendError>) -> Self {
+        OpenError { error: error.into(), reply_to: None }
+    }
+}
+
 /// A client connection between its StartupMessage and the start of the byte pump.
 pub struct ClientConn {
     io: Framed<Stream>,
@@ -98,80 +105,72 @@ pub struct ClientConn {
     binding: Binding,
 }
 
-/// Runs the pre-authentication part of the protocol.
-pub async fn open(socket: TcpStream, tls: Option<&ServerTls>, mode: ClientTlsMode) -> Result<Opened, FrontendError> {
+/// Runs the pre-authentication part of the protocol: encryption requests and the startup
+/// packet. Whether TLS was required is the caller's check.
+pub async fn open(socket: TcpStream, tls: Option<&ServerTls>, mode: ClientTlsMode) -> Result<Opened, OpenError> {
     let tls = tls.filter(|_| mode != ClientTlsMode::Disabled);
     let mut first = [0u8; 1];
     let direct_tls = matches!(socket.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE_RECORD);
     let mut io = match (direct_tls, tls) {
         (true, Some(tls)) => {
-            let stream = tls.acceptor.accept(socket).await.map_err(FrontendError::Tls)?;
+            let stream = tls.acceptor.accept(socket).await.map_err(|e| OpenError::gone(FrontendError::Tls(e)))?;
             if stream.get_ref().1.alpn_protocol() != Some(b"postgresql") {
-                return Err(FrontendError::DirectTlsWithoutAlpn);
+                return Err(OpenError::gone(FrontendError::DirectTlsWithoutAlpn));
             }
             Framed::new(Stream::ServerTls(Box::new(stream)))
         }
         _ => Framed::new(Stream::Plain(socket)),
     };
+    let refuse = |io, error| Err(OpenError { error, reply_to: Some(io) });
     let mut refused_gss = false;
     loop {
         let frame = match io.read_frame(codec::decode_startup).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(Opened::Gone),
-            Err(e) => return Err(reject(&mut io, e.into()).await),
+            Err(e) => return refuse(io, e.into()),
         };
         match frame {
             StartupFrame::SslRequest if !io.get_ref().is_tls() => {
                 let Some(tls) = tls else {
-                    io.write_all(b"N").await?;
+                    io.write_all(b"N").await.map_err(OpenError::gone)?;
                     continue;
                 };
                 // Bytes sent before our answer would be read as if they came over TLS (CVE-2021-23214).
                 if !io.buffered().is_empty() {
-                    return Err(reject(&mut io, FrontendError::DataAfterSslRequest).await);
+                    return refuse(io, FrontendError::DataAfterSslRequest);
                 }
-                io.write_all(b"S").await?;
+                io.write_all(b"S").await.map_err(OpenError::gone)?;
                 let Stream::Plain(tcp) = io.into_parts().0 else {
-                    return Err(FrontendError::Codec(CodecError::Malformed("repeated encryption request")));
+                    return Err(OpenError::gone(CodecError::Malformed("repeated encryption request")));
                 };
-                let stream = tls.acceptor.accept(tcp).await.map_err(FrontendError::Tls)?;
+                let stream = tls.acceptor.accept(tcp).await.map_err(|e| OpenError::gone(FrontendError::Tls(e)))?;
                 io = Framed::new(Stream::ServerTls(Box::new(stream)));
             }
             StartupFrame::GssEncRequest if !refused_gss && !io.get_ref().is_tls() => {
                 refused_gss = true;
-                io.write_all(b"N").await?;
+                io.write_all(b"N").await.map_err(OpenError::gone)?;
             }
             StartupFrame::SslRequest | StartupFrame::GssEncRequest => {
-                return Err(reject(&mut io, FrontendError::Codec(CodecError::Malformed("repeated encryption request"))).await);
+                return refuse(io, FrontendError::Codec(CodecError::Malformed("repeated encryption request")));
             }
             StartupFrame::Cancel(key) => return Ok(Opened::Cancel(key)),
-            StartupFrame::Startup(startup) => {
-                if mode == ClientTlsMode::Required && !io.get_ref().is_tls() {
-                    return Err(reject(&mut io, FrontendError::TlsRequired).await);
-                }
-                if startup.param("user").is_none_or(str::is_empty) {
-                    return Err(reject(&mut io, FrontendError::NoUser).await);
-                }
-                let binding = match (io.get_ref(), tls) {
-                    (Stream::ServerTls(_), Some(tls)) => Binding::TlsServerEndPoint(tls.end_point_hash.clone()),
-                    _ => Binding::None,
-                };
-                let mut conn = ClientConn { io, startup, binding };
-                conn.negotiate_version().await?;
-                return Ok(Opened::Session(conn));
-            }
+            StartupFrame::Startup(startup) => return started(io, startup, tls).await,
         }
     }
 }
 
-/// Tells the client why it is refused (when it can still read it) and returns the error.
-async fn reject(io: &mut Framed<Stream>, error: FrontendError) -> FrontendError {
-    if let Some(response) = error.response("") {
-        let mut out = BytesMut::new();
-        response.encode(&mut out);
-        let _ = io.write_all(&out).await;
+/// A StartupMessage arrived: the client says who it is and which protocol version it speaks.
+async fn started(io: Framed<Stream>, startup: StartupMessage, tls: Option<&ServerTls>) -> Result<Opened, OpenError> {
+    if startup.param("user").is_none_or(str::is_empty) {
+        return Err(OpenError { error: FrontendError::NoUser, reply_to: Some(io) });
     }
-    error
+    let binding = match (io.get_ref(), tls) {
+        (Stream::ServerTls(_), Some(tls)) => Binding::TlsServerEndPoint(tls.end_point_hash.clone()),
+        _ => Binding::None,
+    };
+    let mut conn = ClientConn { io, startup, binding };
+    conn.negotiate_version().await.map_err(OpenError::gone)?;
+    Ok(Opened::Session(conn))
 }
 
 impl ClientConn {
@@ -234,16 +233,9 @@ impl ClientConn {
         Ok(())
     }
 
-    /// Sends an ErrorResponse; the caller closes the connection after it.
-    pub async fn send_error(&mut self, error: &ErrorResponse) {
-        let mut out = BytesMut::new();
-        error.encode(&mut out);
-        let _ = self.io.write_all(&out).await;
-    }
-
-    /// Relays a server's own ErrorResponse bytes; the caller closes the connection after it.
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        let _ = self.io.write_all(bytes).await;
+    /// Gives up on the session, keeping the connection to send the refusal.
+    pub fn into_reply(self) -> Framed<Stream> {
+        self.io
     }
 
     /// AuthenticationOk followed by the server's own post-auth messages (already framed bytes),

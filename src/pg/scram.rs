@@ -5,7 +5,7 @@
 //! verifier put into `CREATE ROLE … PASSWORD` for minted users. The client side (upstream leg)
 //! is postgres-protocol's `ScramSha256`.
 
-use crate::auth::verifier::ScramVerifier;
+use crate::credential::ScramVerifier;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};

@@ -12,3 +12,54 @@ pub const CANNOT_CONNECT_NOW: &str = "57P03";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// An error outside the database: minting failed (missing privilege, template error).
 pub const SYSTEM_ERROR: &str = "58000";
+
+use super::Postgres;
+use super::message::ErrorResponse;
+use crate::lease::LeaseError;
+use crate::provision::ProvisionError;
+use crate::proxy::protocol::RefusalOf;
+use crate::proxy::refusal::{Denial, Refusal};
+use bytes::BytesMut;
+
+/// THE map from a refusal to what a Postgres client is told before the connection closes,
+/// worded as the server would; a server's own ErrorResponse passes through intact. `None`: the
+/// client cannot read a message now. `login` is the name the client logged in with.
+pub fn render(why: &RefusalOf<Postgres>, login: &str) -> Option<BytesMut> {
+    let fatal = |code, message: String| Some(ErrorResponse::fatal(code, message));
+    let response = match why {
+        Refusal::HandshakeTimeout(_) => fatal(PROTOCOL_VIOLATION, "authentication timed out".into()),
+        Refusal::ClientGone => None,
+        Refusal::Client(e) => e.response(login),
+        Refusal::TlsRequired => fatal(
+            INVALID_AUTHORIZATION,
+            "connection requires TLS: this listener has client_tls.mode = \"required\" (use sslmode=require)".into(),
+        ),
+        Refusal::Denied(Denial::ChannelBinding(detail)) => {
+            fatal(INVALID_AUTHORIZATION, format!("SCRAM channel binding check failed: {detail}"))
+        }
+        Refusal::Denied(_) => fatal(INVALID_PASSWORD, format!("password authentication failed for user \"{login}\"")),
+        Refusal::TooManyClients => fatal(TOO_MANY_CONNECTIONS, "sorry, too many clients already".into()),
+        Refusal::Lease(e) => Some(lease_error(e)),
+        Refusal::ServerSaid(said) => return Some(BytesMut::from(&said.raw[..])),
+        Refusal::Upstream(e) => fatal(CONNECTION_FAILURE, e.to_string()),
+    }?;
+    let mut out = BytesMut::new();
+    response.encode(&mut out);
+    Some(out)
+}
+
+fn lease_error(e: &LeaseError) -> ErrorResponse {
+    match e {
+        LeaseError::ShuttingDown => ErrorResponse::fatal(CANNOT_CONNECT_NOW, "leasegate is shutting down"),
+        LeaseError::TooMany(_) => ErrorResponse::fatal(TOO_MANY_CONNECTIONS, "sorry, too many clients already"),
+        LeaseError::UnknownRole(_) | LeaseError::Journal(_) => {
+            ErrorResponse::fatal(SYSTEM_ERROR, "leasegate could not create a database user; see its log")
+        }
+        LeaseError::Mint { source: ProvisionError::Connect { addr, .. } | ProvisionError::Unreachable { addr, .. } } => {
+            ErrorResponse::fatal(CONNECTION_FAILURE, format!("leasegate could not reach the database server at {addr} to create a user"))
+        }
+        LeaseError::Mint { .. } => {
+            ErrorResponse::fatal(SYSTEM_ERROR, "leasegate could not create a database user for this connection; the cause is in its log")
+        }
+    }
+}

@@ -1,6 +1,7 @@
-//! The session pipeline (Postgres in `session.rs`; MySQL, whose server speaks first, in
-//! `mysql_session.rs`, sharing its steps and helpers) and the one place errors become wire errors.
+//! The one session pipeline for every wire protocol (`session.rs`), the seam a protocol
+//! implements (`protocol.rs`) and the neutral reasons a session is refused (`refusal.rs`).
+//! Nothing here knows Postgres or MySQL: `pg/` and `mysql/` implement [`protocol::Protocol`].
 
-pub mod error;
-pub mod mysql_session;
+pub mod protocol;
+pub mod refusal;
 pub mod session;

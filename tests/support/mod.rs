@@ -5,10 +5,11 @@
 
 pub mod my;
 
-use leasegate::app::{self, App, Running};
+use leasegate::app::{self, Running};
 use leasegate::config::Config;
 use leasegate::devdb::TempDir;
 use leasegate::devdb::postgres::{PgOptions, PrivatePostgres};
+use leasegate::service::App;
 use leasegate::shutdown::Signals;
 use std::net::SocketAddr;
 use std::process::{Command, Output};

@@ -2,9 +2,9 @@
 //! `kind = "mysql"` listener in front of it, plus helpers for the mariadb client and PyMySQL.
 
 use super::{InProcess, init_logs};
-use leasegate::app::App;
 use leasegate::devdb::TempDir;
 use leasegate::devdb::mariadb::PrivateMariaDb;
+use leasegate::service::App;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 

@@ -81,7 +81,7 @@ fn decodes_typed_messages() {
 /// machine does not have), run over 200,000 random and mutated inputs.
 #[test]
 fn decoders_survive_random_input() {
-    use crate::auth::verifier::ScramVerifier;
+    use crate::credential::ScramVerifier;
     use crate::pg::scram::{Binding, ServerExchange, verifier};
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut next = move || {

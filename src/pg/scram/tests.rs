@@ -1,5 +1,5 @@
 use super::*;
-use crate::auth::verifier::tests::PG;
+use crate::credential::tests::PG;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 #[test]

@@ -1,0 +1,213 @@
+//! MySQL/MariaDB as a [`Protocol`] of the session pipeline: the client leg (`frontend.rs`), the
+//! server leg (`backend.rs`), the command gate (`gate.rs`), the idle tracker (`idle.rs`) and
+//! the error map (`errcode.rs`) wired to the pipeline's steps.
+//!
+//! The server speaks first and its greeting carries what a client keeps (connection id,
+//! version, capabilities), so `open` connects upstream before greeting the client and the
+//! client holds that connection until it is logged in or given up.
+
+use super::backend::{self, BackendError, Pending};
+use super::errcode;
+use super::frontend::{self, ClientConn, FrontendError, ReplyTo};
+use super::gate::{Gate, Kill, KillHandler};
+use super::idle::MyIdle;
+use super::packet::{command, err_payload};
+use super::packet_io;
+use super::provision::MyProvisioner;
+use super::threads::{Registration, Threads};
+use crate::auth::Lookup;
+use crate::config::DatabaseConfig;
+use crate::lease::{DrainReason, SessionGuard};
+use crate::net::stream::Stream;
+use crate::provision::Provisioner;
+use crate::proxy::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
+use crate::proxy::refusal::{Denial, Refusal, ServerSaid};
+use crate::secret::Secret;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// MySQL 8 and MariaDB clients and servers (protocol 4.1).
+pub struct Mysql;
+
+/// A MySQL listener's own state.
+pub struct MyState {
+    /// The server threads of live sessions, for KILL from a client's other connection.
+    pub threads: Threads,
+    /// The admin connection that runs such a KILL.
+    pub admin: Arc<MyProvisioner>,
+}
+
+/// A greeted client and the server connection whose greeting it got.
+pub struct MyClient {
+    conn: ClientConn,
+    upstream: Option<Pending>,
+}
+
+/// A server connection logged in as the lease's user, and its OK for the client.
+pub struct MyServer {
+    stream: Stream,
+    ok: Vec<u8>,
+}
+
+impl Protocol for Mysql {
+    const NAME: &'static str = "mysql";
+    // MySQL clients send no ALPN.
+    const ALPN: &'static [&'static [u8]] = &[];
+    type State = MyState;
+    type Client = MyClient;
+    type Reply = ReplyTo;
+    type Server = MyServer;
+    type ClientIo = Stream;
+    type ServerIo = Gate<Stream>;
+    type Observer = MyIdle;
+    type Registration = Registration;
+    type ClientError = FrontendError;
+    type UpstreamError = BackendError;
+
+    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<Provisioner>) {
+        let admin = Arc::new(MyProvisioner::new(db, admin_password));
+        (MyState { threads: Threads::default(), admin: admin.clone() }, Arc::new(Provisioner::Mysql(admin)))
+    }
+
+    async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {
+        if admission == Admission::Full {
+            return Opened::Failed(Refusal::TooManyClients, Some(ReplyTo::instead_of_greeting(socket)));
+        }
+        // The client's greeting is the server's, so the server connection comes first.
+        let upstream = match backend::connect(&l.target).await {
+            Ok(p) => p,
+            Err(e) => return Opened::Failed(upstream_refusal(e), Some(ReplyTo::instead_of_greeting(socket))),
+        };
+        let wanted = l.db.client_auth_plugin.map(|p| p.name());
+        let opened = frontend::open(socket, &upstream.hello, l.client_tls.as_ref(), l.db.client_tls_mode(), wanted);
+        match tokio::time::timeout_at(deadline, opened).await {
+            Ok(Ok(conn)) => Opened::Client(MyClient { conn, upstream: Some(upstream) }),
+            Ok(Err(failed)) => {
+                upstream.abandon();
+                Opened::Failed(refusal(failed.error), failed.reply_to)
+            }
+            Err(_) => {
+                upstream.abandon();
+                Opened::Failed(Refusal::HandshakeTimeout(l.db.handshake_timeout), None)
+            }
+        }
+    }
+
+    fn login(c: &MyClient) -> &str {
+        &c.conn.hello.user
+    }
+
+    fn is_tls(c: &MyClient) -> bool {
+        c.conn.is_tls()
+    }
+
+    /// mysql_native_password or caching_sha2_password against the client's hashes; an unknown
+    /// client runs the same exchange against a random hash.
+    async fn authenticate(_l: &Listener<Self>, c: &mut MyClient, found: &Lookup<'_>) -> Result<(), RefusalOf<Self>> {
+        let (credential, allowed) = match found {
+            Lookup::Known { credential, .. } => (Some(*credential), true),
+            Lookup::Refused { credential } => (Some(*credential), false),
+            Lookup::Unknown { .. } => (None, false),
+        };
+        c.conn.authenticate(credential, allowed).await.map_err(refusal)
+    }
+
+    async fn connect_upstream(l: &Listener<Self>, c: &mut MyClient, guard: &SessionGuard) -> Result<MyServer, RefusalOf<Self>> {
+        let lease = guard.lease();
+        let upstream = c.upstream.take().ok_or(Refusal::Upstream(BackendError::Protocol("the server connection was used twice".into())))?;
+        let (stream, ok) =
+            upstream.login(&lease.user, &lease.password, &c.conn.hello, l.target.login_timeout()).await.map_err(upstream_refusal)?;
+        Ok(MyServer { stream, ok })
+    }
+
+    /// A server connection not logged in yet is ended with a failed login, not a dropped
+    /// socket (see `Pending::abandon`).
+    fn reply_to(c: MyClient) -> ReplyTo {
+        if let Some(upstream) = c.upstream {
+            upstream.abandon();
+        }
+        c.conn.into_reply()
+    }
+
+    async fn refuse(to: ReplyTo, why: &RefusalOf<Self>, login: &str, peer: std::net::SocketAddr) {
+        if let Some(err) = errcode::render(why, login, &peer.ip().to_string()) {
+            to.answer(&err).await;
+        }
+    }
+
+    /// The server's OK, then the gate (COM_CHANGE_USER, KILL) and the idle tracker.
+    async fn hand_off(l: &Listener<Self>, c: MyClient, s: MyServer, client: &str) -> Option<Live<Self>> {
+        let hello = &c.conn.hello;
+        // The server thread of this session: the connection id both legs saw in the greeting.
+        let thread = c.conn.connection_id;
+        let query_attributes = hello.capabilities.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES);
+        let deprecate_eof = hello.capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let session_track = hello.capabilities.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
+        // With MariaDB's metadata cache or MySQL's optional metadata a result set may come without
+        // its column definitions: the response tracker does not follow those sessions.
+        let trackable = !hello.mariadb_capabilities.contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
+            && !hello.capabilities.contains(CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA);
+        let client_io = c.conn.finish(&s.ok).await.ok()?;
+        let registration = l.state.threads.register(thread, client);
+        // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
+        let login_status = s.ok.get(1..).and_then(super::idle::ok_status_after_header).unwrap_or(0);
+        let observer = MyIdle::new(login_status, deprecate_eof, trackable);
+        let on_kill = kill_handler(&l.state, client, thread);
+        let server = Gate::new(s.stream, query_attributes, session_track, observer.shared(), on_kill);
+        Some(Live { client: client_io, server, observer, registration })
+    }
+
+    /// Between commands: the server gets COM_QUIT; the client sees the connection close, as
+    /// after a server's wait_timeout, and a pool opens a new one (with a new user).
+    async fn goodbye(_client: &mut Stream, server: &mut Gate<Stream>, _why: DrainReason) {
+        packet_io::write_last(server.get_mut(), 0, &[command::QUIT]).await;
+    }
+}
+
+/// A client-leg error in the pipeline's terms.
+fn refusal(e: FrontendError) -> RefusalOf<Mysql> {
+    match e {
+        FrontendError::Io(_) | FrontendError::Closed => Refusal::ClientGone,
+        FrontendError::Denied { using_password: true } => Refusal::Denied(Denial::WrongCredential),
+        FrontendError::Denied { using_password: false } => Refusal::Denied(Denial::NoCredential),
+        FrontendError::FullAuthNeedsTls => Refusal::Denied(Denial::NeedsTls),
+        e => Refusal::Client(e),
+    }
+}
+
+/// The server's own ERR passes through intact; anything else is an upstream fault.
+fn upstream_refusal(e: BackendError) -> RefusalOf<Mysql> {
+    match e {
+        BackendError::Server { code, message, payload } => {
+            Refusal::ServerSaid(ServerSaid { code: code.to_string(), message, raw: payload.into() })
+        }
+        e => Refusal::Upstream(e),
+    }
+}
+
+/// Runs a client's KILL aimed at one of its own other sessions through the admin connection.
+fn kill_handler(state: &MyState, client: &str, own: u32) -> KillHandler {
+    let threads = state.threads.clone();
+    let admin = state.admin.clone();
+    let client = client.to_string();
+    Box::new(move |k: Kill| {
+        // Its own thread: the server allows that already.
+        if k.thread == own {
+            return None;
+        }
+        let owner = threads.owner(k.thread)?;
+        if owner != client {
+            let msg = format!("You are not owner of thread {}", k.thread);
+            return Some(Box::pin(async move { Err(err_payload(errcode::KILL_DENIED, "HY000", &msg)) }));
+        }
+        let admin = admin.clone();
+        Some(Box::pin(async move {
+            admin.kill(k.thread, k.query_only).await.map_err(|e| {
+                tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
+                err_payload(errcode::NO_SUCH_THREAD, "HY000", &format!("Unknown thread id: {}", k.thread))
+            })
+        }))
+    })
+}

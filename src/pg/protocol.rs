@@ -1,0 +1,171 @@
+//! Postgres as a [`Protocol`] of the session pipeline: the client leg (`frontend.rs`), the
+//! server leg (`backend.rs`), cancel keys (`cancel.rs`) and the error map (`sqlstate.rs`)
+//! wired to the pipeline's steps.
+
+use super::backend::{BackendError, ServerConn};
+use super::cancel::{CancelRegistry, Registration};
+use super::frontend::{self, ClientConn, FrontendError, OpenError};
+use super::idle::PgIdle;
+use super::message::ErrorResponse;
+use super::provision::PgProvisioner;
+use super::scram::{self, ScramError};
+use super::sqlstate;
+use crate::auth::Lookup;
+use crate::config::DatabaseConfig;
+use crate::lease::{DrainReason, SessionGuard};
+use crate::net::framed::Framed;
+use crate::net::stream::Stream;
+use crate::provision::Provisioner;
+use crate::proxy::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
+use crate::proxy::refusal::{Denial, Refusal, ServerSaid};
+use crate::secret::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Postgres clients and servers (protocol 3.0).
+pub struct Postgres;
+
+/// A Postgres listener's own state.
+pub struct PgState {
+    /// Keys of the sessions live on this listener: only their CancelRequests are relayed.
+    pub cancels: CancelRegistry,
+    /// Keys the mock SCRAM salts of unknown logins (stable per process).
+    pub mock_key: [u8; 32],
+}
+
+impl Default for PgState {
+    fn default() -> Self {
+        PgState { cancels: CancelRegistry::default(), mock_key: rand::random() }
+    }
+}
+
+const LAST_WORD: Duration = Duration::from_secs(1);
+
+impl Protocol for Postgres {
+    const NAME: &'static str = "postgres";
+    // PG 17 direct TLS (`sslnegotiation=direct`) requires it.
+    const ALPN: &'static [&'static [u8]] = &[b"postgresql"];
+    type State = PgState;
+    type Client = ClientConn;
+    type Reply = Framed<Stream>;
+    type Server = ServerConn;
+    type ClientIo = Stream;
+    type ServerIo = Stream;
+    type Observer = PgIdle;
+    type Registration = Option<Registration>;
+    type ClientError = FrontendError;
+    type UpstreamError = BackendError;
+
+    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (PgState, Arc<Provisioner>) {
+        (PgState::default(), Arc::new(Provisioner::Postgres(Arc::new(PgProvisioner::new(db, admin_password)))))
+    }
+
+    async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {
+        let opened = frontend::open(socket, l.client_tls.as_ref(), l.db.client_tls_mode());
+        match tokio::time::timeout_at(deadline, opened).await {
+            Err(_) => Opened::Failed(Refusal::HandshakeTimeout(l.db.handshake_timeout), None),
+            Ok(Err(OpenError { error, reply_to })) => Opened::Failed(refusal(error), reply_to),
+            Ok(Ok(frontend::Opened::Gone)) => Opened::Done,
+            Ok(Ok(frontend::Opened::Cancel(key))) => {
+                l.state.cancels.forward(&key, &l.target).await;
+                Opened::Done
+            }
+            // Over the limit the client is told so right after its startup packet (53300).
+            Ok(Ok(frontend::Opened::Session(client))) if admission == Admission::Full => {
+                Opened::Failed(Refusal::TooManyClients, Some(client.into_reply()))
+            }
+            Ok(Ok(frontend::Opened::Session(client))) => Opened::Client(client),
+        }
+    }
+
+    fn login(c: &ClientConn) -> &str {
+        c.user()
+    }
+
+    fn is_tls(c: &ClientConn) -> bool {
+        c.is_tls()
+    }
+
+    /// SCRAM-SHA-256(-PLUS) against the client's verifier; an unknown client runs a mock
+    /// exchange with a salt derived from its name, a refused role the real one.
+    async fn authenticate(l: &Listener<Self>, c: &mut ClientConn, found: &Lookup<'_>) -> Result<(), RefusalOf<Self>> {
+        let (verifier, genuine) = match found {
+            Lookup::Known { credential, .. } => (credential.scram.clone(), true),
+            Lookup::Refused { credential } => (credential.scram.clone(), false),
+            Lookup::Unknown { client } => (scram::mock_verifier(client, &l.state.mock_key), false),
+        };
+        c.authenticate(&verifier, genuine).await.map_err(refusal)
+    }
+
+    async fn connect_upstream(l: &Listener<Self>, c: &mut ClientConn, guard: &SessionGuard) -> Result<ServerConn, RefusalOf<Self>> {
+        let lease = guard.lease();
+        let server = l.target.login(&lease.user, &lease.password, &c.startup.params).await.map_err(upstream_refusal)?;
+        // Only a database the user really got into can hold objects it creates (the server's
+        // default database is the user name).
+        guard.note_database(c.startup.param("database").unwrap_or(&lease.user)).await;
+        Ok(server)
+    }
+
+    fn reply_to(c: ClientConn) -> Framed<Stream> {
+        c.into_reply()
+    }
+
+    async fn refuse(mut to: Framed<Stream>, why: &RefusalOf<Self>, login: &str, _peer: std::net::SocketAddr) {
+        if let Some(bytes) = sqlstate::render(why, login) {
+            let _ = tokio::time::timeout(LAST_WORD, to.write_all(&bytes)).await;
+        }
+    }
+
+    /// AuthenticationOk and the server's greeting; whatever either side sent ahead is
+    /// forwarded, and the idle tracker sees those bytes too.
+    async fn hand_off(l: &Listener<Self>, c: ClientConn, s: ServerConn, _client: &str) -> Option<Live<Self>> {
+        let registration = s.cancel_key.as_ref().map(|k| l.state.cancels.register(k));
+        let ServerConn { stream: mut server, read_ahead, greeting, .. } = s;
+        let (mut client, client_ahead) = c.finish(&greeting).await.ok()?;
+        if !client_ahead.is_empty() {
+            server.write_all(&client_ahead).await.ok()?;
+            server.flush().await.ok()?;
+        }
+        if !read_ahead.is_empty() {
+            client.write_all(&read_ahead).await.ok()?;
+            client.flush().await.ok()?;
+        }
+        let mut observer = PgIdle::default();
+        crate::net::pump::Observer::client_bytes(&mut observer, &client_ahead);
+        crate::net::pump::Observer::server_bytes(&mut observer, &read_ahead);
+        Some(Live { client, server, observer, registration })
+    }
+
+    /// The FATAL a server sends when it terminates a session, then a Terminate upstream.
+    async fn goodbye(client: &mut Stream, server: &mut Stream, why: DrainReason) {
+        let message = match why {
+            DrainReason::MaxTtl => "terminating connection because its database credentials reached their max TTL",
+            DrainReason::Shutdown => "terminating connection because leasegate is shutting down",
+        };
+        let mut out = bytes::BytesMut::new();
+        ErrorResponse::fatal(sqlstate::ADMIN_SHUTDOWN, message).encode(&mut out);
+        let _ = tokio::time::timeout(LAST_WORD, client.write_all(&out)).await;
+        let _ = tokio::time::timeout(LAST_WORD, server.write_all(b"X\0\0\0\x04")).await;
+    }
+}
+
+/// A client-leg error in the pipeline's terms.
+fn refusal(e: FrontendError) -> RefusalOf<Postgres> {
+    match e {
+        FrontendError::Io(_) | FrontendError::Closed => Refusal::ClientGone,
+        FrontendError::Scram(ScramError::Proof) => Refusal::Denied(Denial::WrongCredential),
+        FrontendError::Scram(ScramError::ChannelBinding(detail)) => Refusal::Denied(Denial::ChannelBinding(detail)),
+        e => Refusal::Client(e),
+    }
+}
+
+/// The server's own refusal passes through intact; anything else is an upstream fault.
+fn upstream_refusal(e: BackendError) -> RefusalOf<Postgres> {
+    match e {
+        BackendError::Server { code, message, raw } => Refusal::ServerSaid(ServerSaid { code, message, raw }),
+        e => Refusal::Upstream(e),
+    }
+}
