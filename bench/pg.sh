@@ -5,6 +5,7 @@
 #
 #   bench/pg.sh                         # defaults: ROUNDS=3 DURATION=10 SCALE=10 CLIENTS="8 32"
 #   ROUNDS=5 DURATION=20 bench/pg.sh
+#   LG_BASELINE=/path/to/older/leasegate bench/pg.sh   # also that binary, in the same rounds
 #
 # Needs: postgresql (initdb, pgbench), pgbouncer (installed when missing, as root). Only 127.0.0.1.
 set -euo pipefail
@@ -79,19 +80,23 @@ fi
 PGB_PID=$!
 pids+=($PGB_PID)
 
-# leasegate
+# leasegate (and, with LG_BASELINE, an older binary beside it: its own port, journal and prefix)
 CLIENT_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 VERIFIER=$(echo "$CLIENT_PW" | "$LG" hash-password)
 echo "$ADMIN_PW" > "$work/admin.secret"
-cat > "$work/leasegate.toml" <<TOML
+lg_config() { # name port prefix
+cat <<TOML
+[journal]
+path = "$work/$1.db"
+
 [[database]]
 name = "bench"
 kind = "postgres"
-listen = "127.0.0.1:$LG_PORT"
+listen = "127.0.0.1:$2"
 upstream = "127.0.0.1:$PG_PORT"
 admin_user = "bench_admin"
 admin_password_file = "$work/admin.secret"
-name_prefix = "lgb_"
+name_prefix = "$3"
 upstream_tls = { mode = "disable" }
 
 [[role]]
@@ -106,10 +111,23 @@ name = "bench"
 password = "$VERIFIER"
 roles = ["reader"]
 TOML
+}
+lg_config leasegate "$LG_PORT" lgb_ > "$work/leasegate.toml"
 "$LG" --log-format json --log-level info serve --config "$work/leasegate.toml" 2> "$work/leasegate.log" &
 LG_PID=$!
 pids+=($LG_PID)
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BOUNCER_PORT) 2>/dev/null && break; sleep 0.1; done
+TARGETS="direct pgbouncer leasegate"
+C_TARGETS="direct leasegate"
+BASE_PORT=$LG_PORT BASE_PID=""
+if [ -n "${LG_BASELINE:-}" ]; then
+  BASE_PORT=$(free_port)
+  lg_config baseline "$BASE_PORT" lgc_ > "$work/baseline.toml"
+  "$LG_BASELINE" --log-format json --log-level info serve --config "$work/baseline.toml" 2> "$work/baseline.log" &
+  BASE_PID=$!
+  pids+=($BASE_PID)
+  TARGETS="$TARGETS baseline" C_TARGETS="$C_TARGETS baseline"
+fi
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BOUNCER_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BASE_PORT) 2>/dev/null && break; sleep 0.1; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 run() { # target clients extra-args… → "TPS proxy-CPU-µs-per-transaction"
@@ -119,6 +137,7 @@ run() { # target clients extra-args… → "TPS proxy-CPU-µs-per-transaction"
     direct) port=$PG_PORT user=bench_direct pw=$ADMIN_PW ;;
     pgbouncer) port=$BOUNCER_PORT user=bench_direct pw=$ADMIN_PW proxy=$PGB_PID ;;
     leasegate) port=$LG_PORT user=bench pw=$CLIENT_PW proxy=$LG_PID ;;
+    baseline) port=$BASE_PORT user=bench pw=$CLIENT_PW proxy=$BASE_PID ;;
   esac
   local before=0; [ -n "$proxy" ] && before=$(cpu_ticks "$proxy")
   local out; out=$(PGPASSWORD=$pw PGSSLMODE=disable "$BIN/pgbench" -n -S -c "$clients" -j "$THREADS" -T "$DURATION" -p "$port" -U "$user" "$@" postgres 2>&1)
@@ -132,7 +151,7 @@ declare -A sum
 echo "# pgbench -S, $ROUNDS interleaved rounds of ${DURATION}s, scale $SCALE, $(nproc) cores, -j $THREADS"
 for c in $CLIENTS; do
   for r in $(seq "$ROUNDS"); do
-    for t in direct pgbouncer leasegate; do
+    for t in $TARGETS; do
       read -r tps cpu < <(run "$t" "$c")
       if [ "$t" = direct ]; then cpu_note=""; else cpu_note=$(printf '  (proxy CPU %.1f µs/tx)' "$cpu"); fi
       printf 'round %d  clients %-3s %-10s %10.0f tps%s\n' "$r" "$c" "$t" "$tps" "$cpu_note"
@@ -141,7 +160,7 @@ for c in $CLIENTS; do
   done
 done
 for r in $(seq "$ROUNDS"); do
-  for t in direct leasegate; do
+  for t in $C_TARGETS; do
     read -r tps _ < <(run "$t" 8 -C)
     printf 'round %d  clients 8   %-10s %10.0f tps (-C: new connection per transaction)\n' "$r" "$t" "$tps"
     sum[$t,C]=$(calc "${sum[$t,C]:-0} + $tps")
@@ -157,6 +176,16 @@ for c in $CLIENTS; do
 done
 d=$(calc "${sum[direct,C]} / $ROUNDS"); l=$(calc "${sum[leasegate,C]} / $ROUNDS")
 printf '| pgbench -S -C, 8 clients (connect per transaction) | %.0f | — | %.0f (%.2f×) |\n' "$d" "$l" "$(calc "$l/$d")"
+if [ -n "${LG_BASELINE:-}" ]; then
+  echo
+  echo "| workload | leasegate TPS | baseline ($LG_BASELINE) TPS | leasegate / baseline |"
+  echo "|---|---|---|---|"
+  for c in $CLIENTS C; do
+    l=$(calc "${sum[leasegate,$c]} / $ROUNDS"); b=$(calc "${sum[baseline,$c]} / $ROUNDS")
+    label="pgbench -S, $c clients"; [ "$c" = C ] && label="pgbench -S -C, 8 clients"
+    printf '| %s | %.0f | %.0f | %.2f× |\n' "$label" "$l" "$b" "$(calc "$l/$b")"
+  done
+fi
 
 # Mint latency from leasegate's own "lease granted" events.
 python3 - "$work/leasegate.log" <<'PY'
