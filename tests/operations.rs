@@ -112,9 +112,9 @@ fn every_audit_line_is_json_and_no_password_is_in_it() {
     api(&lg).call("POST", &format!("/v1/leases/{}/revoke", creds["lease_id"].as_str().unwrap()), None).unwrap();
     assert!(!get(&lg, "/metrics").unwrap().contains(&minted));
     assert!(!lg.psql(&lg.url("nobody", ""), "SELECT 1").status.success());
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some());
     let path = lg.dir.path().join("audit.jsonl");
-    let ok = wait_until(Duration::from_secs(3), || std::fs::read_to_string(&path).unwrap_or_default().contains("\"ended\""));
+    let ok = wait_until(Duration::from_secs(10), || std::fs::read_to_string(&path).unwrap_or_default().contains("\"ended\""));
     assert!(ok.is_some());
     let text = std::fs::read_to_string(&path).unwrap();
     let events: Vec<serde_json::Value> =
@@ -144,7 +144,7 @@ fn admin_api_lists_renews_and_revokes_leases() {
     let unauth = Client { addr: lg.admin_addr.unwrap().to_string(), token: "wrong-token-wrong-token".into() };
     assert!(matches!(unauth.call("GET", "/v1/leases", None), Err(ClientError::Api { status: 401, .. })));
     assert!(get(&lg, "/healthz").is_ok());
-    assert!(wait_until(Duration::from_secs(5), || get(&lg, "/readyz").is_ok()).is_some(), "ready after recovery and sweep");
+    assert!(wait_until(Duration::from_secs(10), || get(&lg, "/readyz").is_ok()).is_some(), "ready after recovery and sweep");
 
     let session = sleeping_session(&lg, "ci", 30);
     assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 1).is_some());
@@ -273,7 +273,7 @@ fn shutdown_lets_a_transaction_finish_then_revokes_and_readyz_turns_unready_at_o
     let out = child.wait_with_output().unwrap();
     assert_eq!(lg.admin("SELECT name FROM items WHERE id = 2000"), "committed during shutdown", "{}", stderr(&out));
     assert!(stderr(&out).contains("terminating connection because leasegate is shutting down"), "{}", stderr(&out));
-    assert!(wait_until(Duration::from_secs(5), || lg.minted_roles().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some());
     assert!(started.elapsed() < Duration::from_secs(8), "did not wait the full grace: {:?}", started.elapsed());
     lg.shutdown();
 }

@@ -117,7 +117,7 @@ fn an_unknown_database_gets_the_servers_own_error() {
         // SASLFinal was sent, then the server's 3D000 is relayed intact.
         assert_eq!(code(&msg), "3D000", "{}", text(&msg));
     });
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "the lease is ended");
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "the lease is ended");
 }
 
 #[test]

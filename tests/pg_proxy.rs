@@ -15,7 +15,7 @@ fn psql_gets_a_fresh_role_that_is_dropped_after_disconnect() {
     let child =
         psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT current_user; SELECT pg_sleep(1.5)"]).stdout(Stdio::piped()).spawn().unwrap();
     // While the session is open its role exists and is the session's current_user.
-    assert!(wait_until(Duration::from_secs(5), || lg.minted_roles().len() == 1).is_some(), "a role is minted");
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 1).is_some(), "a role is minted");
     let role = lg.minted_roles().remove(0);
     assert!(role.starts_with(PREFIX), "{role}");
     let in_session = lg.admin(&format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'"));
@@ -24,7 +24,7 @@ fn psql_gets_a_fresh_role_that_is_dropped_after_disconnect() {
     assert!(out.status.success());
     let finished = Instant::now();
     assert_eq!(stdout(&out).lines().next(), Some(role.as_str()), "current_user is the minted role");
-    let gone = wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty());
+    let gone = wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty());
     assert!(gone.is_some(), "role still exists: {:?}", lg.minted_roles());
     assert!(finished.elapsed() <= Duration::from_secs(1), "role dropped after {:?}", finished.elapsed());
 }
@@ -45,7 +45,7 @@ fn ten_concurrent_connections_get_ten_distinct_roles() {
     let users = concurrent_users(&lg.url("ci", ""), 10);
     assert_eq!(users.len(), 10, "{users:?}");
     assert!(users.iter().all(|u| u.starts_with(PREFIX)));
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some());
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn copy_100k_rows_each_way() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), text, "COPY TO returns exactly what COPY FROM sent");
     // The table the lease created survives its user (reassigned to the admin user).
     assert_eq!(lg.admin("SELECT count(*) FROM copied"), "100000");
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some());
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn a_role_that_owns_a_table_and_a_temp_table_is_still_dropped() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let user = stdout(&out).lines().last().unwrap().to_string();
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
     // What it created goes to its group (never to the admin user, where a SECURITY DEFINER
     // function would run with admin rights).
     assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'owned_by_lease'"), "app_group");
@@ -215,7 +215,7 @@ fn a_lease_at_max_ttl_closes_its_session_and_drops_its_role() {
     assert!(!out.status.success());
     assert!(closed < Duration::from_secs(3), "session closed after {closed:?}");
     assert!(stderr(&out).contains("terminating connection"), "{}", stderr(&out));
-    assert!(wait_until(Duration::from_secs(3) - closed.min(Duration::from_secs(3)), || lg.minted_roles().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10) - closed.min(Duration::from_secs(3)), || lg.minted_roles().is_empty()).is_some());
     assert!(start.elapsed() <= Duration::from_secs(3), "role dropped after {:?}", start.elapsed());
 }
 
@@ -225,11 +225,11 @@ fn the_minted_password_reaches_no_log() {
     setup.pg.settings = vec![("log_statement".into(), "all".into()), ("log_connections".into(), "on".into())];
     let lg = Lg::start(setup);
     let child = psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT pg_sleep(1)"]).spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !lg.app.leases.list().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10), || !lg.app.leases.list().is_empty()).is_some());
     let passwords: Vec<String> = lg.app.leases.list().iter().map(|l| l.password.expose().to_string()).collect();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some());
     let server_log = lg.pg.log();
     assert!(server_log.contains("CREATE ROLE"), "log_statement=all records the mint");
     let ours = captured_logs();
@@ -305,7 +305,7 @@ fn a_createrole_admin_that_is_not_superuser_mints_and_drops() {
     assert_eq!(lg.admin("SELECT rolsuper FROM pg_roles WHERE rolname = 'lg_admin'"), "f");
     let out = lg.psql(&lg.url("ci", ""), "CREATE TABLE made_by_lease(x int); CREATE TEMP TABLE t(y int); SELECT current_user");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
     assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_lease'"), "app_group");
 }
 
@@ -324,6 +324,6 @@ fn vault_style_creation_statements_with_a_createrole_admin_are_still_revoked() {
     let out = lg.psql(&lg.url("ci/vaulty", ""), "SELECT count(*) FROM items");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "100");
-    assert!(wait_until(Duration::from_secs(3), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
     assert!(!captured_logs().lines().any(|l| l.contains("revocation failed") && l.contains("lgt_ci_vaulty")));
 }
