@@ -6,6 +6,7 @@
 #
 #   bench/mysql.sh                      # defaults: ROUNDS=3 DURATION=10 THREADS_LIST="8 32"
 #   ROUNDS=5 DURATION=20 bench/mysql.sh
+#   LG_BASELINE=/path/to/older/leasegate bench/mysql.sh   # also that binary, in the same rounds
 #
 # Needs: mariadb-server, sysbench (installed when missing, as root). Only 127.0.0.1.
 set -euo pipefail
@@ -62,18 +63,19 @@ sb --mysql-port="$MY_PORT" --mysql-user=bench_admin --mysql-password="$ADMIN_PW"
 CLIENT_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 VALUE=$(echo "$CLIENT_PW" | "$LG" hash-password)
 echo "$ADMIN_PW" > "$work/admin.secret"
-cat > "$work/leasegate.toml" <<TOML
+lg_config() { # name port prefix
+cat <<TOML
 [journal]
-path = "$work/journal.db"
+path = "$work/$1.db"
 
 [[database]]
 name = "bench"
 kind = "mysql"
-listen = "127.0.0.1:$LG_PORT"
+listen = "127.0.0.1:$2"
 upstream = "127.0.0.1:$MY_PORT"
 admin_user = "bench_admin"
 admin_password_file = "$work/admin.secret"
-name_prefix = "lgb_"
+name_prefix = "$3"
 upstream_tls = { mode = "disable" }
 
 [[role]]
@@ -88,10 +90,22 @@ name = "bench"
 password = "$VALUE"
 roles = ["reader"]
 TOML
+}
+lg_config journal "$LG_PORT" lgb_ > "$work/leasegate.toml"
 "$LG" --log-format json --log-level info serve --config "$work/leasegate.toml" 2> "$work/leasegate.log" &
 LG_PID=$!
 pids+=($LG_PID)
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && break; sleep 0.1; done
+TARGETS="direct leasegate"
+BASE_PORT=$LG_PORT BASE_PID=""
+if [ -n "${LG_BASELINE:-}" ]; then
+  BASE_PORT=$(free_port)
+  lg_config baseline "$BASE_PORT" lgc_ > "$work/baseline.toml"
+  "$LG_BASELINE" --log-format json --log-level info serve --config "$work/baseline.toml" 2> "$work/baseline.log" &
+  BASE_PID=$!
+  pids+=($BASE_PID)
+  TARGETS="$TARGETS baseline"
+fi
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BASE_PORT) 2>/dev/null && break; sleep 0.1; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 run() { # target threads → "QPS proxy-CPU-µs-per-query"
@@ -99,6 +113,7 @@ run() { # target threads → "QPS proxy-CPU-µs-per-query"
   case $target in
     direct) port=$MY_PORT user=bench_direct pw=$ADMIN_PW ;;
     leasegate) port=$LG_PORT user=bench pw=$CLIENT_PW proxy=$LG_PID ;;
+    baseline) port=$BASE_PORT user=bench pw=$CLIENT_PW proxy=$BASE_PID ;;
   esac
   local before=0; [ -n "$proxy" ] && before=$(cpu_ticks "$proxy")
   local out; out=$(sb --mysql-port="$port" --mysql-user="$user" --mysql-password="$pw" --threads="$threads" --time="$DURATION" --db-ps-mode=auto run 2>&1)
@@ -112,9 +127,9 @@ declare -A sum
 echo "# sysbench oltp_point_select, $ROUNDS interleaved rounds of ${DURATION}s, $TABLE_SIZE rows, $(nproc) cores"
 for t in $THREADS_LIST; do
   for r in $(seq "$ROUNDS"); do
-    for target in direct leasegate; do
+    for target in $TARGETS; do
       read -r qps cpu < <(run "$target" "$t")
-      note=""; [ "$target" = leasegate ] && note=$(printf '  (proxy CPU %.1f µs/query)' "$cpu")
+      note=""; [ "$target" != direct ] && note=$(printf '  (proxy CPU %.1f µs/query)' "$cpu")
       printf 'round %d  threads %-3s %-10s %10.0f qps%s\n' "$r" "$t" "$target" "$qps" "$note"
       sum[$target,$t]=$(calc "${sum[$target,$t]:-0} + $qps")
     done
@@ -127,6 +142,15 @@ for t in $THREADS_LIST; do
   d=$(calc "${sum[direct,$t]} / $ROUNDS"); l=$(calc "${sum[leasegate,$t]} / $ROUNDS")
   printf '| sysbench oltp_point_select, %s threads | %.0f | %.0f (%.2f×) |\n' "$t" "$d" "$l" "$(calc "$l/$d")"
 done
+if [ -n "${LG_BASELINE:-}" ]; then
+  echo
+  echo "| workload | leasegate QPS | baseline ($LG_BASELINE) QPS | leasegate / baseline |"
+  echo "|---|---|---|---|"
+  for t in $THREADS_LIST; do
+    l=$(calc "${sum[leasegate,$t]} / $ROUNDS"); b=$(calc "${sum[baseline,$t]} / $ROUNDS")
+    printf '| sysbench oltp_point_select, %s threads | %.0f | %.0f | %.2f× |\n' "$t" "$l" "$b" "$(calc "$l/$b")"
+  done
+fi
 python3 - "$work/leasegate.log" <<'PY'
 import json, sys
 ms = sorted(json.loads(l).get("fields", json.loads(l))["mint_ms"] for l in open(sys.argv[1]) if "\"lease granted\"" in l)
