@@ -10,10 +10,12 @@
 //! never called idle and closes at `max_ttl + hard_close_grace`, as before.
 
 use super::packet::{self, MAX_PAYLOAD, command as cmd};
+use crate::net::hold::{Activity, SINCE_EVER, stamp};
 use crate::net::pump::Observer;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use tokio::time::Instant;
 
 /// What the tracker knows that the command gate needs (same task; atomics only to be `Send`).
 #[derive(Debug, Default)]
@@ -173,6 +175,10 @@ pub struct MyIdle {
 struct Tracker {
     /// Commands sent whose responses have not ended, oldest first.
     pending: VecDeque<u8>,
+    /// When each of them was sent ([`stamp`]), in the same order.
+    sent: VecDeque<u64>,
+    /// The stamp of the client bytes being read now.
+    now: u64,
     reply: Reply,
     status: u16,
     deprecate_eof: bool,
@@ -180,6 +186,8 @@ struct Tracker {
     /// Tracking gave up: never idle again.
     lost: bool,
     shared: Arc<Shared>,
+    /// Where a KILL QUERY from another connection reads whether a command runs.
+    activity: Arc<Activity>,
 }
 
 impl MyIdle {
@@ -187,8 +195,19 @@ impl MyIdle {
     /// `trackable`: false when something the tracker cannot follow was negotiated.
     pub fn new(status: u16, deprecate_eof: bool, trackable: bool) -> Self {
         let shared = Arc::new(Shared::default());
-        let state =
-            Tracker { pending: VecDeque::new(), reply: Reply::Start, status, deprecate_eof, infile: false, lost: !trackable, shared };
+        let activity = Arc::new(Activity::default());
+        let state = Tracker {
+            pending: VecDeque::new(),
+            sent: VecDeque::new(),
+            now: 0,
+            reply: Reply::Start,
+            status,
+            deprecate_eof,
+            infile: false,
+            lost: !trackable,
+            shared,
+            activity,
+        };
         state.publish();
         MyIdle { client: Packets::default(), server: Packets::default(), state }
     }
@@ -196,6 +215,11 @@ impl MyIdle {
     /// The state the command gate reads.
     pub fn shared(&self) -> Arc<Shared> {
         self.state.shared.clone()
+    }
+
+    /// Whether a command runs, for the cancel path (busy whenever the tracker cannot tell).
+    pub fn activity(&self) -> Arc<Activity> {
+        self.state.activity.clone()
     }
 }
 
@@ -205,6 +229,9 @@ impl Tracker {
         self.shared.infile.store(self.infile, Ordering::Relaxed);
         self.shared.pending.store(self.pending.len(), Ordering::Relaxed);
         self.shared.lost.store(self.lost, Ordering::Relaxed);
+        // A tracker that cannot follow the session says busy all along (KILLs run as they come).
+        let since = if self.lost || self.infile { SINCE_EVER } else { self.sent.front().copied().unwrap_or(0) };
+        self.activity.set_running_since(since);
     }
 
     fn command(&mut self, p: Packet) {
@@ -225,7 +252,10 @@ impl Tracker {
             Some(cmd::QUIT | cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE) | None => {}
             // Replication streams and MariaDB's COM_MULTI: not followed.
             Some(cmd::BINLOG_DUMP | cmd::TABLE_DUMP | cmd::BINLOG_DUMP_GTID | cmd::MULTI) => self.lost = true,
-            Some(c) if self.pending.len() < MAX_PIPELINED => self.pending.push_back(c),
+            Some(c) if self.pending.len() < MAX_PIPELINED => {
+                self.pending.push_back(c);
+                self.sent.push_back(self.now);
+            }
             Some(_) => self.lost = true,
         }
     }
@@ -239,6 +269,7 @@ impl Tracker {
             }
         }
         self.pending.pop_front();
+        self.sent.pop_front();
         self.reply = Reply::Start;
     }
 
@@ -374,6 +405,7 @@ fn lenenc(head: &[u8]) -> Option<u64> {
 impl Observer for MyIdle {
     fn client_bytes(&mut self, bytes: &[u8]) {
         let state = &mut self.state;
+        state.now = stamp(Instant::now());
         self.client.feed(bytes, |p| state.command(p));
     }
 

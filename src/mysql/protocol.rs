@@ -18,6 +18,7 @@ use super::threads::{Registration, Threads};
 use crate::auth::Lookup;
 use crate::config::DatabaseConfig;
 use crate::lease::{DrainReason, SessionGuard};
+use crate::net::hold::Holdable;
 use crate::net::stream::Stream;
 use crate::provision::Provisioner;
 use crate::proxy::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
@@ -60,7 +61,7 @@ impl Protocol for Mysql {
     type Reply = ReplyTo;
     type Server = MyServer;
     type ClientIo = Stream;
-    type ServerIo = Gate<Stream>;
+    type ServerIo = Gate<Holdable<Stream>>;
     type Observer = MyIdle;
     type Registration = Registration;
     type ClientError = FrontendError;
@@ -150,18 +151,19 @@ impl Protocol for Mysql {
         let trackable = !hello.mariadb_capabilities.contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
             && !hello.capabilities.contains(CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA);
         let client_io = c.conn.finish(&s.ok).await.ok()?;
-        let registration = l.state.threads.register(thread, client);
         // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
         let login_status = s.ok.get(1..).and_then(super::idle::ok_status_after_header).unwrap_or(0);
         let observer = MyIdle::new(login_status, deprecate_eof, trackable);
+        let registration = l.state.threads.register(thread, client, observer.activity());
         let on_kill = kill_handler(&l.state, client, thread);
-        let server = Gate::new(s.stream, query_attributes, session_track, observer.shared(), on_kill);
+        let server = Holdable::new(s.stream, observer.activity());
+        let server = Gate::new(server, query_attributes, session_track, observer.shared(), on_kill);
         Some(Live { client: client_io, server, observer, registration })
     }
 
     /// Between commands: the server gets COM_QUIT; the client sees the connection close, as
     /// after a server's wait_timeout, and a pool opens a new one (with a new user).
-    async fn goodbye(_client: &mut Stream, server: &mut Gate<Stream>, _why: DrainReason) {
+    async fn goodbye(_client: &mut Stream, server: &mut Gate<Holdable<Stream>>, _why: DrainReason) {
         packet_io::write_last(server.get_mut(), 0, &[command::QUIT]).await;
     }
 }
@@ -188,6 +190,9 @@ fn upstream_refusal(e: BackendError) -> RefusalOf<Mysql> {
 }
 
 /// Runs a client's KILL aimed at one of its own other sessions through the admin connection.
+/// A `KILL QUERY` runs only while that session is inside a command it was sent before the
+/// KILL (an idle session has no query to end; run late, it could end the next one), and that
+/// session's next command waits until the KILL is done.
 fn kill_handler(state: &MyState, client: &str, own: u32) -> KillHandler {
     let threads = state.threads.clone();
     let admin = state.admin.clone();
@@ -197,13 +202,19 @@ fn kill_handler(state: &MyState, client: &str, own: u32) -> KillHandler {
         if k.thread == own {
             return None;
         }
-        let owner = threads.owner(k.thread)?;
-        if owner != client {
+        let target = threads.get(k.thread)?;
+        if target.client != client {
             let msg = format!("You are not owner of thread {}", k.thread);
             return Some(Box::pin(async move { Err(err_payload(errcode::KILL_DENIED, "HY000", &msg)) }));
         }
+        // Read just now: a command sent later is not the one this KILL was meant for.
+        if k.query_only && !target.activity.runs_request_sent_before(Instant::now()) {
+            tracing::debug!(thread = k.thread, "KILL QUERY for an idle session: nothing to end");
+            return Some(Box::pin(async { Ok(()) }));
+        }
         let admin = admin.clone();
         Some(Box::pin(async move {
+            let _held = target.activity.hold();
             admin.kill(k.thread, k.query_only).await.map_err(|e| {
                 tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
                 err_payload(errcode::NO_SUCH_THREAD, "HY000", &format!("Unknown thread id: {}", k.thread))

@@ -1,15 +1,28 @@
-//! The server threads (connection ids) of the MySQL sessions leasegate proxies, and which
-//! client owns each: a client's `KILL QUERY n` from another connection is run for it only
-//! when thread `n` is one of its own sessions.
+//! The server threads (connection ids) of the MySQL sessions leasegate proxies, which client
+//! owns each, and what each is doing: a client's `KILL QUERY n` from another connection is run
+//! for it only when thread `n` is one of its own sessions, and only while it runs a command.
 
+use crate::net::hold::Activity;
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default, Clone)]
 pub struct Threads {
-    by_id: Arc<DashMap<u32, (u64, String)>>,
+    by_id: Arc<DashMap<u32, Entry>>,
     next: Arc<AtomicU64>,
+}
+
+struct Entry {
+    token: u64,
+    client: String,
+    activity: Arc<Activity>,
+}
+
+/// A proxied session's thread, as the KILL path sees it.
+pub struct Thread {
+    pub client: String,
+    pub activity: Arc<Activity>,
 }
 
 /// Keeps a thread registered while the session lives.
@@ -20,15 +33,15 @@ pub struct Registration {
 }
 
 impl Threads {
-    pub fn register(&self, id: u32, client: &str) -> Registration {
+    pub fn register(&self, id: u32, client: &str, activity: Arc<Activity>) -> Registration {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        self.by_id.insert(id, (token, client.to_string()));
+        self.by_id.insert(id, Entry { token, client: client.to_string(), activity });
         Registration { threads: self.clone(), id, token }
     }
 
-    /// The client whose session runs on thread `id`, if leasegate proxies it.
-    pub fn owner(&self, id: u32) -> Option<String> {
-        self.by_id.get(&id).map(|e| e.value().1.clone())
+    /// The session on thread `id`, if leasegate proxies it.
+    pub fn get(&self, id: u32) -> Option<Thread> {
+        self.by_id.get(&id).map(|e| Thread { client: e.client.clone(), activity: e.activity.clone() })
     }
 }
 
@@ -36,6 +49,6 @@ impl Drop for Registration {
     /// Removes only its own entry: a newer session may have the same id (another server behind
     /// one address restarted its counter) and must stay registered.
     fn drop(&mut self) {
-        self.threads.by_id.remove_if(&self.id, |_, (token, _)| *token == self.token);
+        self.threads.by_id.remove_if(&self.id, |_, e| e.token == self.token);
     }
 }

@@ -1,7 +1,9 @@
 //! Sockets: the accept loop, TLS on both legs, the stream type both legs share, framed reads
-//! during the handshake, and the byte pump that runs after it.
+//! during the handshake, the byte pump that runs after it, and holding a session's bytes
+//! while a cancel is delivered (`hold`).
 
 pub mod framed;
+pub mod hold;
 pub mod listener;
 pub mod pump;
 pub mod stream;

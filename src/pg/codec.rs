@@ -79,6 +79,11 @@ fn decode_startup_message(version: u32, body: &[u8]) -> Result<StartupMessage, C
             protocol_options.push(format!("_pq_.{option}"));
             continue;
         }
+        // libpq never repeats a key, and Postgres would take the last one while leasegate
+        // reads the first (`database` decides where a user's objects are cleaned up).
+        if params.iter().any(|(k, _)| k == key) {
+            return Err(CodecError::Malformed("a startup parameter is repeated"));
+        }
         let value = String::from_utf8_lossy(value).into_owned();
         params.push((key.to_string(), value));
     }

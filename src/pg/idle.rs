@@ -6,7 +6,11 @@
 //! the middle of a message. Closing there never cuts a transaction or a reply. Only the 5-byte
 //! headers are inspected; bodies are skipped by length.
 
+use crate::net::hold::{Activity, SINCE_EVER, stamp};
 use crate::net::pump::Observer;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Follows one direction's message boundaries.
 #[derive(Default)]
@@ -72,53 +76,103 @@ impl Headers {
     }
 }
 
+/// Requests leasegate remembers the send time of (one per Query, Sync or FunctionCall not yet
+/// answered); a client pipelining more is simply treated as busy since its oldest.
+const MAX_REMEMBERED: usize = 1024;
+
 /// The pump observer for Postgres sessions.
 pub struct PgIdle {
     client: Headers,
     server: Headers,
     /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
     owed: u64,
-    /// Parse/Bind/Describe/Execute/Close/Flush sent since the last Sync.
-    unsynced: bool,
+    /// When each owed request was sent, oldest first ([`stamp`]; at most [`MAX_REMEMBERED`]).
+    sent: VecDeque<u64>,
+    /// When the first Parse/Bind/Describe/Execute/Close/Flush since the last Sync was sent (0: none).
+    unsynced_since: u64,
     status: u8,
+    /// Where the cancel path reads what runs and since when.
+    activity: Arc<Activity>,
 }
 
 impl Default for PgIdle {
     /// A session whose greeting (ending in ReadyForQuery `I`) has just been relayed.
     fn default() -> Self {
-        PgIdle { client: Headers::default(), server: Headers::default(), owed: 0, unsynced: false, status: b'I' }
+        PgIdle::new(Arc::default())
+    }
+}
+
+impl PgIdle {
+    pub fn new(activity: Arc<Activity>) -> Self {
+        PgIdle {
+            client: Headers::default(),
+            server: Headers::default(),
+            owed: 0,
+            sent: VecDeque::new(),
+            unsynced_since: 0,
+            status: b'I',
+            activity,
+        }
+    }
+
+    /// A tracker that lost the boundaries says busy all along: cancels are forwarded as they come.
+    fn publish(&self) {
+        let since = if self.client.broken || self.server.broken {
+            SINCE_EVER
+        } else {
+            match (self.sent.front(), self.unsynced_since) {
+                (Some(&first), _) => first,
+                (None, batch) => batch,
+            }
+        };
+        self.activity.set_running_since(since);
     }
 }
 
 impl Observer for PgIdle {
     fn client_bytes(&mut self, bytes: &[u8]) {
-        let (owed, unsynced) = (&mut self.owed, &mut self.unsynced);
+        let now = stamp(Instant::now());
+        let (owed, sent, unsynced) = (&mut self.owed, &mut self.sent, &mut self.unsynced_since);
         self.client.feed(bytes, |e| {
             if let Event::End(tag) = e {
-                match tag {
-                    b'Q' | b'F' => *owed += 1,
-                    b'S' => {
-                        *owed += 1;
-                        *unsynced = false;
+                let mut owe = |since: u64| {
+                    *owed += 1;
+                    if sent.len() < MAX_REMEMBERED {
+                        sent.push_back(since);
                     }
-                    b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => *unsynced = true,
+                };
+                match tag {
+                    b'Q' | b'F' => owe(now),
+                    b'S' => {
+                        owe(if *unsynced != 0 { *unsynced } else { now });
+                        *unsynced = 0;
+                    }
+                    b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if *unsynced == 0 => *unsynced = now,
                     _ => {}
                 }
             }
         });
+        self.publish();
     }
 
     fn server_bytes(&mut self, bytes: &[u8]) {
-        let (owed, status) = (&mut self.owed, &mut self.status);
+        let (owed, sent, status) = (&mut self.owed, &mut self.sent, &mut self.status);
         self.server.feed(bytes, |e| match e {
             Event::Status(s) => *status = s,
-            Event::End(b'Z') => *owed = owed.saturating_sub(1),
+            Event::End(b'Z') => {
+                *owed = owed.saturating_sub(1);
+                // Past MAX_REMEMBERED the oldest stamps stay: busy since then, until all are answered.
+                if sent.len() as u64 > *owed {
+                    sent.pop_front();
+                }
+            }
             Event::End(_) => {}
         });
+        self.publish();
     }
 
     fn is_idle(&self) -> bool {
-        self.client.at_boundary() && self.server.at_boundary() && self.owed == 0 && !self.unsynced && self.status == b'I'
+        self.client.at_boundary() && self.server.at_boundary() && self.owed == 0 && self.unsynced_since == 0 && self.status == b'I'
     }
 }
 
@@ -182,6 +236,29 @@ mod tests {
         t.client_bytes(&q[3..]);
         t.server_bytes(&msg(b'Z', b"I"));
         assert!(t.is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cancel_path_sees_what_runs_and_since_when() {
+        let activity = Arc::new(Activity::default());
+        let mut t = PgIdle::new(activity.clone());
+        t.client_bytes(&msg(b'Q', b"SELECT pg_sleep(1)\0"));
+        let first_sent = Instant::now();
+        assert!(activity.is_busy());
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        let cancel_asked = Instant::now();
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        t.client_bytes(&msg(b'Q', b"SELECT 2\0"));
+        assert!(activity.runs_request_sent_before(cancel_asked), "the first statement still runs");
+        t.server_bytes(&[msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
+        assert!(activity.is_busy(), "the second one runs now");
+        assert!(!activity.runs_request_sent_before(cancel_asked), "and it was sent after the cancel was asked for");
+        assert!(activity.runs_request_sent_before(Instant::now()));
+        assert!(!activity.runs_request_sent_before(first_sent - std::time::Duration::from_millis(1)));
+        t.server_bytes(&msg(b'Z', b"T"));
+        assert!(!activity.is_busy(), "idle inside a transaction: nothing to cancel");
+        t.client_bytes(&msg(b'P', b"\0SELECT 1\0\0\0"));
+        assert!(activity.is_busy(), "extended protocol before Sync");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::auth::Lookup;
 use crate::config::DatabaseConfig;
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::framed::Framed;
+use crate::net::hold::{Activity, Holdable};
 use crate::net::stream::Stream;
 use crate::provision::Provisioner;
 use crate::proxy::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
@@ -53,7 +54,7 @@ impl Protocol for Postgres {
     type Reply = Framed<Stream>;
     type Server = ServerConn;
     type ClientIo = Stream;
-    type ServerIo = Stream;
+    type ServerIo = Holdable<Stream>;
     type Observer = PgIdle;
     type Registration = Option<Registration>;
     type ClientError = FrontendError;
@@ -70,7 +71,7 @@ impl Protocol for Postgres {
             Ok(Err(OpenError { error, reply_to })) => Opened::Failed(refusal(error), reply_to),
             Ok(Ok(frontend::Opened::Gone)) => Opened::Done,
             Ok(Ok(frontend::Opened::Cancel(key))) => {
-                l.state.cancels.forward(&key, &l.target).await;
+                l.state.cancels.forward(&key, Instant::now(), &l.target).await;
                 Opened::Done
             }
             // Over the limit the client is told so right after its startup packet (53300).
@@ -122,7 +123,8 @@ impl Protocol for Postgres {
     /// AuthenticationOk and the server's greeting; whatever either side sent ahead is
     /// forwarded, and the idle tracker sees those bytes too.
     async fn hand_off(l: &Listener<Self>, c: ClientConn, s: ServerConn, _client: &str) -> Option<Live<Self>> {
-        let registration = s.cancel_key.as_ref().map(|k| l.state.cancels.register(k));
+        let activity = Arc::new(Activity::default());
+        let registration = s.cancel_key.as_ref().map(|k| l.state.cancels.register(k, activity.clone()));
         let ServerConn { stream: mut server, read_ahead, greeting, .. } = s;
         let (mut client, client_ahead) = c.finish(&greeting).await.ok()?;
         if !client_ahead.is_empty() {
@@ -133,14 +135,14 @@ impl Protocol for Postgres {
             client.write_all(&read_ahead).await.ok()?;
             client.flush().await.ok()?;
         }
-        let mut observer = PgIdle::default();
+        let mut observer = PgIdle::new(activity.clone());
         crate::net::pump::Observer::client_bytes(&mut observer, &client_ahead);
         crate::net::pump::Observer::server_bytes(&mut observer, &read_ahead);
-        Some(Live { client, server, observer, registration })
+        Some(Live { client, server: Holdable::new(server, activity), observer, registration })
     }
 
     /// The FATAL a server sends when it terminates a session, then a Terminate upstream.
-    async fn goodbye(client: &mut Stream, server: &mut Stream, why: DrainReason) {
+    async fn goodbye(client: &mut Stream, server: &mut Holdable<Stream>, why: DrainReason) {
         let message = match why {
             DrainReason::MaxTtl => "terminating connection because its database credentials reached their max TTL",
             DrainReason::Shutdown => "terminating connection because leasegate is shutting down",

@@ -68,8 +68,11 @@ async fn authenticate<P: Protocol>(l: &Listener<P>, client: &mut P::Client, dead
     found.identity().ok_or(Refusal::Denied(super::refusal::Denial::WrongCredential))
 }
 
-/// Counts, audits and logs a refusal, then lets the protocol answer it.
-async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Reply>, why: &RefusalOf<P>, login: &str, peer: SocketAddr) {
+/// Counts, audits and logs a refusal, then lets the protocol answer it (quoting the login as
+/// the client sent it: that goes back to the client only).
+async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Reply>, why: &RefusalOf<P>, sent: &str, peer: SocketAddr) {
+    let login = shown(sent);
+    let login = login.as_str();
     note_auth_failure(app, &l.db.name, why, login, peer);
     match why {
         Refusal::ClientGone => tracing::debug!(%peer, login, "client left during the handshake"),
@@ -81,8 +84,21 @@ async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Rep
         _ => tracing::warn!(%peer, login, error = %why, "client authentication failed"),
     }
     if let Some(reply) = reply {
-        P::refuse(reply, why, login, peer).await;
+        P::refuse(reply, why, sent, peer).await;
     }
+}
+
+/// The longest part of a login name that reaches the log and the audit.
+const SHOWN_LOGIN_CHARS: usize = 128;
+
+/// A login name as the log and the audit show it: a client picks it before proving anything,
+/// so it is cut to [`SHOWN_LOGIN_CHARS`] and control characters are escaped (no forged lines).
+fn shown(login: &str) -> String {
+    let mut out: String = login.chars().take(SHOWN_LOGIN_CHARS).flat_map(char::escape_default).collect();
+    if login.chars().nth(SHOWN_LOGIN_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Metrics and audit for a failed client authentication (not for server-side refusals).
@@ -232,5 +248,20 @@ fn log_end(outcome: &Outcome, bytes: Transferred, user: &str, peer: SocketAddr) 
         }
         Some(Err(e)) => tracing::info!(%peer, %user, error = %e, bytes_up = up, bytes_down = down, "session ended"),
         None => tracing::info!(%peer, %user, bytes_up = up, bytes_down = down, "session closed: lease ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_reach_the_log_cut_and_escaped() {
+        assert_eq!(shown("billing-api/app_ro"), "billing-api/app_ro");
+        assert_eq!(shown("a\nFAKE level=ERROR"), "a\\nFAKE level=ERROR");
+        let long = "x".repeat(1 << 20);
+        let s = shown(&long);
+        assert_eq!(s.chars().count(), SHOWN_LOGIN_CHARS + 1);
+        assert!(s.ends_with('…'));
     }
 }

@@ -29,6 +29,15 @@ fn decodes_a_startup_message_and_keeps_what_follows() {
     assert_eq!(&buf[..], b"Q\0\0\0\x05;", "the pipelined bytes stay in the buffer");
 }
 
+/// Postgres takes the last of a repeated key, leasegate would read the first: refused.
+#[test]
+fn a_repeated_startup_parameter_is_refused() {
+    let mut b = startup_bytes(3 << 16, &[("user", "app"), ("database", "a"), ("database", "b")]);
+    assert_eq!(decode_startup(&mut b), Err(CodecError::Malformed("a startup parameter is repeated")));
+    let mut b = startup_bytes(3 << 16, &[("user", "app"), ("database", "a"), ("options", "-c x=1")]);
+    assert!(matches!(decode_startup(&mut b), Ok(Some(StartupFrame::Startup(_)))));
+}
+
 #[test]
 fn incomplete_is_not_an_error() {
     let full = startup_bytes(PROTOCOL_3_0, &[("user", "a")]);
