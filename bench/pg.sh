@@ -7,7 +7,8 @@
 #   ROUNDS=5 DURATION=20 bench/pg.sh
 #   LG_BASELINE=/path/to/older/leasegate bench/pg.sh   # also that binary, in the same rounds
 #
-# Needs: postgresql (initdb, pgbench), pgbouncer (installed when missing, as root). Only 127.0.0.1.
+# Needs: postgresql (initdb, pgbench), pgbouncer (installed when missing, as root), asyncpg (for the
+# cancel latency). Only 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -186,6 +187,18 @@ if [ -n "${LG_BASELINE:-}" ]; then
     printf '| %s | %.0f | %.0f | %.2f× |\n' "$label" "$l" "$b" "$(calc "$l/$b")"
   done
 fi
+
+# Cancel latency (CancelRequest out → the statement's 57014 in), direct vs leasegate, while
+# pgbench keeps leasegate's event loop busy.
+echo
+PGPASSWORD=$CLIENT_PW PGSSLMODE=disable "$BIN/pgbench" -n -S -c 8 -j "$THREADS" -T 600 -p "$LG_PORT" -U bench postgres >/dev/null 2>&1 &
+LOAD_PID=$!
+pids+=($LOAD_PID)
+sleep 1
+python3 bench/cancel.py "${CANCEL_ROUNDS:-100}" \
+  "direct=postgres://bench_direct:$ADMIN_PW@127.0.0.1:$PG_PORT/postgres?sslmode=disable" \
+  "leasegate=postgres://bench:$CLIENT_PW@127.0.0.1:$LG_PORT/postgres?sslmode=disable"
+kill "$LOAD_PID" 2>/dev/null || true
 
 # Mint latency from leasegate's own "lease granted" events.
 python3 - "$work/leasegate.log" <<'PY'

@@ -73,3 +73,21 @@ print("first interrupted", interrupted_first, "next interrupted", next_hit)
     assert!(text.contains("long 1 True"), "{text}");
     assert!(text.contains("next interrupted 0"), "{text}");
 }
+
+/// pgJDBC's setQueryTimeout and Statement.cancel() through leasegate: the timeout cancels the
+/// statement, and cancels racing a statement's end never reach the statement after it.
+#[test]
+fn jdbc_query_timeout_cancels_and_late_cancels_spare_the_next_statement() {
+    let lg = Lg::start(Setup::default());
+    let url = format!("jdbc:postgresql://{}/postgres?user=ci&password={}&sslmode=disable", lg.addr, lg.client_password);
+    let probe = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/PgJdbcProbe.java");
+    let o = std::process::Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar", probe, &url])
+        .output()
+        .expect("java runs (scripts/test installs default-jre-headless and libpostgresql-jdbc-java)");
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}\n{}", stderr(&o));
+    let took: u64 = text.split("timed out 57014 in ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(&text);
+    assert!((900..5000).contains(&took), "{text}");
+    assert!(text.contains("next statements ok 50"), "{text}");
+}

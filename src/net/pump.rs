@@ -241,4 +241,27 @@ mod tests {
         assert_eq!(closed, Closed::Server);
         assert_eq!(t, Transferred { client_to_server: 100_000, server_to_client: 5 });
     }
+
+    /// A server that stops reading (it failed a pipelined batch and is sending its error) stops
+    /// the pump from reading the client too: leasegate holds at most one buffer of the client's
+    /// bytes, so the client learns of the error about when it would without leasegate.
+    #[tokio::test]
+    async fn read_ahead_stops_while_the_server_does_not_read() {
+        let (mut app, mut client_side) = duplex(1024);
+        let (mut server_side, _db) = duplex(1024);
+        let pump = tokio::spawn(async move {
+            let mut pump = Pump::new(&mut client_side, &mut server_side, ());
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(300), &mut pump).await;
+            pump.transferred()
+        });
+        let mut written = 0usize;
+        let chunk = [b'B'; 512];
+        while let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_millis(100), app.write(&chunk)).await {
+            written += n;
+        }
+        let moved = pump.await.unwrap();
+        // What the client could write: the pump's buffer plus what the two pipes hold.
+        assert!(written <= BUF_SIZE + 4 * 1024, "the client wrote {written} bytes into a stalled server");
+        assert!(moved.client_to_server <= 2 * 1024, "{moved:?}");
+    }
 }
