@@ -16,6 +16,8 @@ pub const ACCESS_DENIED: u16 = 1045;
 pub const TOO_MANY_CONNECTIONS: u16 = 1040;
 /// ER_HANDSHAKE_ERROR: a handshake packet leasegate cannot read.
 pub const BAD_HANDSHAKE: u16 = 1043;
+/// ER_UNKNOWN_COM_ERROR: a command the server does not take.
+pub const UNKNOWN_COMMAND: u16 = 1047;
 /// ER_SERVER_SHUTDOWN.
 pub const SHUTDOWN: u16 = 1053;
 /// ER_NO_SUCH_THREAD: `KILL n` for a thread that is not there.

@@ -200,7 +200,7 @@ fn parse_response(payload: &[u8], server: &ServerHello, offer_tls: bool) -> Resu
     let offered = offered_capabilities(server, offer_tls);
     let hello = ClientHello {
         capabilities: response.capabilities() & offered,
-        mariadb_capabilities: response.mariadb_ext_capabilities() & server.mariadb_capabilities,
+        mariadb_capabilities: response.mariadb_ext_capabilities() & offered_mariadb(server),
         max_packet_size: u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]),
         collation: response.collation(),
         user: String::from_utf8_lossy(response.user()).into_owned(),
@@ -212,6 +212,12 @@ fn parse_response(payload: &[u8], server: &ServerHello, offer_tls: bool) -> Resu
         None => NATIVE.to_string(),
     };
     Ok((hello, plugin, response.scramble_buf().to_vec()))
+}
+
+/// MariaDB capabilities offered to the client: the server's, never COM_MULTI (bit 1, which
+/// mysql_common calls RESERVED_1): a COM_MULTI packet could carry COM_CHANGE_USER past the gate.
+fn offered_mariadb(server: &ServerHello) -> MariadbCapabilities {
+    server.mariadb_capabilities - MariadbCapabilities::MARIADB_CLIENT_RESERVED_1
 }
 
 /// Capabilities offered to the client: the server's, never compression, CLIENT_SSL per listener.
@@ -243,7 +249,7 @@ fn greeting(server: &ServerHello, nonce: &[u8; NONCE_LEN], offer_tls: bool, plug
         server.status,
         Some(plugin.as_bytes()),
     )
-    .with_mariadb_ext_capabilities(server.mariadb_capabilities);
+    .with_mariadb_ext_capabilities(offered_mariadb(server));
     let mut out = Vec::with_capacity(96);
     packet.serialize(&mut out);
     out
@@ -366,7 +372,7 @@ mod tests {
                 | CapabilityFlags::CLIENT_DEPRECATE_EOF
                 | CapabilityFlags::CLIENT_PLUGIN_AUTH
                 | CapabilityFlags::CLIENT_SECURE_CONNECTION,
-            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_PROGRESS,
+            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_PROGRESS | MariadbCapabilities::MARIADB_CLIENT_RESERVED_1,
             collation: 45,
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
             plugin: NATIVE.into(),
@@ -383,7 +389,7 @@ mod tests {
         assert_eq!(parsed.default_collation(), 45);
         assert_eq!(parsed.nonce(), nonce.to_vec());
         assert_eq!(parsed.auth_plugin_name_ref(), Some(NATIVE.as_bytes()));
-        assert_eq!(parsed.mariadb_ext_capabilities(), MariadbCapabilities::MARIADB_CLIENT_PROGRESS);
+        assert_eq!(parsed.mariadb_ext_capabilities(), MariadbCapabilities::MARIADB_CLIENT_PROGRESS, "never COM_MULTI");
         assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_COMPRESS));
         assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
         assert!(parsed.capabilities().contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));

@@ -135,6 +135,13 @@ impl<S> Gate<S> {
                 self.end_after_reply = true;
                 Verdict::Swallow
             }
+            // MariaDB's COM_MULTI carries other commands (COM_CHANGE_USER among them) inside
+            // it. leasegate never offers it (the greeting drops the capability); a client sending
+            // it anyway gets what a server without it says, and the session goes on.
+            (0, Some(command::MULTI)) => {
+                self.say(packet::err_payload(super::errcode::UNKNOWN_COMMAND, "08S01", "Unknown command"));
+                Verdict::Swallow
+            }
             // Answered here only when nothing else is outstanding: the reply must not overtake
             // (or land inside) an earlier command's response. Otherwise the server answers.
             (0, Some(command::QUERY)) if h.len() == 4 + payload_len(h) && self.session.outstanding_is(1) => {
@@ -330,6 +337,32 @@ mod tests {
     fn gate(server: tokio::io::DuplexStream, intercept: bool) -> Gate<tokio::io::DuplexStream> {
         let session = Shared::for_test(2, 1);
         Gate::new(server, false, false, session, Box::new(move |_k| intercept.then(|| Box::pin(async { Ok(()) }) as KillOutcome)))
+    }
+
+    /// COM_MULTI could carry COM_CHANGE_USER inside it: answered "Unknown command" by the gate,
+    /// never forwarded, and the session goes on.
+    #[tokio::test]
+    async fn com_multi_never_reaches_the_server() {
+        let (near, mut far) = duplex(1 << 16);
+        let mut g = gate(near, false);
+        let mut inner = Vec::new();
+        packet::frame(0, b"\x11root\0\x14aaaaaaaaaaaaaaaaaaaa\0", &mut inner);
+        let mut multi = vec![command::MULTI];
+        multi.extend_from_slice(&inner);
+        let mut wire = Vec::new();
+        packet::frame(0, &multi, &mut wire);
+        g.write_all(&wire).await.unwrap();
+        g.flush().await.unwrap();
+        let mut reply = [0u8; 4 + 9 + 15];
+        tokio::time::timeout(std::time::Duration::from_secs(5), g.read_exact(&mut reply)).await.expect("answered by the gate").unwrap();
+        assert_eq!(packet::parse_err(&reply[4..]), Some((crate::mysql::errcode::UNKNOWN_COMMAND, "Unknown command".into())));
+        let mut next = Vec::new();
+        packet::frame(0, b"\x03SELECT 1", &mut next);
+        g.write_all(&next).await.unwrap();
+        g.flush().await.unwrap();
+        let mut got = vec![0; next.len()];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, next, "only the next command reached the server");
     }
 
     #[tokio::test]
