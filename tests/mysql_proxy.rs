@@ -394,3 +394,33 @@ fn a_jdbc_application_prepares_batches_and_cancels_through_leasegate() {
     assert!(text.contains("after jdbc 3"), "{text}");
     assert!(wait_until(Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
 }
+
+/// caching_sha2 full authentication (the cleartext, inside TLS) for a client entry without
+/// MySQL hashes: the right password logs in, a wrong one is refused, and one over 16 KiB is
+/// refused before any key derivation (which runs off the event loop).
+#[test]
+fn full_authentication_inside_tls_is_bounded() {
+    let lg = MyLg::start(MySetup { database_extra: "client_auth_plugin = \"caching_sha2_password\"".into(), ..Default::default() });
+    let script = r#"
+import os, ssl, time, pymysql
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login(pw):
+    return pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="legacy", password=pw, ssl=ctx, connect_timeout=10)
+c = login(os.environ["PASSWORD"]); cur = c.cursor(); cur.execute("SELECT CURRENT_USER()"); print("in as", cur.fetchone()[0])
+for name, pw in [("wrong", "wrong"), ("huge", "x" * (512 << 10))]:
+    t = time.time()
+    try:
+        login(pw); print(name, "logged in")
+    except pymysql.err.MySQLError as e:
+        print(name, "refused", e.args[0], time.time() - t < 5)
+"#;
+    let o = lg.python(script);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(text.contains(&format!("in as {PREFIX}legacy")), "{text}");
+    assert!(text.contains("wrong refused 1045 True"), "{text}");
+    // Over the 16 KiB bound: refused unread (ERR 1153, or "gone away" while the client is still
+    // writing, as with a server refusing an oversized packet), never checked as a password.
+    let huge = text.lines().find(|l| l.starts_with("huge ")).unwrap_or_default();
+    assert!(huge.starts_with("huge refused") && !huge.contains("1045") && huge.ends_with("True"), "{text}");
+}

@@ -27,6 +27,12 @@ use std::collections::HashMap;
 use tokio::net::TcpStream;
 
 pub const NATIVE: &str = "mysql_native_password";
+/// The longest cleartext a client may send in caching_sha2 full authentication: a password,
+/// or a token of up to 16 KiB, and its NUL.
+const MAX_CLEARTEXT: usize = 16 * 1024 + 1;
+/// The SCRAM iterations `leasegate hash-password` uses: what an unknown login's throwaway
+/// verifier costs.
+const MOCK_ITERATIONS: u32 = 4096;
 pub const CACHING_SHA2: &str = "caching_sha2_password";
 
 #[derive(Debug, thiserror::Error)]
@@ -315,19 +321,43 @@ impl ClientConn {
     }
 
     /// caching_sha2_password's slow path: the cleartext password, accepted only inside TLS and
-    /// checked against the SCRAM verifier.
+    /// checked against the SCRAM verifier. At most [`MAX_CLEARTEXT`] bytes; the key derivation
+    /// runs off the event loop; an unknown login derives against a throwaway verifier of the
+    /// same cost, so it takes as long as a known one.
     async fn full_authentication(&mut self, credential: Option<&StoredCredential>) -> Result<bool, FrontendError> {
         if !self.stream.is_tls() {
             return Err(FrontendError::FullAuthNeedsTls);
         }
         self.send(&[packet::AUTH_MORE_DATA, packet::PERFORM_FULL_AUTHENTICATION]).await?;
-        let mut cleartext = zeroize::Zeroizing::new(self.receive().await?);
+        let (seq, payload) = match packet_io::read(&mut self.stream, MAX_CLEARTEXT).await {
+            Ok(packet) => packet,
+            Err(e) => {
+                // The refusal answers the client's packet, which took the next sequence id.
+                self.seq = self.seq.wrapping_add(1);
+                return Err(e.into());
+            }
+        };
+        self.seq = seq.wrapping_add(1);
+        let mut cleartext = zeroize::Zeroizing::new(payload);
         if cleartext.last() == Some(&0) {
             cleartext.pop();
         }
-        let Some(c) = credential else { return Ok(false) };
-        let computed = crate::pg::scram::verifier(&cleartext, &c.scram.salt, c.scram.iterations);
-        Ok(bool::from(subtle::ConstantTimeEq::ct_eq(&computed.stored_key[..], &c.scram.stored_key[..])))
+        let expected = match credential {
+            Some(c) => c.scram.clone(),
+            None => crate::credential::ScramVerifier {
+                iterations: MOCK_ITERATIONS,
+                salt: rand::random::<[u8; 16]>().to_vec(),
+                stored_key: rand::random(),
+                server_key: rand::random(),
+            },
+        };
+        let matched = tokio::task::spawn_blocking(move || {
+            let computed = crate::pg::scram::verifier(&cleartext, &expected.salt, expected.iterations);
+            bool::from(subtle::ConstantTimeEq::ct_eq(&computed.stored_key[..], &expected.stored_key[..]))
+        })
+        .await
+        .unwrap_or(false);
+        Ok(matched && credential.is_some())
     }
 
     /// Sends the server's OK (its payload, untouched) with this leg's sequence id, and hands

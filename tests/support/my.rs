@@ -112,7 +112,15 @@ roles = ["app"]
 name = "other"
 password = "{value}"
 roles = ["app"]
+
+# A SCRAM verifier without the MySQL hashes (what hash-password printed before them): such a
+# client can only use caching_sha2 full authentication, inside TLS.
+[[client]]
+name = "legacy"
+password = "{scram_only}"
+roles = ["app"]
 "#,
+            scram_only = value.split(' ').next().unwrap_or_default(),
             dir = dir.path().display(),
             upstream = db.addr(),
             admin_user = db.admin_user,
