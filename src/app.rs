@@ -53,6 +53,9 @@ pub enum AppError {
     /// them, so the next start revokes them.
     #[error("{0} lease(s) could not be revoked before exit; the next start revokes them")]
     Unrevoked(usize),
+    /// The shutdown task failed (panicked); leases may be left, the next start revokes them.
+    #[error("shutdown failed: {0}; the next start revokes what is left")]
+    ShutdownFailed(String),
     /// The lease journal cannot be opened or read: leasegate will not mint without it.
     #[error("{path}: {source}")]
     Journal { path: String, source: crate::lease::journal::JournalError },
@@ -87,7 +90,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
 
 /// Runs until `signals.begin` is cancelled, then shuts down in the order above.
 pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> Result<(), AppError> {
-    match start(config, listeners, signals).await?.finished().await {
+    match start(config, listeners, signals).await?.finished().await? {
         0 => Ok(()),
         left => Err(AppError::Unrevoked(left)),
     }
@@ -101,8 +104,9 @@ pub struct Running {
 
 impl Running {
     /// Resolves when shutdown has completed, with the number of leases left unrevoked.
-    pub async fn finished(self) -> usize {
-        self.task.await.unwrap_or(0)
+    pub async fn finished(self) -> Result<usize, AppError> {
+        // A shutdown that panicked revoked who knows what: never a clean exit.
+        self.task.await.map_err(|e| AppError::ShutdownFailed(e.to_string()))
     }
 }
 
@@ -193,19 +197,7 @@ async fn become_ready(
 }
 
 fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppError> {
-    let token = match app.config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
-        Some(path) => {
-            // Read like every other secret file (trailing newline dropped, empty refused).
-            let token = crate::config::SecretSource::File(path.clone())
-                .load()
-                .map_err(|e| AppError::Config(vec![Problem::new("admin.token_file", e.to_string())]))?;
-            if token.expose().len() < 16 {
-                return Err(AppError::Config(vec![Problem::new("admin.token_file", "the token must be at least 16 characters")]));
-            }
-            Some(Arc::new(token))
-        }
-        None => None,
-    };
+    let token = app.config.admin_token().map_err(|p| AppError::Config(vec![p]))?.map(Arc::new);
     let registry = Arc::new(app.metrics.registry(app.leases.clone()));
     Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone() })
 }

@@ -21,6 +21,9 @@ pub use sections::{AdminSection, AuditSection, JournalSection, ServiceSection};
 
 use serde::Deserialize;
 use std::collections::HashSet;
+
+/// The shortest admin API token accepted: a bearer token guessable in fewer tries is refused.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,14 +132,11 @@ impl Config {
     /// Reads every secret and certificate file the config names; returns the problems found.
     pub fn load_files(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        if let Err(p) = self.admin_token() {
+            problems.push(p);
+        }
         for (i, db) in self.databases.iter().enumerate() {
             let at = format!("database[{i}]");
-            if let Some(token) = self.admin.as_ref().and_then(|a| a.token_file.as_ref())
-                && i == 0
-                && let Err(e) = std::fs::read_to_string(token)
-            {
-                problems.push(Problem::new("admin.token_file", format!("{}: {e}", token.display())));
-            }
             if let Err(e) = db.admin_password.load() {
                 let key = match db.admin_password {
                     SecretSource::File(_) => "admin_password_file",
@@ -161,6 +161,18 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// The operator's admin API token from `[admin].token_file` (`None` when there is none),
+    /// read like every other secret file (trailing newline dropped, empty refused). `serve` and
+    /// `check-config` both go through here, so they refuse the same tokens.
+    pub fn admin_token(&self) -> Result<Option<crate::secret::Secret>, Problem> {
+        let Some(path) = self.admin.as_ref().and_then(|a| a.token_file.as_ref()) else { return Ok(None) };
+        let token = SecretSource::File(path.clone()).load().map_err(|e| Problem::new("admin.token_file", e.to_string()))?;
+        if token.expose().chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            return Err(Problem::new("admin.token_file", format!("the token must be at least {MIN_ADMIN_TOKEN_CHARS} characters")));
+        }
+        Ok(Some(token))
     }
 
     pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {

@@ -104,3 +104,24 @@ fn mysql_listeners_refuse_a_cleartext_password_template_and_unknown_plugins() {
     let pg_plugin = minimal().replace("name_prefix = \"lg_\"", "name_prefix = \"lg_\"\nclient_auth_plugin = \"mysql_native_password\"");
     assert!(Config::from_toml_str(&pg_plugin).is_err(), "client_auth_plugin is for MySQL listeners");
 }
+
+/// `check-config` (load_files) and `serve` (admin_token) refuse the same short token.
+#[test]
+fn a_short_admin_token_is_refused_by_check_config_too() {
+    let dir = std::env::temp_dir().join(format!("leasegate-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("admin.token");
+    let text = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{}", token.display(), minimal());
+    let config = Config::from_toml_str(&text).unwrap();
+    std::fs::write(&token, "short-token\n").unwrap();
+    assert!(
+        config.load_files().iter().any(|p| p.path == "admin.token_file" && p.message.contains("at least 16")),
+        "{:?}",
+        config.load_files()
+    );
+    assert!(config.admin_token().is_err());
+    std::fs::write(&token, "a-long-enough-admin-token\n").unwrap();
+    assert!(!config.load_files().iter().any(|p| p.path == "admin.token_file"));
+    assert_eq!(config.admin_token().unwrap().unwrap().expose(), "a-long-enough-admin-token");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

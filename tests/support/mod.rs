@@ -299,7 +299,7 @@ impl InProcess {
         self.signals.begin.cancel();
         self.signals.hurry.cancel();
         if let (Some(rt), Some(running)) = (self.rt.as_ref(), self.running.take()) {
-            rt.block_on(running.finished());
+            let _ = rt.block_on(running.finished());
         }
     }
 
