@@ -224,7 +224,7 @@ impl DatabaseConfig {
         if self.upstream_host_port().is_none() {
             problems.push(Problem::new(format!("{at}.upstream"), format!("{:?} is not host:port", self.upstream)));
         }
-        if let Err(e) = crate::lease::name::check_prefix(&self.name_prefix) {
+        if let Err(e) = crate::name::check_prefix(&self.name_prefix) {
             problems.push(Problem::new(format!("{at}.name_prefix"), e));
         }
         if let Some(tls) = &self.client_tls

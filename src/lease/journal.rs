@@ -229,10 +229,27 @@ impl IntoRow for RawRow {
 mod tests {
     use super::*;
 
+    /// A directory removed on drop (the journal's own, so this module needs nothing of `devdb`).
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            let dir = std::env::temp_dir().join(format!("leasegate-journal-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[tokio::test]
     async fn records_a_lease_from_intent_to_end_and_survives_reopening() {
-        let dir = crate::devdb::TempDir::new("leasegate-journal").unwrap();
-        let path = dir.path().join("j.db");
+        let dir = Scratch::new();
+        let path = dir.0.join("j.db");
         let now = SystemTime::now();
         {
             let j = Journal::open(&path).await.unwrap();

@@ -8,11 +8,12 @@
 
 use super::journal::{Intent, Journal};
 use super::scheduler::Scheduler;
-use super::{EndReason, Lease, LeaseState, SessionGuard, name};
+use super::{EndReason, Lease, LeaseState, SessionGuard};
 use crate::audit::{Audit, Event};
 use crate::auth::Identity;
 use crate::config::{Config, RoleConfig, Scope};
 use crate::metrics::{DbLabels, EndLabels, Metrics, RoleLabels};
+use crate::name;
 use crate::provision::{ProvisionError, Provisioner};
 use dashmap::DashMap;
 use std::collections::HashMap;

@@ -8,7 +8,6 @@
 
 pub mod journal;
 pub mod manager;
-pub mod name;
 pub mod recovery;
 pub mod scheduler;
 

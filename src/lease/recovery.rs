@@ -6,9 +6,10 @@
 //! but that no lease knows are dropped (reason `orphan`), or only logged in dry-run mode.
 
 use super::journal::JournalError;
-use super::{EndReason, Lease, LeaseManager, LeaseState, name};
+use super::{EndReason, Lease, LeaseManager, LeaseState};
 use crate::auth::Identity;
 use crate::config::{DatabaseConfig, SweepOrphans};
+use crate::name;
 use crate::secret::Secret;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
