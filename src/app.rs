@@ -220,7 +220,7 @@ fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppErro
         }
         None => None,
     };
-    let registry = Arc::new(app.metrics.registry(app.leases.clone()));
+    let registry = Arc::new(app.metrics.registry(app.leases.collector()));
     Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone() })
 }
 

@@ -139,6 +139,11 @@ impl LeaseManager {
         manager
     }
 
+    /// The lease gauges, for `Metrics::registry`: computed from the live leases at scrape time.
+    pub fn collector(&self) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(super::collector::LeaseCollector { leases: self.clone() })
+    }
+
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
     }

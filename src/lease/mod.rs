@@ -6,6 +6,7 @@
 //! revokes what a previous run left and sweeps orphans. A [`Lease`] is shared by the sessions
 //! that use it; each holds a [`SessionGuard`] whose drop tells the manager the session is gone.
 
+mod collector;
 pub mod journal;
 pub mod manager;
 pub mod recovery;
