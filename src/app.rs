@@ -26,7 +26,7 @@ use crate::net::tls::{self, ServerTls};
 use crate::pg::backend::Target;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::provision::PgProvisioner;
-use crate::provision::Provisioner;
+use crate::provision::{Provisioner, Provisioners};
 use crate::shutdown::Signals;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +76,9 @@ pub struct Database {
     pub cancels: CancelRegistry,
     /// MySQL: the server threads of live sessions, for KILL from a client's other connection.
     pub threads: Threads,
+    /// MySQL: the admin connection that runs such a KILL (the same provisioner the lease
+    /// manager holds as `dyn Provisioner`).
+    pub mysql_admin: Option<Arc<MyProvisioner>>,
     /// Keys the mock SCRAM salts of unknown logins (stable per process).
     pub mock_key: [u8; 32],
 }
@@ -150,7 +153,9 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(become_ready(app.leases.clone(), recovered, sweeps, ready.clone(), signals.begin.clone()));
     let admin = match listeners.admin {
-        Some(listener) => Some(tokio::spawn(crate::admin::serve(listener, admin_state(&app, &ready)?, signals.stopped.clone()))),
+        Some(listener) => {
+            Some(tokio::spawn(crate::admin::serve(listener, admin_state(&app, &ready, &provisioners)?, signals.stopped.clone())))
+        }
         None => None,
     };
     let connections = TaskTracker::new();
@@ -206,7 +211,7 @@ async fn become_ready(
     }
 }
 
-fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppError> {
+fn admin_state(app: &App, ready: &Arc<AtomicBool>, provisioners: &Provisioners) -> Result<AdminState, AppError> {
     let token = match app.config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
         Some(path) => {
             // Read like every other secret file (trailing newline dropped, empty refused).
@@ -221,7 +226,7 @@ fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppErro
         None => None,
     };
     let registry = Arc::new(app.metrics.registry(app.leases.collector()));
-    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone() })
+    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone(), provisioners: provisioners.clone() })
 }
 
 fn spawn_listeners(
@@ -264,7 +269,7 @@ async fn shut_down(
     app: App,
     loops: Vec<tokio::task::JoinHandle<()>>,
     connections: TaskTracker,
-    provisioners: HashMap<String, Arc<Provisioner>>,
+    provisioners: Provisioners,
     signals: &Signals,
 ) -> usize {
     let grace = app.config.service.shutdown_grace;
@@ -319,9 +324,9 @@ fn build_databases(config: &Arc<Config>) -> Result<DatabasesAndProvisioners, App
     if problems.is_empty() { Ok((databases, provisioners)) } else { Err(AppError::Config(problems)) }
 }
 
-type DatabasesAndProvisioners = (Vec<Arc<Database>>, HashMap<String, Arc<Provisioner>>);
+type DatabasesAndProvisioners = (Vec<Arc<Database>>, Provisioners);
 
-fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<Provisioner>), Vec<Problem>> {
+fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<(Database, Arc<dyn Provisioner>), Vec<Problem>> {
     let at = format!("database[{i}]");
     let mut problems = Vec::new();
     let admin_password =
@@ -357,10 +362,11 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
         tls: connector,
         connect_timeout: db.connect_timeout,
     };
-    let provisioner = Arc::new(match db.kind {
-        DbKind::Postgres => Provisioner::Postgres(PgProvisioner::new(db, &admin_password)),
-        DbKind::Mysql => Provisioner::Mysql(MyProvisioner::new(db, &admin_password)),
-    });
+    let mysql_admin = (db.kind == DbKind::Mysql).then(|| Arc::new(MyProvisioner::new(db, &admin_password)));
+    let provisioner: Arc<dyn Provisioner> = match &mysql_admin {
+        Some(my) => my.clone(),
+        None => Arc::new(PgProvisioner::new(db, &admin_password)),
+    };
     let runtime = Database {
         config: db.clone(),
         app_config: config.clone(),
@@ -368,6 +374,7 @@ fn build_database(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result
         target,
         cancels: CancelRegistry::default(),
         threads: Threads::default(),
+        mysql_admin,
         mock_key: rand::random(),
     };
     Ok((runtime, provisioner))

@@ -14,7 +14,7 @@ use crate::auth::Identity;
 use crate::config::{Config, RoleConfig, Scope};
 use crate::metrics::{DbLabels, EndLabels, Metrics, RoleLabels};
 use crate::name;
-use crate::provision::{ProvisionError, Provisioner};
+use crate::provision::{ProvisionError, Provisioner, Provisioners};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ struct Inner {
     /// The joinable lease of each identity-scoped (client, role).
     current: DashMap<Identity, Arc<Lease>>,
     identity_locks: DashMap<Identity, Arc<tokio::sync::Mutex<()>>>,
-    provisioners: HashMap<String, Arc<Provisioner>>,
+    provisioners: Provisioners,
     mint_slots: HashMap<String, Arc<Semaphore>>,
     role_leases: HashMap<String, AtomicUsize>,
     timers: Scheduler<TimerKey>,
@@ -95,13 +95,7 @@ struct Inner {
 
 impl LeaseManager {
     /// Also starts the task that fires lease deadlines.
-    pub fn new(
-        config: Arc<Config>,
-        provisioners: HashMap<String, Arc<Provisioner>>,
-        journal: Journal,
-        metrics: Metrics,
-        audit: Audit,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, provisioners: Provisioners, journal: Journal, metrics: Metrics, audit: Audit) -> Self {
         let mint_slots = config.databases.iter().map(|d| (d.name.clone(), Arc::new(Semaphore::new(d.max_concurrent_mints)))).collect();
         let role_leases = config.roles.iter().map(|r| (r.name.clone(), AtomicUsize::new(0))).collect();
         let manager = LeaseManager {
@@ -253,7 +247,7 @@ impl LeaseManager {
             // A refused or never-sent batch created nothing (one implicit transaction); a lost
             // connection leaves the outcome unknown, so that user is revoked until surely gone.
             let unknown = matches!(source, ProvisionError::Connect { .. }) || !provisioner.mint_is_atomic();
-            self.abandon(&lease, role, &provisioner, &source.to_string(), unknown).await;
+            self.abandon(&lease, role, provisioner.as_ref(), &source.to_string(), unknown).await;
             return Err(LeaseError::Mint { source });
         }
         lease.begin_active();
@@ -314,7 +308,7 @@ impl LeaseManager {
     }
 
     /// A mint that did not complete: roll back, journal the end, forget the lease.
-    async fn abandon(&self, lease: &Arc<Lease>, role: &RoleConfig, provisioner: &Provisioner, why: &str, may_exist: bool) {
+    async fn abandon(&self, lease: &Arc<Lease>, role: &RoleConfig, provisioner: &dyn Provisioner, why: &str, may_exist: bool) {
         let rolled_back = provisioner.rollback(role, &lease.user).await;
         if let Err(e) = &rolled_back {
             tracing::warn!(lease = %lease.id, user = %lease.user, error = %e, "rollback after a failed mint failed");
@@ -460,7 +454,7 @@ impl LeaseManager {
         let started = std::time::Instant::now();
         let mut delay = FIRST_RETRY;
         let mut attempt = 1u32;
-        while let Err(e) = revoke_once(&provisioner, &role, &lease).await {
+        while let Err(e) = revoke_once(provisioner.as_ref(), &role, &lease).await {
             lease.ended.cancel();
             tracing::warn!(lease = %lease.id, user = %lease.user, attempt, retry_in = ?delay, error = %e, "revocation failed; will retry");
             lease.set_state(LeaseState::RevokeFailed(e.to_string()));
@@ -527,7 +521,7 @@ impl LeaseManager {
         self.spawn_revocation(&lease, reason);
     }
 
-    pub fn provisioner(&self, database: &str) -> Option<Arc<Provisioner>> {
+    pub(super) fn provisioner(&self, database: &str) -> Option<Arc<dyn Provisioner>> {
         self.inner.provisioners.get(database).cloned()
     }
 
@@ -563,21 +557,6 @@ impl LeaseManager {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         lease.state()
-    }
-
-    /// True when every database's admin connection answers (for `/readyz`).
-    pub async fn admin_connections_ok(&self) -> bool {
-        for (name, p) in &self.inner.provisioners {
-            match tokio::time::timeout(Duration::from_secs(2), p.check()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(database = %name, error = %e, "not ready: admin connection failed");
-                    return false;
-                }
-                Err(_) => return false,
-            }
-        }
-        true
     }
 
     /// Refuses every later grant (first step of shutdown).
@@ -620,7 +599,7 @@ fn millis3(d: Duration) -> f64 {
 }
 
 /// One revocation attempt: stop logins and sessions, close our sockets, clean up and drop.
-pub(super) async fn revoke_once(p: &Provisioner, role: &RoleConfig, lease: &Lease) -> Result<(), ProvisionError> {
+pub(super) async fn revoke_once(p: &dyn Provisioner, role: &RoleConfig, lease: &Lease) -> Result<(), ProvisionError> {
     match p.stop_sessions(&lease.user).await {
         Err(e) if e.user_is_gone() => {
             lease.ended.cancel();

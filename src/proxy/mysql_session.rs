@@ -18,7 +18,6 @@ use crate::mysql::packet;
 use crate::net::pump::Closed;
 use crate::net::pump::Pump;
 use crate::net::stream::Stream;
-use crate::provision::Provisioner;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,7 +184,7 @@ async fn relay(
     // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
     let login_status = ok.get(1..).and_then(crate::mysql::idle::ok_status_after_header).unwrap_or(0);
     let idle = MyIdle::new(login_status, deprecate_eof, trackable);
-    let on_kill = kill_handler(app, db, &identity.client, thread);
+    let on_kill = kill_handler(db, &identity.client, thread);
     let mut server_io = Gate::new(server, query_attributes, session_track, idle.shared(), on_kill);
     let outcome = drive(app, db, &lease, Pump::new(&mut client_io, &mut server_io, idle), peer).await;
     if let Some(Ok(Closed::Idle)) = outcome {
@@ -202,9 +201,9 @@ async fn relay(
 }
 
 /// Runs a client's KILL aimed at one of its own other sessions through the admin connection.
-fn kill_handler(app: &App, db: &Database, client: &str, own: u32) -> KillHandler {
+fn kill_handler(db: &Database, client: &str, own: u32) -> KillHandler {
     let threads = db.threads.clone();
-    let provisioner = app.leases.provisioner(&db.config.name);
+    let admin = db.mysql_admin.clone();
     let client = client.to_string();
     Box::new(move |k: Kill| {
         // Its own thread: the server allows that already.
@@ -216,10 +215,9 @@ fn kill_handler(app: &App, db: &Database, client: &str, own: u32) -> KillHandler
             let msg = format!("You are not owner of thread {}", k.thread);
             return Some(Box::pin(async move { Err(packet::err_payload(1095, "HY000", &msg)) }));
         }
-        let provisioner = provisioner.clone()?;
+        let admin = admin.clone()?;
         Some(Box::pin(async move {
-            let Provisioner::Mysql(p) = provisioner.as_ref() else { return Err(packet::err_payload(1105, "HY000", "not a MySQL server")) };
-            p.kill(k.thread, k.query_only).await.map_err(|e| {
+            admin.kill(k.thread, k.query_only).await.map_err(|e| {
                 tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
                 packet::err_payload(1094, "HY000", &format!("Unknown thread id: {}", k.thread))
             })
