@@ -55,7 +55,7 @@ pub enum AppError {
     Unrevoked(usize),
     /// The lease journal cannot be opened or read: leasegate will not mint without it.
     #[error("{path}: {source}")]
-    Journal { path: String, source: crate::lease::journal::JournalError },
+    Journal { path: String, source: crate::lease::JournalError },
 }
 
 /// Shared state cloned into every task.
@@ -141,7 +141,7 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let audit = Audit::open(audit_path.as_deref())
         .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;
     let metrics = Metrics::default();
-    let leases = LeaseManager::new(config.clone(), provisioners.clone(), journal, metrics.clone(), audit.clone());
+    let leases = LeaseManager::new(config.clone(), provisioners.clone(), Arc::new(journal), metrics.clone(), audit.clone());
     let app = App { config: config.clone(), leases, metrics, audit };
     // Users a previous run left: revoked in the background, retrying until each is gone.
     let recovered = recovery::recover(&app.leases).await.map_err(journal_err)?;

@@ -6,8 +6,8 @@
 //! backoff (1 s → 5 min) until the user is gone: each failure is logged, journaled and shown as
 //! `RevokeFailed`; it is never dropped silently.
 
-use super::journal::{Intent, Journal};
 use super::scheduler::Scheduler;
+use super::store::{Intent, LeaseStore};
 use super::{EndReason, Lease, LeaseState, SessionGuard};
 use crate::audit::{Audit, Event};
 use crate::auth::Identity;
@@ -53,7 +53,7 @@ pub enum LeaseError {
     UnknownRole(String),
     /// The journal could not record the intent, so no user was created.
     #[error(transparent)]
-    Journal(#[from] super::journal::JournalError),
+    Journal(#[from] super::store::JournalError),
     /// The user could not be created; the cause is in `source`.
     #[error("could not create a database user: {source}")]
     Mint { source: ProvisionError },
@@ -86,7 +86,7 @@ struct Inner {
     mint_slots: HashMap<String, Arc<Semaphore>>,
     role_leases: HashMap<String, AtomicUsize>,
     timers: Scheduler<TimerKey>,
-    journal: Journal,
+    journal: Arc<dyn LeaseStore>,
     metrics: Metrics,
     audit: Audit,
     tasks: TaskTracker,
@@ -95,7 +95,7 @@ struct Inner {
 
 impl LeaseManager {
     /// Also starts the task that fires lease deadlines.
-    pub fn new(config: Arc<Config>, provisioners: Provisioners, journal: Journal, metrics: Metrics, audit: Audit) -> Self {
+    pub fn new(config: Arc<Config>, provisioners: Provisioners, journal: Arc<dyn LeaseStore>, metrics: Metrics, audit: Audit) -> Self {
         let mint_slots = config.databases.iter().map(|d| (d.name.clone(), Arc::new(Semaphore::new(d.max_concurrent_mints)))).collect();
         let role_leases = config.roles.iter().map(|r| (r.name.clone(), AtomicUsize::new(0))).collect();
         let manager = LeaseManager {
@@ -138,8 +138,9 @@ impl LeaseManager {
         Box::new(super::collector::LeaseCollector { leases: self.clone() })
     }
 
-    pub fn journal(&self) -> &Journal {
-        &self.inner.journal
+    /// The lease store (the journal) every lease is recorded in.
+    pub fn journal(&self) -> &dyn LeaseStore {
+        self.inner.journal.as_ref()
     }
 
     /// A session on a lease for `identity`: the identity's current lease when its role has

@@ -9,10 +9,14 @@
 mod collector;
 pub mod journal;
 pub mod manager;
+#[cfg(test)]
+pub mod memory;
 pub mod recovery;
 pub mod scheduler;
+pub mod store;
 
 pub use manager::{LeaseError, LeaseManager, RenewError};
+pub use store::{JournalError, JournalRow, LeaseStore};
 
 use crate::auth::Identity;
 use crate::secret::Secret;

@@ -5,7 +5,7 @@
 //! succeeds. Then, per `[[database]]` with `sweep_orphans`, users whose names carry its prefix
 //! but that no lease knows are dropped (reason `orphan`), or only logged in dry-run mode.
 
-use super::journal::JournalError;
+use super::store::JournalError;
 use super::{EndReason, Lease, LeaseManager, LeaseState};
 use crate::auth::Identity;
 use crate::config::{DatabaseConfig, SweepOrphans};
