@@ -3,7 +3,7 @@
 //! code paths update as things happen live in `metrics`; this collector is handed to
 //! `Metrics::registry` through [`LeaseManager::collector`].
 
-use super::{LeaseManager, LeaseState};
+use super::LeaseManager;
 use crate::metrics::DbLabels;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -41,7 +41,7 @@ impl Collector for LeaseCollector {
         for lease in self.leases.list() {
             let state = lease.state();
             *counts.entry((lease.database.clone(), lease.identity.role.clone(), state.as_str())).or_default() += 1;
-            if state == LeaseState::Active {
+            if state.is_live() {
                 let left = lease.expires_at().duration_since(now).unwrap_or_default().as_secs_f64();
                 remaining.get_or_create(&DbLabels { database: lease.database.clone() }).observe(left);
             }
