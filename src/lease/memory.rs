@@ -28,6 +28,11 @@ impl MemoryStore {
         self.rows().failing_writes = n;
     }
 
+    /// Every row, oldest first.
+    pub fn all(&self) -> Vec<JournalRow> {
+        self.rows().rows.iter().map(|(r, _)| r.clone()).collect()
+    }
+
     /// The row of lease `id` now.
     pub fn row(&self, id: &str) -> Option<JournalRow> {
         self.rows().rows.iter().find(|(r, _)| r.id == id).map(|(r, _)| r.clone())

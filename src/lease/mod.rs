@@ -36,6 +36,8 @@ mod revoke;
 pub mod scheduler;
 mod state;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 pub use error::{LeaseError, RenewError};
 pub use manager::LeaseManager;
