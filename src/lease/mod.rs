@@ -125,7 +125,7 @@ impl Lease {
     /// of its role's `max_leases` held.
     fn minting(new: NewLease) -> Arc<Lease> {
         let granted = Instant::now();
-        let expires = (granted + new.ttl).min(granted + new.max_ttl);
+        let expires = granted + new.ttl.min(new.max_ttl);
         Lease::build(new, granted, Life::minting(expires))
     }
 
