@@ -24,7 +24,7 @@ use crate::net::listener::accept_loop;
 use crate::net::tls;
 use crate::net::upstream::Target;
 use crate::pg::Postgres;
-use crate::provision::Provisioner;
+use crate::provision::{Provisioner, Provisioners};
 use crate::proxy::protocol::{Admission, Listener, Protocol};
 use crate::service::App;
 use crate::shutdown::{Shutdown, Signals};
@@ -58,13 +58,13 @@ pub enum AppError {
     ShutdownFailed(String),
     /// The lease journal cannot be opened or read: leasegate will not mint without it.
     #[error("{path}: {source}")]
-    Journal { path: String, source: crate::lease::journal::JournalError },
+    Journal { path: String, source: crate::lease::JournalError },
 }
 
 /// One `[[database]]` ready to serve: what its accept loop needs once the app exists.
 struct Prepared {
     name: String,
-    provisioner: Arc<Provisioner>,
+    provisioner: Arc<dyn Provisioner>,
     serve: Box<dyn FnOnce(App, TcpListener, Shutdown, TaskTracker) -> tokio::task::JoinHandle<()> + Send>,
 }
 
@@ -114,7 +114,7 @@ impl Running {
 pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Result<Running, AppError> {
     let config = Arc::new(config);
     let databases = build_databases(&config)?;
-    let provisioners: HashMap<String, Arc<Provisioner>> = databases.iter().map(|d| (d.name.clone(), d.provisioner.clone())).collect();
+    let provisioners: Provisioners = databases.iter().map(|d| (d.name.clone(), d.provisioner.clone())).collect();
     for (name, p) in &provisioners {
         match p.check().await {
             Ok(()) => tracing::info!(database = %name, "admin connection works"),
@@ -128,7 +128,7 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let audit = Audit::open(audit_path.as_deref())
         .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;
     let metrics = Metrics::default();
-    let leases = LeaseManager::new(config.clone(), provisioners.clone(), journal, metrics.clone(), audit.clone());
+    let leases = LeaseManager::new(config.clone(), provisioners.clone(), Arc::new(journal), metrics.clone(), audit.clone());
     let app = App { config: config.clone(), leases, metrics, audit };
     // Users a previous run left: revoked in the background, retrying until each is gone.
     let recovered = recovery::recover(&app.leases).await.map_err(journal_err)?;
@@ -140,7 +140,9 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(become_ready(app.leases.clone(), recovered, sweeps, ready.clone(), signals.begin.clone()));
     let admin = match listeners.admin {
-        Some(listener) => Some(tokio::spawn(crate::admin::serve(listener, admin_state(&app, &ready)?, signals.stopped.clone()))),
+        Some(listener) => {
+            Some(tokio::spawn(crate::admin::serve(listener, admin_state(&app, &ready, &provisioners)?, signals.stopped.clone())))
+        }
         None => None,
     };
     let connections = TaskTracker::new();
@@ -196,10 +198,10 @@ async fn become_ready(
     }
 }
 
-fn admin_state(app: &App, ready: &Arc<AtomicBool>) -> Result<AdminState, AppError> {
+fn admin_state(app: &App, ready: &Arc<AtomicBool>, provisioners: &Provisioners) -> Result<AdminState, AppError> {
     let token = app.config.admin_token().map_err(|p| AppError::Config(vec![p]))?.map(Arc::new);
-    let registry = Arc::new(app.metrics.registry(app.leases.clone()));
-    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone() })
+    let registry = Arc::new(app.metrics.registry(app.leases.collector()));
+    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone(), provisioners: provisioners.clone() })
 }
 
 /// Starts one accept loop per prepared `[[database]]`.
@@ -248,7 +250,7 @@ async fn shut_down(
     app: App,
     loops: Vec<tokio::task::JoinHandle<()>>,
     connections: TaskTracker,
-    provisioners: HashMap<String, Arc<Provisioner>>,
+    provisioners: Provisioners,
     signals: &Signals,
 ) -> usize {
     let grace = app.config.service.shutdown_grace;

@@ -31,7 +31,7 @@ pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyh
             None
         }
     };
-    let client_password = crate::lease::name::password();
+    let client_password = crate::name::password();
     let verifier = crate::auth::hash::client_password_value(&client_password);
     let (cert, key) = tls::self_signed(&["localhost", "127.0.0.1"])?;
     std::fs::write(dir.join("tls.crt"), cert)?;

@@ -43,6 +43,7 @@ pub mod devdb;
 pub mod lease;
 pub mod metrics;
 pub mod mysql;
+pub mod name;
 pub mod net;
 pub mod pg;
 pub mod provision;

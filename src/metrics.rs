@@ -3,18 +3,17 @@
 //! direction) — never a lease id or a user name; those go to the audit log.
 //!
 //! Counters and histograms are updated where things happen (`Metrics`, cloned into tasks).
-//! Lease gauges and the time-left histogram are computed from the lease manager at scrape time
-//! (`LeaseCollector`), so they can never drift from the truth.
+//! Gauges that are computed at scrape time come from their owners as collectors (the lease
+//! gauges from `lease::collector`), so this module depends on no other and they can never
+//! drift from the truth.
 
-use crate::lease::{LeaseManager, LeaseState};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DbLabels {
@@ -92,9 +91,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every family, plus the lease collector over `leases`.
+    /// A registry with every family, plus `lease_gauges` (what `LeaseManager::collector` gives).
     /// Counter names carry no `_total`: the encoder adds it.
-    pub fn registry(&self, leases: LeaseManager) -> Registry {
+    pub fn registry(&self, lease_gauges: Box<dyn Collector>) -> Registry {
         let mut r = Registry::with_prefix("leasegate");
         r.register("leases_granted", "Leases granted (database users minted)", self.leases_granted.clone());
         r.register("leases_ended", "Leases ended, by reason", self.leases_ended.clone());
@@ -106,7 +105,7 @@ impl Metrics {
         r.register("auth_failures", "Failed client authentications, by reason", self.auth_failures.clone());
         r.register_with_unit("forwarded", "Bytes forwarded after authentication", Unit::Bytes, self.bytes_forwarded.clone());
         r.register("sessions_closed", "Sessions closed by leasegate (lease ended, max TTL, shutdown)", self.sessions_closed.clone());
-        r.register_collector(Box::new(LeaseCollector { leases }));
+        r.register_collector(lease_gauges);
         r
     }
 }
@@ -119,58 +118,3 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
 }
 
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LeaseLabels {
-    database: String,
-    role: String,
-    state: String,
-}
-
-/// Lease gauges computed from the manager on each scrape.
-struct LeaseCollector {
-    leases: LeaseManager,
-}
-
-impl std::fmt::Debug for LeaseCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LeaseCollector")
-    }
-}
-
-impl prometheus_client::collector::Collector for LeaseCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut counts: BTreeMap<(String, String, &'static str), i64> = BTreeMap::new();
-        let remaining: Family<DbLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new([60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86400.0]));
-        let now = SystemTime::now();
-        for lease in self.leases.list() {
-            let state = lease.state();
-            *counts.entry((lease.database.clone(), lease.identity.role.clone(), state.as_str())).or_default() += 1;
-            if state == LeaseState::Active {
-                let left = lease.expires_at().duration_since(now).unwrap_or_default().as_secs_f64();
-                remaining.get_or_create(&DbLabels { database: lease.database.clone() }).observe(left);
-            }
-        }
-        let active: Family<LeaseLabels, Gauge> = Family::default();
-        for ((database, role, state), n) in counts {
-            active.get_or_create(&LeaseLabels { database, role, state: state.to_string() }).set(n);
-        }
-        let e = encoder.encode_descriptor(
-            "leases_active",
-            "Leases alive now, by role and state (revoke_failed included)",
-            None,
-            active.metric_type(),
-        )?;
-        active.encode(e)?;
-        let unit = Unit::Seconds;
-        let e = encoder.encode_descriptor(
-            "lease_remaining",
-            "Time left until expiry of active leases",
-            Some(&unit),
-            remaining.metric_type(),
-        )?;
-        remaining.encode(e)?;
-        Ok(())
-    }
-}

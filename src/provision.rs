@@ -1,13 +1,16 @@
 //! What the lease engine asks of a database server — create a user, move its expiry, end its
-//! sessions, drop it — whatever the server's kind. The SQL lives with each protocol
-//! (`pg/provision.rs`, `mysql/provision.rs`); this enum only dispatches, so the lease engine
-//! is written once.
+//! sessions, drop it — whatever the server's kind, as the [`Provisioner`] trait. The SQL and
+//! every dialect question (which error means "no such user", whether a failed creation can
+//! leave a user behind, how long a name may be) are answered by each implementation
+//! (`pg/provision.rs`, `mysql/provision.rs`), so this module knows no protocol and the lease
+//! engine is written once. Also the readiness check over every database's admin connection.
 
 use crate::config::RoleConfig;
-use crate::mysql::provision::MyProvisioner;
-use crate::pg::provision::PgProvisioner;
 use crate::secret::Secret;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,87 +25,81 @@ pub enum ProvisionError {
     /// SQLSTATE (Postgres) or the error number (MySQL).
     #[error("{step} failed: {message} ({code})")]
     Statement { step: &'static str, code: String, message: String },
+    /// The server said the user does not exist (Postgres 42704, MySQL 1396) where that is
+    /// what revocation wants: the provisioner classifies its own errors into this variant.
+    #[error("{step} failed: {message} ({code})")]
+    UserGone { step: &'static str, code: String, message: String },
     /// Sessions of the user were still alive after they were told to terminate.
     #[error("sessions of the user did not end within {0:?}")]
     SessionsLinger(Duration),
 }
 
-/// Postgres SQLSTATE undefined_object: "role … does not exist".
-const PG_UNDEFINED_OBJECT: &str = "42704";
-/// MySQL ER_CANNOT_USER: "Operation ALTER USER failed for …" (no such user).
-const MY_CANNOT_USER: &str = "1396";
-
 impl ProvisionError {
     /// True when the failure means the user is already gone: revocation is complete.
     pub fn user_is_gone(&self) -> bool {
-        matches!(self, ProvisionError::Statement { code, .. } if code == PG_UNDEFINED_OBJECT || code == MY_CANNOT_USER)
+        matches!(self, ProvisionError::UserGone { .. })
     }
 }
 
-pub enum Provisioner {
-    Postgres(std::sync::Arc<PgProvisioner>),
-    Mysql(std::sync::Arc<MyProvisioner>),
+/// What every provisioner method returns: boxed so the trait stays dyn-compatible.
+pub type ProvisionFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProvisionError>> + Send + 'a>>;
+
+/// One database server's admin side, as the lease engine uses it. Held as `Arc<dyn Provisioner>`.
+pub trait Provisioner: Send + Sync {
+    /// Opens an admin connection and runs a trivial query: the health check.
+    fn check(&self) -> ProvisionFuture<'_, ()>;
+
+    /// The longest user name the server accepts.
+    fn max_user_len(&self) -> ProvisionFuture<'_, usize>;
+
+    /// False when a failed creation may have left the user behind (the statements do not run
+    /// as one transaction), so the engine must revoke it rather than forget it.
+    fn mint_is_atomic(&self) -> bool;
+
+    /// Creates `user` with the role's creation statements (or the server's safe default).
+    fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, valid_until: SystemTime) -> ProvisionFuture<'a, ()>;
+
+    /// Moves the user's expiry (where the server has one) or runs the role's renew statements.
+    fn renew<'a>(&'a self, role: &'a RoleConfig, user: &'a str, valid_until: SystemTime) -> ProvisionFuture<'a, ()>;
+
+    /// Every user whose name starts with `prefix` (the orphan sweep).
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>>;
+
+    /// Undoes a creation that failed part-way.
+    fn rollback<'a>(&'a self, role: &'a RoleConfig, user: &'a str) -> ProvisionFuture<'a, ()>;
+
+    /// First step of revocation: no new logins, every server session of `user` told to end.
+    /// A user that does not exist is [`ProvisionError::UserGone`].
+    fn stop_sessions<'a>(&'a self, user: &'a str) -> ProvisionFuture<'a, ()>;
+
+    /// Waits until the server has no session of `user` left, at most `limit`.
+    fn wait_sessions_gone<'a>(&'a self, user: &'a str, limit: Duration) -> ProvisionFuture<'a, ()>;
+
+    /// Last step of revocation: clean up what `user` owns in the databases it `used`, and drop
+    /// it. A user that no longer exists counts as dropped.
+    fn drop_user<'a>(&'a self, role: &'a RoleConfig, user: &'a str, used: &'a BTreeSet<String>) -> ProvisionFuture<'a, ()>;
+
+    /// Closes every admin connection (shutdown).
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
-/// Calls the same method on whichever provisioner this is.
-macro_rules! each {
-    ($self:ident, $p:ident => $e:expr) => {
-        match $self {
-            Provisioner::Postgres($p) => $e,
-            Provisioner::Mysql($p) => $e,
+/// Every `[[database]]`'s provisioner, by database name.
+pub type Provisioners = HashMap<String, Arc<dyn Provisioner>>;
+
+/// How long one database's admin connection may take to answer the readiness check.
+const READY_CHECK_LIMIT: Duration = Duration::from_secs(2);
+
+/// True when every database's admin connection answers (for `/readyz`).
+pub async fn admin_connections_ok(provisioners: &Provisioners) -> bool {
+    for (name, p) in provisioners {
+        match tokio::time::timeout(READY_CHECK_LIMIT, p.check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(database = %name, error = %e, "not ready: admin connection failed");
+                return false;
+            }
+            Err(_) => return false,
         }
-    };
-}
-
-impl Provisioner {
-    /// Opens an admin connection and runs a trivial query: the health check used at start.
-    pub async fn check(&self) -> Result<(), ProvisionError> {
-        each!(self, p => p.check().await)
     }
-
-    /// The longest user name the server accepts (MySQL: probed once from the server).
-    pub async fn max_user_len(&self) -> Result<usize, ProvisionError> {
-        match self {
-            Provisioner::Postgres(_) => Ok(crate::pg::provision::MAX_USER_LEN),
-            Provisioner::Mysql(p) => p.max_user_len().await,
-        }
-    }
-
-    /// False when a failed mint may have left the user behind (MySQL DDL commits statement by
-    /// statement; a Postgres batch is one transaction).
-    pub fn mint_is_atomic(&self) -> bool {
-        matches!(self, Provisioner::Postgres(_))
-    }
-
-    pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, valid_until: SystemTime) -> Result<(), ProvisionError> {
-        each!(self, p => p.mint(role, user, password, valid_until).await)
-    }
-
-    pub async fn renew(&self, role: &RoleConfig, user: &str, valid_until: SystemTime) -> Result<(), ProvisionError> {
-        each!(self, p => p.renew(role, user, valid_until).await)
-    }
-
-    pub async fn users_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProvisionError> {
-        each!(self, p => p.users_with_prefix(prefix).await)
-    }
-
-    pub async fn rollback(&self, role: &RoleConfig, user: &str) -> Result<(), ProvisionError> {
-        each!(self, p => p.rollback(role, user).await)
-    }
-
-    pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
-        each!(self, p => p.stop_sessions(user).await)
-    }
-
-    pub async fn wait_sessions_gone(&self, user: &str, limit: Duration) -> Result<(), ProvisionError> {
-        each!(self, p => p.wait_sessions_gone(user, limit).await)
-    }
-
-    pub async fn drop_user(&self, role: &RoleConfig, user: &str, used: &BTreeSet<String>) -> Result<(), ProvisionError> {
-        each!(self, p => p.drop_user(role, user, used).await)
-    }
-
-    pub async fn close(&self) {
-        each!(self, p => p.close().await)
-    }
+    true
 }

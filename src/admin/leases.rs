@@ -47,7 +47,7 @@ pub struct LeaseView {
 
 impl LeaseView {
     /// An ended lease, as the journal remembers it.
-    fn ended(r: crate::lease::journal::JournalRow) -> LeaseView {
+    fn ended(r: crate::lease::JournalRow) -> LeaseView {
         LeaseView {
             id: r.id,
             database: r.database,

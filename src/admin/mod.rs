@@ -5,6 +5,7 @@
 pub mod client;
 pub mod leases;
 
+use crate::provision::Provisioners;
 use crate::secret::Secret;
 use crate::service::App;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// Recovery finished and not shutting down.
     pub ready: Arc<AtomicBool>,
+    /// Every database's admin side, whose connections `/readyz` checks.
+    pub provisioners: Provisioners,
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -74,7 +77,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if !s.ready.load(Ordering::Acquire) {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down".into()).into_response();
     }
-    if !s.app.leases.admin_connections_ok().await {
+    if !crate::provision::admin_connections_ok(&s.provisioners).await {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: an admin connection to a database fails".into()).into_response();
     }
     "ready\n".into_response()

@@ -271,7 +271,7 @@ impl DatabaseConfig {
         if self.client_auth_plugin.is_some() && self.kind == DbKind::Postgres {
             problems.push(Problem::new(format!("{at}.client_auth_plugin"), "applies to kind = \"mysql\" only"));
         }
-        if let Err(e) = crate::lease::name::check_prefix(&self.name_prefix) {
+        if let Err(e) = crate::name::check_prefix(&self.name_prefix) {
             problems.push(Problem::new(format!("{at}.name_prefix"), e));
         }
         if let Some(tls) = &self.client_tls

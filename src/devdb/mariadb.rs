@@ -56,7 +56,7 @@ impl PrivateMariaDb {
             server: None,
             port: 0,
             admin_user: "leasegate_admin".into(),
-            admin_password: crate::lease::name::password(),
+            admin_password: crate::name::password(),
         };
         let mut last = None;
         for _ in 0..3 {

@@ -33,7 +33,7 @@ impl PrivatePostgres {
         let bindir = bindir()?;
         let owner = service_account("postgres")?;
         let dir = TempDir::new("leasegate-pg")?;
-        let password = crate::lease::name::password();
+        let password = crate::name::password();
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, password.expose()).map_err(io_err("writing the password file"))?;
         chown_tree(dir.path(), owner)?;

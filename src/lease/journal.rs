@@ -1,46 +1,15 @@
-//! The lease journal: one SQLite row per lease, written before its user is created (intent) and
-//! at every state change, so a restart knows every user leasegate may have created.
+//! The lease journal: the SQLite [`LeaseStore`], one row per lease, one leasegate per file.
 //!
 //! WAL with `synchronous = FULL`: each transition is on disk when the call returns, and a crash
 //! at any point leaves either the old or the new row. Times are Unix milliseconds.
 
+use super::store::{Intent, JournalError, JournalRow, LeaseStore, StoreFuture};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-#[derive(Debug, thiserror::Error)]
-#[error("lease journal: {0}")]
-pub struct JournalError(#[from] sqlx::Error);
-
-/// What a journal row says about a lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalRow {
-    pub id: String,
-    pub database: String,
-    pub role: String,
-    pub client: String,
-    pub db_user: String,
-    pub state: String,
-    pub end_reason: Option<String>,
-    pub last_error: Option<String>,
-    pub used_databases: BTreeSet<String>,
-    pub granted_at: SystemTime,
-    pub expires_at: SystemTime,
-    pub max_expires_at: SystemTime,
-}
-
-/// What is written when a lease is granted.
-pub struct Intent<'a> {
-    pub id: &'a str,
-    pub database: &'a str,
-    pub role: &'a str,
-    pub client: &'a str,
-    pub db_user: &'a str,
-    pub granted_at: SystemTime,
-    pub expires_at: SystemTime,
-    pub max_expires_at: SystemTime,
-}
 
 #[derive(Clone)]
 pub struct Journal {
@@ -89,18 +58,6 @@ impl Journal {
         Ok(Journal { pool })
     }
 
-    /// Recorded before the user is created.
-    pub async fn intent(&self, i: &Intent<'_>) -> Result<(), JournalError> {
-        self.insert(i, "minting").await
-    }
-
-    /// Records a user found with our prefix that no lease knew, before it is dropped.
-    pub async fn orphan_intent(&self, id: &str, database: &str, db_user: &str) -> Result<(), JournalError> {
-        let now = SystemTime::now();
-        let i = Intent { id, database, role: "", client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
-        self.insert(&i, "revoking").await
-    }
-
     async fn insert(&self, i: &Intent<'_>, state: &str) -> Result<(), JournalError> {
         sqlx::query(
             "INSERT INTO leases (id, database, role, client, db_user, state, granted_at, expires_at, max_expires_at)
@@ -120,59 +77,6 @@ impl Journal {
         Ok(())
     }
 
-    pub async fn set_state(&self, id: &str, state: &str, last_error: Option<&str>) -> Result<(), JournalError> {
-        sqlx::query("UPDATE leases SET state = ?, last_error = COALESCE(?, last_error) WHERE id = ?")
-            .bind(state)
-            .bind(last_error)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn renewed(&self, id: &str, expires_at: SystemTime) -> Result<(), JournalError> {
-        sqlx::query("UPDATE leases SET expires_at = ?, renewed_at = ? WHERE id = ?")
-            .bind(millis(expires_at))
-            .bind(millis(SystemTime::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn used_databases(&self, id: &str, databases: &BTreeSet<String>) -> Result<(), JournalError> {
-        let joined = databases.iter().cloned().collect::<Vec<_>>().join("\n");
-        sqlx::query("UPDATE leases SET used_databases = ? WHERE id = ?").bind(joined).bind(id).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn ended(&self, id: &str, reason: &str) -> Result<(), JournalError> {
-        sqlx::query("UPDATE leases SET state = 'ended', end_reason = ?, ended_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(millis(SystemTime::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Every lease that has not ended: the ones a restart must revoke.
-    pub async fn unfinished(&self) -> Result<Vec<JournalRow>, JournalError> {
-        self.rows("WHERE state <> 'ended'").await
-    }
-
-    pub async fn get(&self, id: &str) -> Result<Option<JournalRow>, JournalError> {
-        let rows = self.rows_by_id(id).await?;
-        Ok(rows.into_iter().next())
-    }
-
-    /// Users that a lease not yet ended may own, on any database (Postgres roles are
-    /// cluster-wide, so two `[[database]]`s on one server see each other's users).
-    pub async fn open_users(&self) -> Result<HashSet<String>, JournalError> {
-        let users: Vec<(String,)> = sqlx::query_as("SELECT db_user FROM leases WHERE state <> 'ended'").fetch_all(&self.pool).await?;
-        Ok(users.into_iter().map(|(u,)| u).collect())
-    }
-
     async fn rows(&self, filter: &'static str) -> Result<Vec<JournalRow>, JournalError> {
         let sql = format!("{SELECT_ROW} {filter} ORDER BY granted_at");
         let rows: Vec<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
@@ -185,15 +89,79 @@ impl Journal {
         Ok(rows.into_iter().map(RawRow::into_row).collect())
     }
 
-    /// Deletes ended leases that ended more than `retain` ago; returns how many.
-    pub async fn prune(&self, retain: Duration) -> Result<u64, JournalError> {
-        let cutoff = millis(SystemTime::now() - retain);
-        let done = sqlx::query("DELETE FROM leases WHERE state = 'ended' AND ended_at < ?").bind(cutoff).execute(&self.pool).await?;
-        Ok(done.rows_affected())
+    /// Runs one UPDATE or DELETE; returns the rows it touched.
+    async fn execute(&self, query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>) -> Result<u64, JournalError> {
+        Ok(query.execute(&self.pool).await?.rows_affected())
+    }
+}
+
+impl LeaseStore for Journal {
+    fn intent<'a>(&'a self, i: &'a Intent<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(self.insert(i, "minting"))
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
+    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let now = SystemTime::now();
+            let i = Intent { id, database, role: "", client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+            self.insert(&i, "revoking").await
+        })
+    }
+
+    fn set_state<'a>(&'a self, id: &'a str, state: &'a str, last_error: Option<&'a str>) -> StoreFuture<'a, ()> {
+        let q = sqlx::query("UPDATE leases SET state = ?, last_error = COALESCE(?, last_error) WHERE id = ?")
+            .bind(state)
+            .bind(last_error)
+            .bind(id);
+        Box::pin(async move { self.execute(q).await.map(drop) })
+    }
+
+    fn renewed<'a>(&'a self, id: &'a str, expires_at: SystemTime) -> StoreFuture<'a, ()> {
+        let q = sqlx::query("UPDATE leases SET expires_at = ?, renewed_at = ? WHERE id = ?")
+            .bind(millis(expires_at))
+            .bind(millis(SystemTime::now()))
+            .bind(id);
+        Box::pin(async move { self.execute(q).await.map(drop) })
+    }
+
+    fn used_databases<'a>(&'a self, id: &'a str, databases: &'a BTreeSet<String>) -> StoreFuture<'a, ()> {
+        let joined = databases.iter().cloned().collect::<Vec<_>>().join("\n");
+        let q = sqlx::query("UPDATE leases SET used_databases = ? WHERE id = ?").bind(joined).bind(id);
+        Box::pin(async move { self.execute(q).await.map(drop) })
+    }
+
+    fn ended<'a>(&'a self, id: &'a str, reason: &'a str) -> StoreFuture<'a, ()> {
+        let q = sqlx::query("UPDATE leases SET state = 'ended', end_reason = ?, ended_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(millis(SystemTime::now()))
+            .bind(id);
+        Box::pin(async move { self.execute(q).await.map(drop) })
+    }
+
+    /// One instance per file: every lease not ended is this instance's.
+    fn unfinished(&self) -> StoreFuture<'_, Vec<JournalRow>> {
+        Box::pin(self.rows("WHERE state <> 'ended'"))
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<JournalRow>> {
+        Box::pin(async move { Ok(self.rows_by_id(id).await?.into_iter().next()) })
+    }
+
+    fn open_users(&self) -> StoreFuture<'_, HashSet<String>> {
+        Box::pin(async move {
+            let users: Vec<(String,)> = sqlx::query_as("SELECT db_user FROM leases WHERE state <> 'ended'").fetch_all(&self.pool).await?;
+            Ok(users.into_iter().map(|(u,)| u).collect())
+        })
+    }
+
+    fn prune(&self, retain: Duration) -> StoreFuture<'_, u64> {
+        let cutoff = millis(SystemTime::now() - retain);
+        let q = sqlx::query("DELETE FROM leases WHERE state = 'ended' AND ended_at < ?").bind(cutoff);
+        Box::pin(self.execute(q))
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.pool.close())
     }
 }
 
@@ -229,10 +197,27 @@ impl IntoRow for RawRow {
 mod tests {
     use super::*;
 
+    /// A directory removed on drop (the journal's own, so this module needs nothing of `devdb`).
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            let dir = std::env::temp_dir().join(format!("leasegate-journal-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[tokio::test]
     async fn records_a_lease_from_intent_to_end_and_survives_reopening() {
-        let dir = crate::devdb::TempDir::new("leasegate-journal").unwrap();
-        let path = dir.path().join("j.db");
+        let dir = Scratch::new();
+        let path = dir.0.join("j.db");
         let now = SystemTime::now();
         {
             let j = Journal::open(&path).await.unwrap();

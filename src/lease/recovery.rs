@@ -5,14 +5,13 @@
 //! succeeds. Then, per `[[database]]` with `sweep_orphans`, users whose names carry its prefix
 //! but that no lease knows are dropped (reason `orphan`), or only logged in dry-run mode.
 
-use super::journal::JournalError;
-use super::{EndReason, Lease, LeaseManager, LeaseState, name};
+use super::store::JournalError;
+use super::{EndReason, Lease, LeaseManager};
 use crate::auth::Identity;
 use crate::config::{DatabaseConfig, SweepOrphans};
-use crate::secret::Secret;
+use crate::name;
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
-use tokio::time::Instant;
+use std::time::Duration;
 
 /// Revokes every unfinished lease of the journal; returns their ids.
 pub async fn recover(manager: &LeaseManager) -> Result<Vec<String>, JournalError> {
@@ -20,19 +19,13 @@ pub async fn recover(manager: &LeaseManager) -> Result<Vec<String>, JournalError
     let ids = rows.iter().map(|r| r.id.clone()).collect();
     for row in rows {
         tracing::info!(lease = %row.id, user = %row.db_user, state = %row.state, "revoking a lease left by a previous run");
-        let lease = unfinished_lease(row.id, Identity { client: row.client, role: row.role }, row.database, row.db_user);
+        let lease = Lease::unfinished(row.id, Identity { client: row.client, role: row.role }, row.database, row.db_user);
         for db in &row.used_databases {
             lease.note_database(db);
         }
         manager.adopt_for_revocation(lease, EndReason::Recovered);
     }
     Ok(ids)
-}
-
-/// A lease object for a user this process did not mint: it only exists to be revoked.
-fn unfinished_lease(id: String, identity: Identity, database: String, user: String) -> std::sync::Arc<Lease> {
-    let now = SystemTime::now();
-    Lease::new(id, identity, database, user, Secret::new(""), LeaseState::Revoking, now, now, Instant::now(), None)
 }
 
 /// Finds (and, unless dry-run, drops) users with the database's prefix that no lease knows.
@@ -73,7 +66,7 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
             continue;
         }
         tracing::info!(database = %db.name, user = %user, lease = %id, "dropping orphan user");
-        let lease = unfinished_lease(id, Identity { client: String::new(), role: String::new() }, db.name.clone(), user);
+        let lease = Lease::unfinished(id, Identity { client: String::new(), role: String::new() }, db.name.clone(), user);
         manager.adopt_for_revocation(lease, EndReason::Orphan);
     }
 }

@@ -67,9 +67,9 @@ impl Protocol for Mysql {
     type ClientError = FrontendError;
     type UpstreamError = BackendError;
 
-    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<Provisioner>) {
+    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<dyn Provisioner>) {
         let admin = Arc::new(MyProvisioner::new(db, admin_password));
-        (MyState { threads: Threads::default(), admin: admin.clone() }, Arc::new(Provisioner::Mysql(admin)))
+        (MyState { threads: Threads::default(), admin: admin.clone() }, admin)
     }
 
     async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {

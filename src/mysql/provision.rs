@@ -6,17 +6,19 @@
 //! mysql_native_password AS '{{password}}'` on MySQL 8.0 (check-config refuses `IDENTIFIED BY
 //! '{{password}}'`). The default statement on MySQL 8 (which has neither form for its default
 //! plugin) sends the cleartext, which MySQL masks in its logs. MySQL DDL commits statement by statement, so a failed creation batch may leave the
-//! user behind: the lease engine then revokes it like any other (see `mint_is_atomic`).
+//! user behind: the lease engine then revokes it like any other (`mint_is_atomic` says false).
 //! MySQL has no per-user expiry timestamp: the lease's end is enforced by revocation alone
 //! (renewal runs only the role's own `renew_statements`).
 
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::credential::MysqlHashes;
-use crate::provision::ProvisionError;
+use crate::provision::{ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +28,8 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(45);
 const LONGEST_NAME: usize = 63;
 /// ER_NO_SUCH_THREAD: the thread ended between listing and KILL.
 const NO_SUCH_THREAD: &str = "1094";
+/// ER_CANNOT_USER: "Operation ALTER USER failed for …" (no such user).
+const CANNOT_USER: &str = "1396";
 
 pub struct MyProvisioner {
     pool: MySqlPool,
@@ -76,114 +80,6 @@ impl MyProvisioner {
             max_user_len: AtomicUsize::new(0),
             flavour: AtomicU8::new(0),
         }
-    }
-
-    pub async fn check(&self) -> Result<(), ProvisionError> {
-        match self.batch("admin connection check", "SELECT 1".into()).await {
-            Err(ProvisionError::Unreachable { .. }) => {
-                let direct = tokio::time::timeout(self.connect_timeout, self.options.connect()).await;
-                match direct {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: message(&e) }),
-                    Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
-                }
-            }
-            other => other,
-        }
-    }
-
-    /// The server's limit on user names (MySQL ≥ 5.7.8: 32, MariaDB ≥ 10.6: 128, older: 16),
-    /// read from the catalogue once.
-    pub async fn max_user_len(&self) -> Result<usize, ProvisionError> {
-        let known = self.max_user_len.load(Ordering::Relaxed);
-        if known != 0 {
-            return Ok(known);
-        }
-        let sql = "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) FROM information_schema.COLUMNS \
-                   WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'user' AND COLUMN_NAME = 'User'";
-        let found: Option<i64> = self.bounded("probing the user-name limit", sqlx::query_scalar(sql).fetch_optional(&self.pool)).await?;
-        let limit = found.map_or(16, |n| (n.max(16) as usize).min(LONGEST_NAME));
-        self.max_user_len.store(limit, Ordering::Relaxed);
-        Ok(limit)
-    }
-
-    pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, _valid_until: SystemTime) -> Result<(), ProvisionError> {
-        let hash = format!("*{}", crate::credential::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
-        if !role.creation_statements.is_empty() {
-            return self.batch("creation statements", Vars { name: user, password: &hash }.render_all(&role.creation_statements)).await;
-        }
-        let sql = if self.is_mariadb().await? {
-            Vars { name: user, password: &hash }.render(&default_creation(&role.member_of, true))
-        } else {
-            // MySQL 8 has no IDENTIFIED BY PASSWORD; it hashes the cleartext with its default
-            // plugin and masks it in its general, slow and binary logs (unlike MariaDB).
-            Vars { name: user, password: password.expose() }.render(&default_creation(&role.member_of, false))
-        };
-        self.run("creation statements", sql, Some(password.expose())).await
-    }
-
-    /// Runs the role's renew statements; without them there is nothing to move (no expiry on
-    /// MySQL users: revocation ends them).
-    pub async fn renew(&self, role: &RoleConfig, user: &str, _valid_until: SystemTime) -> Result<(), ProvisionError> {
-        if role.renew_statements.is_empty() {
-            return Ok(());
-        }
-        self.batch("renew statements", Vars { name: user, password: "" }.render_all(&role.renew_statements)).await
-    }
-
-    pub async fn users_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProvisionError> {
-        // LEFT(), not LIKE, where `_` would be a wildcard.
-        let q = sqlx::query_scalar("SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY 1")
-            .bind(prefix)
-            .bind(prefix)
-            .fetch_all(&self.pool);
-        self.bounded("listing users", q).await
-    }
-
-    pub async fn rollback(&self, role: &RoleConfig, user: &str) -> Result<(), ProvisionError> {
-        if role.rollback_statements.is_empty() {
-            return self.batch("rollback", format!("DROP USER IF EXISTS {}", account(user))).await;
-        }
-        self.batch("rollback statements", Vars { name: user, password: "" }.render_all(&role.rollback_statements)).await
-    }
-
-    /// No new logins (ACCOUNT LOCK), then every thread of the user killed. Needs
-    /// CONNECTION_ADMIN or SUPER to kill other users' threads.
-    pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
-        self.batch("locking the account", format!("ALTER USER {} ACCOUNT LOCK", account(user))).await?;
-        for id in self.threads(user).await? {
-            match self.batch("killing sessions", format!("KILL CONNECTION {id}")).await {
-                Err(ProvisionError::Statement { code, .. }) if code == NO_SUCH_THREAD => {}
-                other => other?,
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn wait_sessions_gone(&self, user: &str, limit: Duration) -> Result<(), ProvisionError> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if self.threads(user).await?.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ProvisionError::SessionsLinger(limit));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Drops the user (objects it created stay with their schema: MySQL users own nothing).
-    pub async fn drop_user(&self, role: &RoleConfig, user: &str, _used: &BTreeSet<String>) -> Result<(), ProvisionError> {
-        if !role.revocation_statements.is_empty() {
-            let sql = Vars { name: user, password: "" }.render_all(&role.revocation_statements);
-            return self.batch("revocation statements", sql).await;
-        }
-        self.batch("dropping the user", format!("DROP USER IF EXISTS {}", account(user))).await
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 
     /// Kills a query (or the connection) of a session leasegate proxies: a client's `KILL` from
@@ -261,6 +157,148 @@ impl MyProvisioner {
             },
             other => ProvisionError::Connect { addr: self.addr.clone(), message: other.to_string() },
         }
+    }
+}
+
+impl Provisioner for MyProvisioner {
+    fn check(&self) -> ProvisionFuture<'_, ()> {
+        Box::pin(async move {
+            match self.batch("admin connection check", "SELECT 1".into()).await {
+                Err(ProvisionError::Unreachable { .. }) => {
+                    let direct = tokio::time::timeout(self.connect_timeout, self.options.connect()).await;
+                    match direct {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: message(&e) }),
+                        Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
+                    }
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// The server's limit on user names (MySQL ≥ 5.7.8: 32, MariaDB ≥ 10.6: 128, older: 16),
+    /// read from the catalogue once.
+    fn max_user_len(&self) -> ProvisionFuture<'_, usize> {
+        Box::pin(async move {
+            let known = self.max_user_len.load(Ordering::Relaxed);
+            if known != 0 {
+                return Ok(known);
+            }
+            let sql = "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) FROM information_schema.COLUMNS \
+                       WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'user' AND COLUMN_NAME = 'User'";
+            let found: Option<i64> =
+                self.bounded("probing the user-name limit", sqlx::query_scalar(sql).fetch_optional(&self.pool)).await?;
+            let limit = found.map_or(16, |n| (n.max(16) as usize).min(LONGEST_NAME));
+            self.max_user_len.store(limit, Ordering::Relaxed);
+            Ok(limit)
+        })
+    }
+
+    /// DDL commits statement by statement: a failed batch may have created the user.
+    fn mint_is_atomic(&self) -> bool {
+        false
+    }
+
+    fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, _valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            let hash = format!("*{}", crate::credential::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
+            if !role.creation_statements.is_empty() {
+                return self.batch("creation statements", Vars { name: user, password: &hash }.render_all(&role.creation_statements)).await;
+            }
+            let sql = if self.is_mariadb().await? {
+                Vars { name: user, password: &hash }.render(&default_creation(&role.member_of, true))
+            } else {
+                // MySQL 8 has no IDENTIFIED BY PASSWORD; it hashes the cleartext with its default
+                // plugin and masks it in its general, slow and binary logs (unlike MariaDB).
+                Vars { name: user, password: password.expose() }.render(&default_creation(&role.member_of, false))
+            };
+            self.run("creation statements", sql, Some(password.expose())).await
+        })
+    }
+
+    /// Runs the role's renew statements; without them there is nothing to move (no expiry on
+    /// MySQL users: revocation ends them).
+    fn renew<'a>(&'a self, role: &'a RoleConfig, user: &'a str, _valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            if role.renew_statements.is_empty() {
+                return Ok(());
+            }
+            self.batch("renew statements", Vars { name: user, password: "" }.render_all(&role.renew_statements)).await
+        })
+    }
+
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            // LEFT(), not LIKE, where `_` would be a wildcard.
+            let q = sqlx::query_scalar("SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY 1")
+                .bind(prefix)
+                .bind(prefix)
+                .fetch_all(&self.pool);
+            self.bounded("listing users", q).await
+        })
+    }
+
+    fn rollback<'a>(&'a self, role: &'a RoleConfig, user: &'a str) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            if role.rollback_statements.is_empty() {
+                return self.batch("rollback", format!("DROP USER IF EXISTS {}", account(user))).await;
+            }
+            self.batch("rollback statements", Vars { name: user, password: "" }.render_all(&role.rollback_statements)).await
+        })
+    }
+
+    /// No new logins (ACCOUNT LOCK), then every thread of the user killed. Needs
+    /// CONNECTION_ADMIN or SUPER to kill other users' threads.
+    fn stop_sessions<'a>(&'a self, user: &'a str) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            self.batch("locking the account", format!("ALTER USER {} ACCOUNT LOCK", account(user))).await.map_err(user_gone)?;
+            for id in self.threads(user).await? {
+                match self.batch("killing sessions", format!("KILL CONNECTION {id}")).await {
+                    Err(ProvisionError::Statement { code, .. }) if code == NO_SUCH_THREAD => {}
+                    other => other?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn wait_sessions_gone<'a>(&'a self, user: &'a str, limit: Duration) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                if self.threads(user).await?.is_empty() {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ProvisionError::SessionsLinger(limit));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
+    /// Drops the user (objects it created stay with their schema: MySQL users own nothing).
+    fn drop_user<'a>(&'a self, role: &'a RoleConfig, user: &'a str, _used: &'a BTreeSet<String>) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            if !role.revocation_statements.is_empty() {
+                let sql = Vars { name: user, password: "" }.render_all(&role.revocation_statements);
+                return self.batch("revocation statements", sql).await;
+            }
+            self.batch("dropping the user", format!("DROP USER IF EXISTS {}", account(user))).await
+        })
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.pool.close())
+    }
+}
+
+/// `e` as [`ProvisionError::UserGone`] when the server said there is no such user.
+fn user_gone(e: ProvisionError) -> ProvisionError {
+    match e {
+        ProvisionError::Statement { step, code, message } if code == CANNOT_USER => ProvisionError::UserGone { step, code, message },
+        other => other,
     }
 }
 

@@ -60,8 +60,8 @@ impl Protocol for Postgres {
     type ClientError = FrontendError;
     type UpstreamError = BackendError;
 
-    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (PgState, Arc<Provisioner>) {
-        (PgState::default(), Arc::new(Provisioner::Postgres(Arc::new(PgProvisioner::new(db, admin_password)))))
+    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (PgState, Arc<dyn Provisioner>) {
+        (PgState::default(), Arc::new(PgProvisioner::new(db, admin_password)))
     }
 
     async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {

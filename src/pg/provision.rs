@@ -6,14 +6,20 @@
 //! the server or its logs. All DDL goes through the simple query protocol (`raw_sql`): one round
 //! trip, one implicit transaction for a multi-statement batch, and no prepared-statement cache
 //! filled with one-off statements. Statement logging is off on these connections.
+//!
+//! `PgProvisioner` implements `provision::Provisioner`, answering the dialect questions there
+//! too: a batch is atomic, names are at most 63 bytes, and SQLSTATE 42704 on the minted role
+//! means the user is gone.
 
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::pg::scram;
-use crate::provision::ProvisionError;
+use crate::provision::{ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions};
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +28,7 @@ pub const MINTED_SCRAM_ITERATIONS: u32 = 1;
 /// Bound on one admin batch, beyond the server-side statement_timeout.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(45);
 /// Postgres's identifier limit (NAMEDATALEN - 1).
-pub const MAX_USER_LEN: usize = 63;
+const MAX_USER_LEN: usize = 63;
 
 pub struct PgProvisioner {
     base: PgConnectOptions,
@@ -86,133 +92,6 @@ impl PgProvisioner {
         self.pool(&self.admin_database)
     }
 
-    /// Opens an admin connection and runs `SELECT 1`: the health check used at start.
-    pub async fn check(&self) -> Result<(), ProvisionError> {
-        match self.batch("admin connection check", &self.admin(), "SELECT 1".into(), None).await {
-            // The pool only says it timed out; one direct attempt tells why (refused, bad password…).
-            Err(ProvisionError::Unreachable { .. }) => {
-                let direct = tokio::time::timeout(self.connect_timeout, self.base.clone().database(&self.admin_database).connect()).await;
-                match direct {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: sqlx_message(&e) }),
-                    Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
-                }
-            }
-            other => other,
-        }
-    }
-
-    /// Creates `user` with the role's creation statements (or the default), in one transaction.
-    pub async fn mint(&self, role: &RoleConfig, user: &str, password: &Secret, valid_until: SystemTime) -> Result<(), ProvisionError> {
-        let salt: [u8; 16] = rand::random();
-        let verifier = scram::verifier(password.expose().as_bytes(), &salt, MINTED_SCRAM_ITERATIONS).to_string();
-        let vars = Vars { name: user, password: &verifier, expiration: &pg_timestamp(valid_until) };
-        let sql = if role.creation_statements.is_empty() {
-            vars.render(&default_creation(&role.member_of))
-        } else {
-            // Appended to custom (e.g. Vault) statements too: without it an admin that is not
-            // superuser could create the user but never terminate its sessions or drop it.
-            format!("{};\n{}", vars.render_all(&role.creation_statements), vars.render(ADMIN_MEMBERSHIP))
-        };
-        self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
-    }
-
-    /// Moves the user's expiry: the role's renew statements, or `ALTER ROLE … VALID UNTIL`.
-    pub async fn renew(&self, role: &RoleConfig, user: &str, valid_until: SystemTime) -> Result<(), ProvisionError> {
-        let expiration = pg_timestamp(valid_until);
-        let vars = Vars { name: user, password: "", expiration: &expiration };
-        let sql = if role.renew_statements.is_empty() {
-            vars.render("ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}'")
-        } else {
-            vars.render_all(&role.renew_statements)
-        };
-        self.batch("renew statements", &self.admin(), sql, None).await
-    }
-
-    /// Every role whose name starts with `prefix` (for the orphan sweep). The prefix is compared
-    /// with `left()`, not LIKE, where `_` would be a wildcard.
-    pub async fn users_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProvisionError> {
-        let users: Vec<(String,)> = sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE left(rolname, length($1)) = $1 ORDER BY 1")
-            .bind(prefix)
-            .fetch_all(&self.admin())
-            .await
-            .map_err(|e| self.error("listing users", e, None))?;
-        Ok(users.into_iter().map(|(u,)| u).collect())
-    }
-
-    /// Undoes a mint whose later steps failed: the rollback statements, or a plain drop.
-    pub async fn rollback(&self, role: &RoleConfig, user: &str) -> Result<(), ProvisionError> {
-        if role.rollback_statements.is_empty() {
-            return self.batch("rollback", &self.admin(), format!("DROP ROLE IF EXISTS {}", quote_ident(user)), None).await;
-        }
-        let vars = Vars { name: user, password: "", expiration: "" };
-        let sql = vars.render_all(&role.rollback_statements);
-        self.batch("rollback statements", &self.admin(), sql, None).await
-    }
-
-    /// First step of revocation: no new logins, and every server session of `user` told to end.
-    /// The admin first tries to (re)join the role, which orphans may lack; best effort, in its
-    /// own statement: an admin that may not grant it but is a member already must not fail here.
-    pub async fn stop_sessions(&self, user: &str) -> Result<(), ProvisionError> {
-        let join = format!("GRANT {} TO CURRENT_USER", quote_ident(user));
-        if let Err(e) = self.batch("joining the role", &self.admin(), join, None).await {
-            tracing::debug!(user, error = %e, "could not join the role before revoking it");
-        }
-        let sql = format!(
-            "ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
-            ident = quote_ident(user),
-            lit = quote_literal(user),
-        );
-        self.batch("stopping sessions", &self.admin(), sql, None).await
-    }
-
-    /// Waits until the server has no session of `user` left (terminated backends exit
-    /// asynchronously, and their temporary objects block DROP until they have).
-    pub async fn wait_sessions_gone(&self, user: &str, limit: Duration) -> Result<(), ProvisionError> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let admin = self.admin();
-            let count = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1").bind(user).fetch_one(&admin);
-            let left: i64 = tokio::time::timeout(BATCH_TIMEOUT, count)
-                .await
-                .map_err(|_| ProvisionError::Connect { addr: self.addr.clone(), message: "counting sessions timed out".into() })?
-                .map_err(|e| self.error("counting sessions", e, None))?;
-            if left == 0 {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ProvisionError::SessionsLinger(limit));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Last step: clean up what `user` owns in every database it used, then drop it, or run the
-    /// role's own revocation statements instead. A user that no longer exists counts as dropped.
-    pub async fn drop_user(&self, role: &RoleConfig, user: &str, used: &BTreeSet<String>) -> Result<(), ProvisionError> {
-        if !role.revocation_statements.is_empty() {
-            let vars = Vars { name: user, password: "", expiration: "" };
-            let sql = vars.render_all(&role.revocation_statements);
-            return self.batch("revocation statements", &self.admin(), sql, None).await;
-        }
-        let ident = quote_ident(user);
-        let cleanup = cleanup_sql(role, &ident);
-        for database in used.iter().filter(|d| **d != self.admin_database) {
-            match self.batch("cleaning up owned objects", &self.pool(database), cleanup.clone(), None).await {
-                Err(e) if e.user_is_gone() => return Ok(()),
-                // A database that is gone, or that refuses connections (template0, no CONNECT
-                // privilege for the admin), holds nothing the user could have created.
-                Err(ProvisionError::Statement { code, .. }) if ["3D000", "55000", "42501"].contains(&code.as_str()) => {}
-                other => other?,
-            }
-        }
-        let sql = format!("{cleanup}; DROP ROLE IF EXISTS {ident}");
-        match self.batch("dropping the user", &self.admin(), sql, None).await {
-            Err(e) if e.user_is_gone() => Ok(()),
-            other => other,
-        }
-    }
-
     /// Runs `sql` as one simple-query batch (one implicit transaction), bounded in time even if
     /// the network, not the server, stalls.
     async fn batch(&self, step: &'static str, pool: &PgPool, sql: String, redact: Option<&str>) -> Result<(), ProvisionError> {
@@ -240,13 +119,183 @@ impl PgProvisioner {
             other => ProvisionError::Connect { addr: self.addr.clone(), message: scrub(other.to_string()) },
         }
     }
+}
+
+impl Provisioner for PgProvisioner {
+    /// Opens an admin connection and runs `SELECT 1`: the health check used at start.
+    fn check(&self) -> ProvisionFuture<'_, ()> {
+        Box::pin(async move {
+            match self.batch("admin connection check", &self.admin(), "SELECT 1".into(), None).await {
+                // The pool only says it timed out; one direct attempt tells why (refused, bad password…).
+                Err(ProvisionError::Unreachable { .. }) => {
+                    let direct =
+                        tokio::time::timeout(self.connect_timeout, self.base.clone().database(&self.admin_database).connect()).await;
+                    match direct {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: sqlx_message(&e) }),
+                        Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
+                    }
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn max_user_len(&self) -> ProvisionFuture<'_, usize> {
+        Box::pin(async { Ok(MAX_USER_LEN) })
+    }
+
+    /// A batch runs as one implicit transaction: a failed creation leaves nothing behind.
+    fn mint_is_atomic(&self) -> bool {
+        true
+    }
+
+    /// Creates `user` with the role's creation statements (or the default), in one transaction.
+    fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            let salt: [u8; 16] = rand::random();
+            let verifier = scram::verifier(password.expose().as_bytes(), &salt, MINTED_SCRAM_ITERATIONS).to_string();
+            let vars = Vars { name: user, password: &verifier, expiration: &pg_timestamp(valid_until) };
+            let sql = if role.creation_statements.is_empty() {
+                vars.render(&default_creation(&role.member_of))
+            } else {
+                // Appended to custom (e.g. Vault) statements too: without it an admin that is not
+                // superuser could create the user but never terminate its sessions or drop it.
+                format!("{};\n{}", vars.render_all(&role.creation_statements), vars.render(ADMIN_MEMBERSHIP))
+            };
+            self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
+        })
+    }
+
+    /// Moves the user's expiry: the role's renew statements, or `ALTER ROLE … VALID UNTIL`.
+    fn renew<'a>(&'a self, role: &'a RoleConfig, user: &'a str, valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            let expiration = pg_timestamp(valid_until);
+            let vars = Vars { name: user, password: "", expiration: &expiration };
+            let sql = if role.renew_statements.is_empty() {
+                vars.render("ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}'")
+            } else {
+                vars.render_all(&role.renew_statements)
+            };
+            self.batch("renew statements", &self.admin(), sql, None).await
+        })
+    }
+
+    /// Every role whose name starts with `prefix` (for the orphan sweep). The prefix is compared
+    /// with `left()`, not LIKE, where `_` would be a wildcard.
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let users: Vec<(String,)> =
+                sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE left(rolname, length($1)) = $1 ORDER BY 1")
+                    .bind(prefix)
+                    .fetch_all(&self.admin())
+                    .await
+                    .map_err(|e| self.error("listing users", e, None))?;
+            Ok(users.into_iter().map(|(u,)| u).collect())
+        })
+    }
+
+    /// Undoes a mint whose later steps failed: the rollback statements, or a plain drop.
+    fn rollback<'a>(&'a self, role: &'a RoleConfig, user: &'a str) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            if role.rollback_statements.is_empty() {
+                return self.batch("rollback", &self.admin(), format!("DROP ROLE IF EXISTS {}", quote_ident(user)), None).await;
+            }
+            let vars = Vars { name: user, password: "", expiration: "" };
+            let sql = vars.render_all(&role.rollback_statements);
+            self.batch("rollback statements", &self.admin(), sql, None).await
+        })
+    }
+
+    /// First step of revocation: no new logins, and every server session of `user` told to end.
+    /// The admin first tries to (re)join the role, which orphans may lack; best effort, in its
+    /// own statement: an admin that may not grant it but is a member already must not fail here.
+    fn stop_sessions<'a>(&'a self, user: &'a str) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            let join = format!("GRANT {} TO CURRENT_USER", quote_ident(user));
+            if let Err(e) = self.batch("joining the role", &self.admin(), join, None).await {
+                tracing::debug!(user, error = %e, "could not join the role before revoking it");
+            }
+            let sql = format!(
+                "ALTER ROLE {ident} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {lit} AND pid <> pg_backend_pid()",
+                ident = quote_ident(user),
+                lit = quote_literal(user),
+            );
+            self.batch("stopping sessions", &self.admin(), sql, None).await.map_err(user_gone)
+        })
+    }
+
+    /// Waits until the server has no session of `user` left (terminated backends exit
+    /// asynchronously, and their temporary objects block DROP until they have).
+    fn wait_sessions_gone<'a>(&'a self, user: &'a str, limit: Duration) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                let admin = self.admin();
+                let count = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1").bind(user).fetch_one(&admin);
+                let left: i64 = tokio::time::timeout(BATCH_TIMEOUT, count)
+                    .await
+                    .map_err(|_| ProvisionError::Connect { addr: self.addr.clone(), message: "counting sessions timed out".into() })?
+                    .map_err(|e| self.error("counting sessions", e, None))?;
+                if left == 0 {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ProvisionError::SessionsLinger(limit));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
+    /// Last step: clean up what `user` owns in every database it used, then drop it, or run the
+    /// role's own revocation statements instead. A user that no longer exists counts as dropped.
+    fn drop_user<'a>(&'a self, role: &'a RoleConfig, user: &'a str, used: &'a BTreeSet<String>) -> ProvisionFuture<'a, ()> {
+        Box::pin(async move {
+            if !role.revocation_statements.is_empty() {
+                let vars = Vars { name: user, password: "", expiration: "" };
+                let sql = vars.render_all(&role.revocation_statements);
+                return self.batch("revocation statements", &self.admin(), sql, None).await;
+            }
+            let ident = quote_ident(user);
+            let cleanup = cleanup_sql(role, &ident);
+            for database in used.iter().filter(|d| **d != self.admin_database) {
+                match self.batch("cleaning up owned objects", &self.pool(database), cleanup.clone(), None).await.map_err(user_gone) {
+                    Err(e) if e.user_is_gone() => return Ok(()),
+                    // A database that is gone, or that refuses connections (template0, no CONNECT
+                    // privilege for the admin), holds nothing the user could have created.
+                    Err(ProvisionError::Statement { code, .. }) if ["3D000", "55000", "42501"].contains(&code.as_str()) => {}
+                    other => other?,
+                }
+            }
+            let sql = format!("{cleanup}; DROP ROLE IF EXISTS {ident}");
+            match self.batch("dropping the user", &self.admin(), sql, None).await.map_err(user_gone) {
+                Err(e) if e.user_is_gone() => Ok(()),
+                other => other,
+            }
+        })
+    }
 
     /// Closes every admin connection (shutdown).
-    pub async fn close(&self) {
-        let pools: Vec<PgPool> = self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        for pool in pools {
-            pool.close().await;
-        }
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let pools: Vec<PgPool> = self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            for pool in pools {
+                pool.close().await;
+            }
+        })
+    }
+}
+
+/// Postgres SQLSTATE undefined_object: "role … does not exist".
+const UNDEFINED_OBJECT: &str = "42704";
+
+/// `e` as [`ProvisionError::UserGone`] when the server said the role does not exist (only
+/// where the statement names the minted role, so the role is what is missing).
+fn user_gone(e: ProvisionError) -> ProvisionError {
+    match e {
+        ProvisionError::Statement { step, code, message } if code == UNDEFINED_OBJECT => ProvisionError::UserGone { step, code, message },
+        other => other,
     }
 }
 

@@ -142,7 +142,7 @@ pub fn prepare(setup: &Setup, listen: &str) -> Prepared {
         for sql in setup_sql.iter().map(|s| s.to_string()).chain(setup.prepare.iter().cloned()) {
             admin_psql(&pg, &sql);
         }
-        let client_password = format!("pw-{}", leasegate::lease::name::password().expose());
+        let client_password = format!("pw-{}", leasegate::name::password().expose());
         let verifier = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
         let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();

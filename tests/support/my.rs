@@ -68,7 +68,7 @@ impl MyLg {
         for sql in &setup.prepare {
             db.root_sql(sql).expect("prepare SQL");
         }
-        let client_password = format!("pw-{}", leasegate::lease::name::password().expose());
+        let client_password = format!("pw-{}", leasegate::name::password().expose());
         let value = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
         let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();

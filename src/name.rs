@@ -4,6 +4,9 @@
 //! limit by shortening the client/role part (the prefix, which the orphan sweep relies on, and
 //! the random suffix, which makes names unique, are never cut). Passwords come from the
 //! thread-local CSPRNG.
+//!
+//! A leaf (it needs only `secret`): the config checks prefixes with it, the lease engine names
+//! what it mints, dev mode and the test harness make passwords with it.
 
 use crate::secret::Secret;
 
