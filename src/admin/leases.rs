@@ -139,6 +139,9 @@ fn bad_json(e: JsonRejection) -> ApiError {
     ApiError(status, format!("invalid JSON body: {}", e.body_text()))
 }
 
+/// The longest renewal increment accepted (a lease is clamped to its max TTL regardless).
+const MAX_INCREMENT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RenewBody {
@@ -154,6 +157,10 @@ async fn renew(
     let Json(body) = body.map_err(bad_json)?;
     if body.increment < Duration::from_secs(1) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "increment must be at least 1s".into()));
+    }
+    // Any lease ends at its max TTL anyway; an increment past what clocks can count is a typo.
+    if body.increment > MAX_INCREMENT {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "increment must be at most 100 years".into()));
     }
     let lease = find(&s, &id).await?;
     match s.app.leases.renew_by(&lease, body.increment).await {

@@ -5,6 +5,9 @@ use super::Problem;
 use serde::Deserialize;
 use std::time::Duration;
 
+/// The longest TTL a role may have.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -85,6 +88,11 @@ impl RoleConfig {
         }
         if self.max_ttl < self.default_ttl {
             problems.push(Problem::new(format!("{at}.max_ttl"), "must be at least default_ttl"));
+        }
+        // Deadlines are computed as now + TTL: a TTL no clock can add is refused here, not
+        // found at the first grant.
+        if self.max_ttl > MAX_TTL {
+            problems.push(Problem::new(format!("{at}.max_ttl"), "must be at most 100 years"));
         }
         if self.name.is_empty() || self.name.contains('/') {
             problems.push(Problem::new(format!("{at}.name"), "must be non-empty and contain no '/'"));

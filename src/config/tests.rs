@@ -125,3 +125,11 @@ fn a_short_admin_token_is_refused_by_check_config_too() {
     assert_eq!(config.admin_token().unwrap().unwrap().expose(), "a-long-enough-admin-token");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A TTL no clock can add is refused by the config, not found by a panic at the first grant.
+#[test]
+fn an_absurd_ttl_is_a_config_problem() {
+    let text = minimal().replace("max_ttl = \"24h\"", "max_ttl = \"300000000000y\"");
+    let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&text) else { panic!("accepted") };
+    assert!(problems.iter().any(|p| p.path == "role[0].max_ttl" && p.message.contains("100 years")), "{problems:?}");
+}

@@ -58,7 +58,8 @@ impl LeaseManager {
         }
         let role = self.role(&lease.identity.role).cloned().ok_or(RenewError::NotActive("unknown role"))?;
         let provisioner = self.provisioner(&lease.database).ok_or(RenewError::NotActive("unknown database"))?;
-        let deadline = (Instant::now() + increment).min(lease.max_deadline);
+        // Clamped to max TTL; an increment no clock can add ends there too (never a panic).
+        let deadline = Instant::now().checked_add(increment).map_or(lease.max_deadline, |d| d.min(lease.max_deadline));
         let expires_at = lease.wall(deadline);
         provisioner.renew(&role, &lease.user, expires_at).await.map_err(RenewError::Provision)?;
         lease.set_expiry(deadline);

@@ -26,6 +26,15 @@ pub fn stamp(at: Instant) -> u64 {
     at.saturating_duration_since(epoch).as_nanos() as u64 + 1
 }
 
+/// How long before a cancel its target must have been read. A client sends its cancel before
+/// its next request, but the two travel on different connections, and leasegate can read the
+/// next request first (in the same event-loop turn that delivered the previous response, or
+/// while the cancel's task waits its turn on a loaded machine). A request read just before the
+/// cancel is therefore taken for that next request. A real cancel comes a timeout, a keystroke
+/// or at least a round trip after its statement: what this costs is a cancel sent within 10 ms
+/// of its statement, which then runs to its end.
+pub const MIN_REQUEST_AGE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The stamp of "as long as anyone can tell": a tracker that lost the message boundaries says
 /// this, so cancels are forwarded as they come.
 pub const SINCE_EVER: u64 = 1;
@@ -52,11 +61,11 @@ impl Activity {
         self.running_since.load(Ordering::Acquire) != 0
     }
 
-    /// True when the request the server is working on was sent at or before `asked`: a cancel
-    /// asked for then is meant for it.
+    /// True when the request the server is working on was read at least [`MIN_REQUEST_AGE`]
+    /// before `asked` (when the cancel was read): a cancel asked for then is meant for it.
     pub fn runs_request_sent_before(&self, asked: Instant) -> bool {
         let since = self.running_since.load(Ordering::Acquire);
-        since != 0 && since <= stamp(asked)
+        since != 0 && since <= stamp(asked.checked_sub(MIN_REQUEST_AGE).unwrap_or(asked))
     }
 
     /// Holds the session's client→server bytes until the returned guard is dropped. The

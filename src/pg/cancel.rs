@@ -180,7 +180,10 @@ mod tests {
         assert_eq!(reg.forward(&key, asked, &target).await, Forwarded::Idle);
         assert!(cancels.try_recv().is_err(), "nothing reached the server");
 
-        // Running since before: forwarded, and the session's next bytes wait for the server.
+        // Read just before the cancel: taken for a next request, not forwarded.
+        assert_eq!(reg.forward(&key, Instant::now(), &target).await, Forwarded::Idle);
+        // Running since well before: forwarded, and the session's next bytes wait for the server.
+        activity.set_running_since(stamp(Instant::now() - std::time::Duration::from_secs(1)));
         let (near, mut far) = tokio::io::duplex(64);
         let mut server = Holdable::new(near, activity.clone());
         let forward = tokio::spawn({

@@ -253,6 +253,8 @@ mod tests {
         t.server_bytes(&[msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
         assert!(activity.is_busy(), "the second one runs now");
         assert!(!activity.runs_request_sent_before(cancel_asked), "and it was sent after the cancel was asked for");
+        assert!(!activity.runs_request_sent_before(Instant::now()), "read just now: taken for a next request");
+        tokio::time::advance(crate::net::hold::MIN_REQUEST_AGE).await;
         assert!(activity.runs_request_sent_before(Instant::now()));
         assert!(!activity.runs_request_sent_before(first_sent - std::time::Duration::from_millis(1)));
         t.server_bytes(&msg(b'Z', b"T"));
