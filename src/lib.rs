@@ -23,8 +23,10 @@
 //!   seam; `pg/` and `mysql/` implement it (pure codecs, client leg, server leg, error map,
 //!   provisioning SQL). A third protocol is a new folder plus one line in `app::build_databases`.
 //! - `auth/` resolves login names and credentials; `credential` parses stored verifiers.
-//! - `lease/` owns leases: granting, deadlines, renewal, revocation, the journal, recovery.
-//!   `provision` is what it asks of a database server, implemented per protocol.
+//! - `lease/` owns leases: one state machine (`state.rs`), granting, deadlines, renewal,
+//!   revocation, the lease store (SQLite journal behind `store::LeaseStore`), recovery.
+//!   `provision` is the trait it asks a database server through, implemented per protocol;
+//!   `name` generates user names, lease ids and passwords.
 //! - `net/` is transport: listeners, TLS, upstream targets, framing, the byte pump.
 //! - `admin/` is the HTTP API and its CLI client; `cli`/`commands` the command line;
 //!   `metrics`, `audit`, `config`, `secret`, `shutdown` what their names say; `dev`/`devdb`
