@@ -343,7 +343,8 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
         connect_timeout: db.connect_timeout,
     };
     let (state, provisioner) = P::prepare(db, &admin_password);
-    let listener = Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls, target, state });
+    let handshakes = crate::net::handshakes::Handshakes::new(db.max_handshakes);
+    let listener = Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls, target, handshakes, state });
     Ok(Prepared {
         name: db.name.clone(),
         provisioner,

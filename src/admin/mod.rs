@@ -54,15 +54,56 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` fires.
+/// A client must send a request's headers within this; a slow or silent one is cut off, so
+/// half-open connections (a slowloris) cannot pile up on the admin port.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Admin connections open at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serves until `shutdown` fires. Each connection is HTTP/1.1 with a header-read timeout;
+/// at shutdown, open connections finish their request and close.
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: crate::shutdown::Shutdown) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::error!(error = %e, "admin API failed");
+    let app = router(state);
+    let connections = tokio_util::task::TaskTracker::new();
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "admin connection refused: too many open");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let _place = place;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await;
+                }
+            }
+        });
     }
+    connections.close();
+    connections.wait().await;
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

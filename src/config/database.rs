@@ -147,6 +147,9 @@ pub struct DatabaseConfig {
     pub max_concurrent_mints: usize,
     /// Client connections open at once on this listener; more get 53300 at once.
     pub max_client_connections: Option<usize>,
+    /// Client handshakes (TLS, startup, authentication) in progress at once on this listener;
+    /// at the bound the oldest silent one gives way (see `net/handshakes.rs`).
+    pub max_handshakes: usize,
     pub client_tls: Option<ClientTls>,
     pub upstream_tls: Option<UpstreamTls>,
     /// Bound on the client handshake: TLS, startup, authentication.
@@ -178,6 +181,8 @@ struct RawDatabase {
     #[serde(default = "default_max_concurrent_mints")]
     max_concurrent_mints: usize,
     max_client_connections: Option<usize>,
+    #[serde(default = "default_max_handshakes")]
+    max_handshakes: usize,
     client_tls: Option<ClientTls>,
     upstream_tls: Option<UpstreamTls>,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -189,6 +194,10 @@ struct RawDatabase {
 
 fn default_max_concurrent_mints() -> usize {
     8
+}
+
+fn default_max_handshakes() -> usize {
+    1024
 }
 
 fn default_handshake_timeout() -> Duration {
@@ -239,6 +248,7 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             sweep_orphans,
             max_concurrent_mints: raw.max_concurrent_mints,
             max_client_connections: raw.max_client_connections,
+            max_handshakes: raw.max_handshakes,
             client_tls: raw.client_tls,
             upstream_tls: raw.upstream_tls,
             handshake_timeout: raw.handshake_timeout,
@@ -279,6 +289,9 @@ impl DatabaseConfig {
             && (tls.cert.is_none() || tls.key.is_none())
         {
             problems.push(Problem::new(format!("{at}.client_tls"), "cert and key are required unless mode = \"disabled\""));
+        }
+        if self.max_handshakes == 0 {
+            problems.push(Problem::new(format!("{at}.max_handshakes"), "must be at least 1"));
         }
         if self.max_concurrent_mints == 0 {
             problems.push(Problem::new(format!("{at}.max_concurrent_mints"), "must be at least 1"));

@@ -1,8 +1,9 @@
 //! Sockets: the accept loop, TLS on both legs, the stream type both legs share, framed reads
 //! during the handshake, the byte pump that runs after it, and holding a session's bytes
-//! while a cancel is delivered (`hold`).
+//! while a cancel is delivered (`hold`), and the bound on handshakes in progress (`handshakes`).
 
 pub mod framed;
+pub mod handshakes;
 pub mod hold;
 pub mod listener;
 pub mod pump;

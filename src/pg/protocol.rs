@@ -29,17 +29,27 @@ use tokio::time::Instant;
 /// Postgres clients and servers (protocol 3.0).
 pub struct Postgres;
 
+/// CancelRequests relayed upstream at once per listener; more are dropped (a flood of them
+/// would otherwise open as many server connections).
+const CANCELS_IN_FLIGHT: usize = 64;
+
 /// A Postgres listener's own state.
 pub struct PgState {
     /// Keys of the sessions live on this listener: only their CancelRequests are relayed.
     pub cancels: CancelRegistry,
+    /// Places for cancels being relayed ([`CANCELS_IN_FLIGHT`]).
+    relaying: Arc<tokio::sync::Semaphore>,
     /// Keys the mock SCRAM salts of unknown logins (stable per process).
     pub mock_key: [u8; 32],
 }
 
 impl Default for PgState {
     fn default() -> Self {
-        PgState { cancels: CancelRegistry::default(), mock_key: rand::random() }
+        PgState {
+            cancels: CancelRegistry::default(),
+            relaying: Arc::new(tokio::sync::Semaphore::new(CANCELS_IN_FLIGHT)),
+            mock_key: rand::random(),
+        }
     }
 }
 
@@ -71,7 +81,11 @@ impl Protocol for Postgres {
             Ok(Err(OpenError { error, reply_to })) => Opened::Failed(refusal(error), reply_to),
             Ok(Ok(frontend::Opened::Gone)) => Opened::Done,
             Ok(Ok(frontend::Opened::Cancel(key))) => {
-                l.state.cancels.forward(&key, Instant::now(), &l.target).await;
+                let asked = Instant::now();
+                match l.state.relaying.try_acquire() {
+                    Ok(_relaying) => drop(l.state.cancels.forward(&key, asked, &l.target).await),
+                    Err(_) => tracing::warn!(pid = key.pid, limit = CANCELS_IN_FLIGHT, "cancel request dropped: too many being relayed"),
+                }
                 Opened::Done
             }
             // Over the limit the client is told so right after its startup packet (53300).

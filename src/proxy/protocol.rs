@@ -10,6 +10,7 @@ use super::refusal::Refusal;
 use crate::auth::Lookup;
 use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
+use crate::net::handshakes::Handshakes;
 use crate::net::pump::Observer;
 use crate::net::tls::ServerTls;
 use crate::net::upstream::Target;
@@ -32,6 +33,8 @@ pub struct Listener<P: Protocol> {
     /// The certificate clients get when they ask for TLS (`None`: TLS not offered).
     pub client_tls: Option<ServerTls>,
     pub target: Target,
+    /// Handshakes in progress, bounded by `max_handshakes`.
+    pub handshakes: Arc<Handshakes>,
     pub state: P::State,
 }
 

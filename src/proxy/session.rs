@@ -12,6 +12,7 @@ use crate::audit;
 use crate::auth::{self, Identity};
 use crate::lease::{DrainReason, Lease, SessionGuard};
 use crate::metrics::{ConnLabels, DirectionLabels, ReasonLabels};
+use crate::net::handshakes::Place;
 use crate::net::pump::{Closed, Observer, Pump, PumpError, Transferred};
 use crate::service::App;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,18 +29,25 @@ const LAST_WORD: Duration = Duration::from_secs(1);
 /// Serves one connection accepted on a listener of protocol `P`.
 pub async fn run<P: Protocol>(app: App, l: Arc<Listener<P>>, socket: TcpStream, peer: SocketAddr, admission: Admission) {
     let _active = ActiveConnection::new::<P>(&app, &l);
+    let Some(place) = l.handshakes.begin() else {
+        // Full of handshakes that just started: a burst; this one is closed unanswered.
+        tracing::warn!(%peer, limit = l.db.max_handshakes, "refused: max_handshakes in progress");
+        return;
+    };
     // One deadline for everything the client drives: TLS, startup and authentication.
     let deadline = Instant::now() + l.db.handshake_timeout;
-    let mut client = match P::open(&l, socket, admission, deadline).await {
-        Opened::Client(client) => client,
-        Opened::Done => return,
-        Opened::Failed(why, reply) => {
+    let mut client = match evictable(&place, P::open(&l, socket, admission, deadline)).await {
+        Some(Opened::Client(client)) => client,
+        Some(Opened::Done) | None => return,
+        Some(Opened::Failed(why, reply)) => {
             turn_away::<P>(&app, &l, reply, &why, "", peer).await;
             return;
         }
     };
     let admitted = async {
-        let identity = authenticate(&l, &mut client, deadline).await?;
+        let authenticated = evictable(&place, authenticate(&l, &mut client, deadline)).await;
+        let identity = authenticated.unwrap_or(Err(Refusal::HandshakeTimeout(l.db.handshake_timeout)))?;
+        drop(place);
         let guard = app.leases.grant(&identity, Some(peer)).await?;
         let server = P::connect_upstream(&l, &mut client, &guard).await?;
         Ok::<_, RefusalOf<P>>((identity, guard, server))
@@ -51,6 +59,14 @@ pub async fn run<P: Protocol>(app: App, l: Arc<Listener<P>>, socket: TcpStream, 
             let login = P::login(&client).to_string();
             turn_away::<P>(&app, &l, Some(P::reply_to(client)), &why, &login, peer).await;
         }
+    }
+}
+
+/// Runs a handshake step unless a newer handshake pushes this one out first (`None`).
+async fn evictable<F: std::future::Future>(place: &Place, step: F) -> Option<F::Output> {
+    tokio::select! {
+        done = step => Some(done),
+        _ = place.evicted.cancelled() => None,
     }
 }
 
