@@ -342,7 +342,7 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
         tls: connector,
         connect_timeout: db.connect_timeout,
     };
-    let (state, provisioner) = P::prepare(db, &admin_password);
+    let (state, provisioner) = P::prepare(config, db, &admin_password);
     let handshakes = crate::net::handshakes::Handshakes::new(db.max_handshakes);
     let listener = Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls, target, handshakes, state });
     Ok(Prepared {

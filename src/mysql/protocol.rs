@@ -16,7 +16,7 @@ use super::packet_io;
 use super::provision::MyProvisioner;
 use super::threads::{Registration, Threads};
 use crate::auth::Lookup;
-use crate::config::DatabaseConfig;
+use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::hold::Holdable;
 use crate::net::stream::Stream;
@@ -67,7 +67,7 @@ impl Protocol for Mysql {
     type ClientError = FrontendError;
     type UpstreamError = BackendError;
 
-    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<dyn Provisioner>) {
+    fn prepare(_config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<dyn Provisioner>) {
         let admin = Arc::new(MyProvisioner::new(db, admin_password));
         (MyState { threads: Threads::default(), admin: admin.clone() }, admin)
     }

@@ -8,10 +8,10 @@ use super::frontend::{self, ClientConn, FrontendError, OpenError};
 use super::idle::PgIdle;
 use super::message::ErrorResponse;
 use super::provision::PgProvisioner;
-use super::scram::{self, ScramError};
+use super::scram::{MockSalts, ScramError};
 use super::sqlstate;
 use crate::auth::Lookup;
-use crate::config::DatabaseConfig;
+use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::framed::Framed;
 use crate::net::hold::{Activity, Holdable};
@@ -39,17 +39,14 @@ pub struct PgState {
     pub cancels: CancelRegistry,
     /// Places for cancels being relayed ([`CANCELS_IN_FLIGHT`]).
     relaying: Arc<tokio::sync::Semaphore>,
-    /// Keys the mock SCRAM salts of unknown logins (stable per process).
-    pub mock_key: [u8; 32],
+    /// How unknown logins are mocked (the same on every listener and after a restart).
+    pub mocks: MockSalts,
 }
 
-impl Default for PgState {
-    fn default() -> Self {
-        PgState {
-            cancels: CancelRegistry::default(),
-            relaying: Arc::new(tokio::sync::Semaphore::new(CANCELS_IN_FLIGHT)),
-            mock_key: rand::random(),
-        }
+impl PgState {
+    pub fn new(config: &Config) -> Self {
+        let mocks = MockSalts::from_clients(config.clients.iter().map(|c| (c.name.as_str(), &c.password.scram)));
+        PgState { cancels: CancelRegistry::default(), relaying: Arc::new(tokio::sync::Semaphore::new(CANCELS_IN_FLIGHT)), mocks }
     }
 }
 
@@ -70,8 +67,8 @@ impl Protocol for Postgres {
     type ClientError = FrontendError;
     type UpstreamError = BackendError;
 
-    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (PgState, Arc<dyn Provisioner>) {
-        (PgState::default(), Arc::new(PgProvisioner::new(db, admin_password)))
+    fn prepare(config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (PgState, Arc<dyn Provisioner>) {
+        (PgState::new(config), Arc::new(PgProvisioner::new(db, admin_password)))
     }
 
     async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {
@@ -110,7 +107,7 @@ impl Protocol for Postgres {
         let (verifier, genuine) = match found {
             Lookup::Known { credential, .. } => (credential.scram.clone(), true),
             Lookup::Refused { credential } => (credential.scram.clone(), false),
-            Lookup::Unknown { client } => (scram::mock_verifier(client, &l.state.mock_key), false),
+            Lookup::Unknown { client } => (l.state.mocks.verifier(client), false),
         };
         c.authenticate(&verifier, genuine).await.map_err(refusal)
     }

@@ -196,16 +196,53 @@ fn server_nonce() -> String {
     B64.encode(bytes)
 }
 
-/// A verifier for a login name that does not exist: a stable salt per name (so probing twice
-/// looks like a real user) and keys that match no password.
-pub fn mock_verifier(user: &str, process_key: &[u8; 32]) -> ScramVerifier {
-    let salt = hmac(process_key, &[b"salt", user.as_bytes()]);
-    ScramVerifier {
-        iterations: 4096,
-        salt: salt[..16].to_vec(),
-        stored_key: hmac(process_key, &[b"stored", user.as_bytes()]),
-        server_key: hmac(process_key, &[b"server", user.as_bytes()]),
+/// How unknown logins are mocked on every Postgres listener: the key their salts derive from,
+/// and the iteration count and salt length real clients' verifiers have. Derived from the
+/// configured verifiers (secret material a prober never sees), so an unknown name gets the
+/// same salt on every listener and after every restart, as a real client does.
+#[derive(Clone)]
+pub struct MockSalts {
+    key: [u8; 32],
+    iterations: u32,
+    salt_len: usize,
+}
+
+impl MockSalts {
+    pub fn from_clients<'a>(verifiers: impl Iterator<Item = (&'a str, &'a ScramVerifier)>) -> MockSalts {
+        let mut key = Sha256::new();
+        key.update(b"leasegate mock SCRAM salts v1");
+        let (mut iterations, mut salt_lens) = (Vec::new(), Vec::new());
+        for (name, v) in verifiers {
+            for part in [name.as_bytes(), &v.salt, &v.stored_key, &v.server_key] {
+                key.update((part.len() as u64).to_be_bytes());
+                key.update(part);
+            }
+            iterations.push(v.iterations);
+            salt_lens.push(v.salt.len());
+        }
+        MockSalts {
+            key: key.finalize().into(),
+            iterations: most_common(iterations).unwrap_or(4096),
+            salt_len: most_common(salt_lens).unwrap_or(16),
+        }
     }
+
+    /// A verifier for a login name that does not exist: a stable salt per name (so probing
+    /// twice looks like a real user) and keys that match no password.
+    pub fn verifier(&self, user: &str) -> ScramVerifier {
+        let salt = hmac(&self.key, &[b"salt", user.as_bytes()]);
+        ScramVerifier {
+            iterations: self.iterations,
+            salt: salt[..self.salt_len.clamp(1, salt.len())].to_vec(),
+            stored_key: hmac(&self.key, &[b"stored", user.as_bytes()]),
+            server_key: hmac(&self.key, &[b"server", user.as_bytes()]),
+        }
+    }
+}
+
+fn most_common<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
+    values.sort_unstable();
+    values.chunk_by(|a, b| a == b).max_by_key(|run| run.len()).map(|run| run[0])
 }
 
 #[cfg(test)]

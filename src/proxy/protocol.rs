@@ -89,7 +89,7 @@ pub trait Protocol: Sized + Send + Sync + 'static {
 
     /// The listener's own state and the provisioner the lease engine mints with, for one
     /// `[[database]]` of this protocol.
-    fn prepare(db: &DatabaseConfig, admin_password: &Secret) -> (Self::State, Arc<dyn Provisioner>);
+    fn prepare(config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (Self::State, Arc<dyn Provisioner>);
 
     /// TLS and the startup packet (MySQL: the greeting first), within `deadline`.
     fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> impl Future<Output = Opened<Self>> + Send;

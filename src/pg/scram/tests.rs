@@ -49,14 +49,32 @@ fn checks_channel_binding() {
 
 #[test]
 fn mock_exchange_never_succeeds() {
-    let key = [1u8; 32];
-    let v = mock_verifier("nobody", &key);
-    assert_eq!(v, mock_verifier("nobody", &key), "stable salt per name");
+    let mocks = MockSalts::from_clients(std::iter::empty());
+    let v = mocks.verifier("nobody");
+    assert_eq!(v, mocks.verifier("nobody"), "stable salt per name");
     let mut scram = ScramSha256::new(b"anything", ChannelBinding::unsupported());
     let mut ex = ServerExchange::mock(&v, Binding::None);
     let first = ex.client_first(SCRAM_SHA_256, scram.message()).unwrap();
     scram.update(first.as_bytes()).unwrap();
     assert_eq!(ex.client_final(scram.message()), Err(ScramError::Proof));
+}
+
+/// An unknown name's salt is the same after a restart and on every listener (derived from the
+/// configuration, not a process key), and it looks like real clients' verifiers.
+#[test]
+fn mock_salts_are_stable_and_look_like_the_real_ones() {
+    let real = verifier(b"pw", &[7u8; 16], 4096);
+    let other = verifier(b"pw2", &[8u8; 16], 4096);
+    let odd = verifier(b"pw3", &[9u8; 24], 10_000);
+    let clients = [("billing", &real), ("ci", &other), ("legacy", &odd)];
+    let first = MockSalts::from_clients(clients.iter().map(|(n, v)| (*n, *v)));
+    let again = MockSalts::from_clients(clients.iter().map(|(n, v)| (*n, *v)));
+    assert_eq!(first.verifier("ghost"), again.verifier("ghost"), "same config, same salt (a restart)");
+    assert_ne!(first.verifier("ghost").salt, first.verifier("ghost2").salt);
+    let mock = first.verifier("ghost");
+    assert_eq!((mock.iterations, mock.salt.len()), (4096, 16), "what most real verifiers have");
+    let changed = MockSalts::from_clients([("billing", &other)].into_iter());
+    assert_ne!(changed.verifier("ghost").salt, mock.salt, "keyed by the verifiers' secret parts");
 }
 
 #[test]
