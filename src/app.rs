@@ -341,6 +341,7 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
         tls_mode: upstream_tls.mode,
         tls: connector,
         connect_timeout: db.connect_timeout,
+        allow_trust: db.allow_upstream_trust,
     };
     let (state, provisioner) = P::prepare(config, db, &admin_password);
     let handshakes = crate::net::handshakes::Handshakes::new(db.max_handshakes);

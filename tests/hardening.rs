@@ -63,3 +63,92 @@ fn the_admin_port_cuts_off_a_slowloris() {
         assert!(started.elapsed() < Duration::from_secs(12), "cut off after {:?}", started.elapsed());
     });
 }
+
+/// pg_hba.conf for the private server: minted users (members of app_group) connecting over
+/// TLS are asked `method`; everyone else SCRAM.
+fn hba(method: &str) -> Option<String> {
+    Some(format!("local all all trust\nhostssl all +app_group all {method}\nhost all all all scram-sha-256\n"))
+}
+
+fn setup(method: &str, upstream_tls: &str, database_extra: &str) -> Setup {
+    Setup {
+        pg: leasegate::devdb::postgres::PgOptions { tls: true, hba: hba(method), ..Default::default() },
+        upstream_tls: upstream_tls.into(),
+        database_extra: database_extra.into(),
+        ..Setup::default()
+    }
+}
+
+const REQUIRE: &str = "{ mode = \"require\" }";
+const VERIFY_FULL: &str = "{ mode = \"verify-full\", ca = \"{ca}\", server_name = \"localhost\" }";
+
+/// A server asking for the minted password in cleartext gets it only inside TLS that verified
+/// the server: with `require` (encrypted, anyone could be at the other end) it is refused.
+#[test]
+fn a_cleartext_password_goes_only_to_a_verified_server() {
+    let lg = Lg::start(setup("password", REQUIRE, ""));
+    let out = lg.psql(&lg.url("ci", "sslmode=disable"), "SELECT 1");
+    assert!(!out.status.success(), "logged in with a cleartext password over unverified TLS");
+    assert!(stderr(&out).contains("verify-full"), "{}", stderr(&out));
+    drop(lg);
+    let lg = Lg::start(setup("password", VERIFY_FULL, ""));
+    let out = lg.psql(&lg.url("ci", "sslmode=disable"), "SELECT current_user");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(PREFIX), "{}", stdout(&out));
+}
+
+/// A server that asks minted users for nothing (trust) checks nobody: refused unless the
+/// config says so.
+#[test]
+fn a_server_that_asks_no_password_is_refused_unless_allowed() {
+    let lg = Lg::start(setup("trust", VERIFY_FULL, ""));
+    let out = lg.psql(&lg.url("ci", "sslmode=disable"), "SELECT 1");
+    assert!(!out.status.success(), "accepted a trust server");
+    assert!(stderr(&out).contains("allow_upstream_trust"), "{}", stderr(&out));
+    drop(lg);
+    let lg = Lg::start(setup("trust", VERIFY_FULL, "allow_upstream_trust = true"));
+    let out = lg.psql(&lg.url("ci", "sslmode=disable"), "SELECT 1");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Credentials handed out through the API, used straight against the server in another
+/// database to create objects: revocation finds that database (pg_shdepend) and drops the user.
+#[test]
+fn revoking_api_credentials_cleans_every_database_the_user_wrote_to() {
+    let lg = Lg::start(Setup {
+        admin_api: true,
+        prepare: vec!["CREATE DATABASE appdb".into(), "GRANT CREATE, TEMPORARY ON DATABASE appdb TO app_group".into()],
+        ..Setup::default()
+    });
+    let client = leasegate::admin::client::Client { addr: lg.admin_addr.unwrap().to_string(), token: lg.admin_token.clone() };
+    let creds: serde_json::Value = serde_json::from_str(&client.call("POST", "/v1/creds/app", None).unwrap()).unwrap();
+    let (user, password) = (creds["user"].as_str().unwrap(), creds["password"].as_str().unwrap());
+    let url = format!("postgres://{user}:{password}@{}:{}/appdb?sslmode=disable", creds["host"].as_str().unwrap(), creds["port"]);
+    let sql = "CREATE SCHEMA mine; CREATE TABLE mine.t(x int); SELECT lo_create(0)";
+    let out = psql_cmd(&url).args(["-Atc", sql]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = creds["lease_id"].as_str().unwrap();
+    let revoked = client.call("POST", &format!("/v1/leases/{id}/revoke"), None);
+    assert!(revoked.is_ok(), "{revoked:?}");
+    assert!(lg.minted_roles().is_empty(), "the user is gone: {:?}", lg.minted_roles());
+}
+
+/// A `member_of` group dropped under a lease makes REASSIGN OWNED fail with 42704 ("role does
+/// not exist"): that is not "the user is gone". The lease stays revoke_failed and the user is
+/// still there to be dealt with, never silently left behind as "ended".
+#[test]
+fn a_missing_group_is_not_a_missing_user() {
+    let lg = Lg::start(Setup { admin_api: true, ..Setup::default() });
+    let client = leasegate::admin::client::Client { addr: lg.admin_addr.unwrap().to_string(), token: lg.admin_token.clone() };
+    let creds: serde_json::Value = serde_json::from_str(&client.call("POST", "/v1/creds/app", None).unwrap()).unwrap();
+    lg.admin("DROP OWNED BY app_group; DROP ROLE app_group");
+    let id = creds["lease_id"].as_str().unwrap();
+    let revoked = client.call("POST", &format!("/v1/leases/{id}/revoke"), None);
+    assert!(revoked.is_err(), "reported revoked: {revoked:?}");
+    assert_eq!(lg.minted_roles(), vec![creds["user"].as_str().unwrap().to_string()], "the user is still there");
+    let lease: serde_json::Value = serde_json::from_str(&client.call("GET", &format!("/v1/leases/{id}"), None).unwrap()).unwrap();
+    assert_eq!(lease["state"], "revoke_failed", "{lease}");
+    // With the group back, the retried revocation goes through.
+    lg.admin("CREATE ROLE app_group NOLOGIN");
+    assert!(wait_until(Duration::from_secs(20), || lg.minted_roles().is_empty()).is_some(), "retried to the end");
+}

@@ -156,6 +156,9 @@ pub struct DatabaseConfig {
     pub handshake_timeout: Duration,
     /// Bound on one TCP connect (and TLS handshake) to the server.
     pub connect_timeout: Duration,
+    /// Accept a server that lets minted users in without asking for their password (trust):
+    /// off by default, since such a server checks nobody.
+    pub allow_upstream_trust: bool,
     /// MySQL: the authentication plugin asked of clients; `None` takes either, announcing the
     /// server's own.
     pub client_auth_plugin: Option<ClientAuthPlugin>,
@@ -189,6 +192,8 @@ struct RawDatabase {
     handshake_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     connect_timeout: Duration,
+    #[serde(default)]
+    allow_upstream_trust: bool,
     client_auth_plugin: Option<String>,
 }
 
@@ -253,6 +258,7 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             upstream_tls: raw.upstream_tls,
             handshake_timeout: raw.handshake_timeout,
             connect_timeout: raw.connect_timeout,
+            allow_upstream_trust: raw.allow_upstream_trust,
             client_auth_plugin,
             unconverted,
         })

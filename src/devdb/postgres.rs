@@ -26,6 +26,8 @@ pub struct PgOptions {
     /// Serve TLS with a self-signed certificate for `localhost` and `127.0.0.1`
     /// (its PEM is at [`PrivatePostgres::tls_cert_path`]).
     pub tls: bool,
+    /// Replaces the pg_hba.conf initdb wrote (e.g. to ask minted users for a cleartext password).
+    pub hba: Option<String>,
 }
 
 impl PrivatePostgres {
@@ -48,6 +50,11 @@ impl PrivatePostgres {
             .arg(format!("--pwfile={}", pwfile.display()));
         run_as(initdb, owner)?;
         let _ = std::fs::remove_file(&pwfile);
+        if let Some(hba) = &options.hba {
+            let path = dir.path().join("data").join("pg_hba.conf");
+            std::fs::write(&path, hba).map_err(io_err("writing pg_hba.conf"))?;
+            chown_tree(&path, owner)?;
+        }
         let mut pg = PrivatePostgres { dir, bindir, owner, child: None, port: 0, superuser: "leasegate_admin".into(), password };
         pg.launch(options)?;
         Ok(pg)

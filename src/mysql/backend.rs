@@ -28,6 +28,8 @@ use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse, SslR
 use mysql_common::proto::MySerialize;
 
 const CLEAR: &str = "mysql_clear_password";
+/// Why a cleartext password is not sent.
+const CLEARTEXT_NEEDS_VERIFIED_TLS: &str = "the password would go in cleartext, which leasegate sends only inside TLS to a verified server (upstream_tls.mode = \"verify-ca\" or \"verify-full\")";
 /// Offset of the collation byte in a HandshakeResponse41 (after capabilities and max packet size).
 const COLLATION_OFFSET: usize = 8;
 
@@ -71,6 +73,8 @@ pub struct Pending {
     /// TLS starts at login: its SslRequest must carry the capabilities the login will (MariaDB
     /// takes its extended capabilities from the SslRequest), which only the client's answer gives.
     tls: Option<Target>,
+    /// TLS to this server proves who it is: only then may the password travel in cleartext.
+    verifies_server: bool,
 }
 
 /// TCP and the greeting, within the login timeout; refuses a server without TLS when the mode
@@ -107,7 +111,7 @@ async fn connect_unbounded(target: &Target) -> Result<Pending, BackendError> {
         (Some(_), false) if target.tls_mode == UpstreamTlsMode::Prefer => None,
         (Some(_), false) => return Err(BackendError::TlsRefused { addr }),
     };
-    Ok(Pending { stream, seq: seq.wrapping_add(1), nonce, hello, addr, tls })
+    Ok(Pending { stream, seq: seq.wrapping_add(1), nonce, hello, addr, tls, verifies_server: target.verifies_server() })
 }
 
 impl Pending {
@@ -197,8 +201,9 @@ impl Pending {
                     nonce.get(..20).and_then(|n| n.try_into().ok()).ok_or_else(|| BackendError::Protocol("short nonce".into()))?;
                 Ok(scramble_sha256(nonce, pw).map(|s| s.to_vec()).unwrap_or_default())
             }
-            // Only inside TLS: over plain TCP anyone on the path would read the password.
-            CLEAR if self.stream.is_tls() => Ok(null_terminated(pw).to_vec()),
+            // Only inside TLS to a verified server: otherwise anyone in the path could read it.
+            CLEAR if self.cleartext_ok() => Ok(null_terminated(pw).to_vec()),
+            CLEAR => Err(BackendError::UnsupportedAuth(CLEARTEXT_NEEDS_VERIFIED_TLS.into())),
             other => Err(BackendError::UnsupportedAuth(other.to_string())),
         }
     }
@@ -208,7 +213,10 @@ impl Pending {
         let pw = password.expose().as_bytes();
         match data.first() {
             Some(&packet::FAST_AUTH_SUCCESS) => Ok(()),
-            Some(&packet::PERFORM_FULL_AUTHENTICATION) if self.stream.is_tls() => self.send(&null_terminated(pw)).await,
+            Some(&packet::PERFORM_FULL_AUTHENTICATION) if self.cleartext_ok() => self.send(&null_terminated(pw)).await,
+            Some(&packet::PERFORM_FULL_AUTHENTICATION) if self.stream.is_tls() => {
+                Err(BackendError::UnsupportedAuth(format!("caching_sha2_password full authentication: {CLEARTEXT_NEEDS_VERIFIED_TLS}")))
+            }
             // Without TLS the password would go RSA-encrypted with a key the server sends
             // unauthenticated (anyone in the path could substitute theirs): refused, as the
             // mysql client refuses it unless told --get-server-public-key.
@@ -217,6 +225,11 @@ impl Pending {
             )),
             _ => Err(BackendError::Protocol("unexpected caching_sha2_password data".into())),
         }
+    }
+
+    /// The password may go in cleartext: inside TLS, to a server the TLS verified.
+    fn cleartext_ok(&self) -> bool {
+        self.stream.is_tls() && self.verifies_server
     }
 
     async fn send(&mut self, payload: &[u8]) -> Result<(), BackendError> {

@@ -41,9 +41,18 @@ pub struct Target {
     /// Name checked in verify-full (and sent as SNI).
     pub server_name: String,
     pub connect_timeout: Duration,
+    /// `allow_upstream_trust`: a server may let the minted user in without asking for its
+    /// password (it then checks nobody, so this is refused unless configured).
+    pub allow_trust: bool,
 }
 
 impl Target {
+    /// True when TLS to this server proves who it is (`verify-ca`, `verify-full`): only then
+    /// may a password travel in cleartext inside it.
+    pub fn verifies_server(&self) -> bool {
+        matches!(self.tls_mode, UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull)
+    }
+
     /// The bound on one whole login to the server.
     pub fn login_timeout(&self) -> Duration {
         self.connect_timeout * LOGIN_TIMEOUT_FACTOR

@@ -36,6 +36,15 @@ pub enum BackendError {
     UnsupportedAuth(u32),
     #[error("SCRAM with the server failed: {0}")]
     Scram(std::io::Error),
+    /// The server asked for the password in cleartext over a connection whose server is not
+    /// verified (plain TCP, or TLS in `prefer`/`require` mode): anyone in the path could read it.
+    #[error(
+        "the server asked for the password in cleartext, which leasegate sends only inside TLS to a verified server (upstream_tls.mode = \"verify-ca\" or \"verify-full\")"
+    )]
+    CleartextToUnverified,
+    /// The server let the minted user in without asking for a password: it checks nobody.
+    #[error("the server let the user in without a password (trust); set allow_upstream_trust = true to accept such a server")]
+    NoAuthentication,
     /// The server refused us with its own ErrorResponse; `raw` is the whole message, relayed
     /// to the client as it is so the client sees the server's code (e.g. 3D000 unknown database).
     #[error("the server refused the connection: {message} (SQLSTATE {code})")]
@@ -113,7 +122,8 @@ impl Target {
         let mut out = BytesMut::new();
         encode_startup(&params, &mut out);
         io.write_all(&out).await?;
-        authenticate(&mut io, password, binding).await?;
+        let policy = Policy { cleartext: binding.is_some() && self.verifies_server(), trust: self.allow_trust };
+        authenticate(&mut io, password, binding, policy).await?;
         let (greeting, cancel_key) = read_greeting(&mut io).await?;
         let (stream, read_ahead) = io.into_parts();
         Ok(ServerConn { stream, read_ahead, greeting, cancel_key })
@@ -141,10 +151,25 @@ fn server_error(msg: &Message) -> BackendError {
     BackendError::Server { code: field(b'C'), message: field(b'M'), raw: raw.freeze() }
 }
 
+/// What the server may ask of leasegate beyond SCRAM.
+#[derive(Clone, Copy)]
+struct Policy {
+    /// The password may be sent in cleartext (inside TLS to a verified server).
+    cleartext: bool,
+    /// The server may accept the user without asking for a password.
+    trust: bool,
+}
+
 /// Answers the server's authentication requests until AuthenticationOk.
-async fn authenticate(io: &mut Framed<Stream>, password: &Secret, tls_end_point: Option<Vec<u8>>) -> Result<(), BackendError> {
+async fn authenticate(
+    io: &mut Framed<Stream>,
+    password: &Secret,
+    tls_end_point: Option<Vec<u8>>,
+    policy: Policy,
+) -> Result<(), BackendError> {
     let mut scram: Option<ScramSha256> = None;
     let mut server_verified = false;
+    let mut asked = false;
     loop {
         let msg = next(io).await?;
         if msg.tag == b'v' {
@@ -156,11 +181,13 @@ async fn authenticate(io: &mut Framed<Stream>, password: &Secret, tls_end_point:
         let auth = Authentication::parse(&msg.body).ok_or_else(|| BackendError::Protocol("malformed authentication request".into()))?;
         let mut out = BytesMut::new();
         let pf = |e: std::io::Error| BackendError::Protocol(e.to_string());
+        asked |= !matches!(auth, Authentication::Ok);
         match auth {
             // A started SCRAM exchange must have verified the server's signature first.
             Authentication::Ok if scram.is_some() && !server_verified => {
                 return Err(BackendError::Protocol("AuthenticationOk before the SCRAM exchange finished".into()));
             }
+            Authentication::Ok if !asked && !policy.trust => return Err(BackendError::NoAuthentication),
             Authentication::Ok => return Ok(()),
             Authentication::Sasl(mechanisms) => {
                 let plus = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
@@ -188,11 +215,11 @@ async fn authenticate(io: &mut Framed<Stream>, password: &Secret, tls_end_point:
                 server_verified = true;
                 continue;
             }
-            // Only inside TLS: over plain TCP anyone on the path would read the password.
-            Authentication::CleartextPassword if tls_end_point.is_some() => {
+            // Only inside TLS to a verified server: otherwise anyone in the path could read it.
+            Authentication::CleartextPassword if policy.cleartext => {
                 postgres_protocol::message::frontend::password_message(password.expose().as_bytes(), &mut out).map_err(pf)?;
             }
-            Authentication::CleartextPassword => return Err(BackendError::UnsupportedAuth(3)),
+            Authentication::CleartextPassword => return Err(BackendError::CleartextToUnverified),
             Authentication::Md5Password(_) => return Err(BackendError::UnsupportedAuth(5)),
             Authentication::Other(code) => return Err(BackendError::UnsupportedAuth(code)),
         }

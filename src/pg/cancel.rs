@@ -158,6 +158,7 @@ mod tests {
             tls: None,
             server_name: "127.0.0.1".into(),
             connect_timeout: std::time::Duration::from_secs(5),
+            allow_trust: false,
         };
         (target, rx)
     }

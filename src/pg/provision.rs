@@ -105,6 +105,34 @@ impl PgProvisioner {
         }
     }
 
+    /// The databases (other than shared objects) where pg_shdepend records something `user`
+    /// owns or holds a privilege on.
+    async fn databases_holding(&self, user: &str) -> Result<BTreeSet<String>, ProvisionError> {
+        let admin = self.admin();
+        let q = sqlx::query_scalar(
+            "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid \
+             JOIN pg_roles r ON r.oid = s.refobjid WHERE s.refclassid = 'pg_authid'::regclass AND r.rolname = $1",
+        )
+        .bind(user)
+        .fetch_all(&admin);
+        match tokio::time::timeout(BATCH_TIMEOUT, q).await {
+            Ok(Ok(names)) => Ok(names.into_iter().collect()),
+            Ok(Err(e)) => Err(self.error("finding the user's databases", e, None)),
+            Err(_) => Err(ProvisionError::Connect { addr: self.addr.clone(), message: "finding the user's databases timed out".into() }),
+        }
+    }
+
+    /// True when `e` means `user` no longer exists. A 42704 alone does not: `REASSIGN OWNED …
+    /// TO <group>` raises it for a missing group too, so the role itself is looked up.
+    async fn gone(&self, e: &ProvisionError, user: &str) -> bool {
+        if !matches!(e, ProvisionError::Statement { code, .. } if code == UNDEFINED_OBJECT) {
+            return false;
+        }
+        let admin = self.admin();
+        let q = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(user).fetch_one(&admin);
+        matches!(tokio::time::timeout(BATCH_TIMEOUT, q).await, Ok(Ok(0)))
+    }
+
     fn error(&self, step: &'static str, e: sqlx::Error, redact: Option<&str>) -> ProvisionError {
         let scrub = |s: String| match redact {
             Some(secret) if !secret.is_empty() => s.replace(secret, "[redacted]"),
@@ -259,9 +287,13 @@ impl Provisioner for PgProvisioner {
             }
             let ident = quote_ident(user);
             let cleanup = cleanup_sql(role, &ident);
-            for database in used.iter().filter(|d| **d != self.admin_database) {
-                match self.batch("cleaning up owned objects", &self.pool(database), cleanup.clone(), None).await.map_err(user_gone) {
-                    Err(e) if e.user_is_gone() => return Ok(()),
+            // Every database where the user owns or was granted something, wherever it got in
+            // (a session, or credentials handed out through the API), not only those leasegate saw.
+            let mut databases = self.databases_holding(user).await?;
+            databases.extend(used.iter().cloned());
+            for database in databases.iter().filter(|d| **d != self.admin_database) {
+                match self.batch("cleaning up owned objects", &self.pool(database), cleanup.clone(), None).await {
+                    Err(e) if self.gone(&e, user).await => return Ok(()),
                     // A database that is gone, or that refuses connections (template0, no CONNECT
                     // privilege for the admin), holds nothing the user could have created.
                     Err(ProvisionError::Statement { code, .. }) if ["3D000", "55000", "42501"].contains(&code.as_str()) => {}
@@ -269,8 +301,8 @@ impl Provisioner for PgProvisioner {
                 }
             }
             let sql = format!("{cleanup}; DROP ROLE IF EXISTS {ident}");
-            match self.batch("dropping the user", &self.admin(), sql, None).await.map_err(user_gone) {
-                Err(e) if e.user_is_gone() => Ok(()),
+            match self.batch("dropping the user", &self.admin(), sql, None).await {
+                Err(e) if self.gone(&e, user).await => Ok(()),
                 other => other,
             }
         })
