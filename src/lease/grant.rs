@@ -14,6 +14,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
+/// How long after a mint with an unknown outcome its rollback waits: longer than the admin
+/// connections' `statement_timeout` (30 s), so a CREATE still running on the server has ended
+/// (committed or not) before leasegate decides the user does not exist.
+const UNKNOWN_OUTCOME_SETTLE: std::time::Duration = std::time::Duration::from_secs(35);
+
 /// How long a login waits for another login of the same identity that is minting, when the
 /// database is not configured (cannot happen after validation).
 const DEFAULT_IDENTITY_WAIT: Duration = Duration::from_secs(5);
@@ -89,8 +94,21 @@ impl LeaseManager {
             // A refused or never-sent atomic batch created nothing; a lost connection, or a
             // server whose DDL commits statement by statement, leaves the outcome unknown, so
             // that user is revoked until surely gone.
-            let unknown = matches!(source, ProvisionError::Connect { .. }) || !provisioner.mint_is_atomic();
-            self.abandon(&lease, role, provisioner.as_ref(), &source.to_string(), unknown).await;
+            let lost = matches!(source, ProvisionError::Connect { .. });
+            let unknown = lost || !provisioner.mint_is_atomic();
+            if lost {
+                // The server may still be running the CREATE (it timed out or the connection
+                // dropped on our side): a rollback now could run before it commits and leave a
+                // user nobody knows. Roll back once the server has surely finished, in the
+                // background; the client gets its error now, the intent stays journaled.
+                let (manager, lease, role, why) = (self.clone(), lease.clone(), role.clone(), source.to_string());
+                self.inner.tasks.spawn(async move {
+                    tokio::time::sleep(UNKNOWN_OUTCOME_SETTLE).await;
+                    manager.abandon(&lease, &role, provisioner.as_ref(), &why, true).await;
+                });
+            } else {
+                self.abandon(&lease, role, provisioner.as_ref(), &source.to_string(), unknown).await;
+            }
             return Err(LeaseError::Mint { source });
         }
         let revoke_pending = lease.minted();

@@ -75,6 +75,11 @@ impl FakeProvisioner {
         self.calls.lock().unwrap().iter().filter(|(o, _)| *o == op).map(|(_, at)| *at).collect()
     }
 
+    /// A user appears on the pretend server on its own (a CREATE that committed late).
+    pub fn create_late(&self, user: &str) {
+        self.users.lock().unwrap().insert(user.to_string());
+    }
+
     /// The users that exist on the pretend server.
     pub fn users(&self) -> BTreeSet<String> {
         self.users.lock().unwrap().clone()

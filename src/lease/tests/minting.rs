@@ -31,6 +31,27 @@ async fn a_refused_mint_is_rolled_back_and_forgotten() {
     drop(h.grant("ci", "conn").await);
 }
 
+/// A mint whose connection was lost may still commit on the server after leasegate gave up:
+/// the rollback waits until the server has surely finished, so a late CREATE is still dropped.
+#[tokio::test(start_paused = true)]
+async fn a_lost_mint_is_rolled_back_only_after_the_server_finished() {
+    let h = Harness::new(CONN);
+    h.fake.fail(Op::Mint, 1, Failure::Lost);
+    let lost = h.manager.grant(&identity("ci", "conn"), None).await.map(drop);
+    assert!(matches!(lost, Err(LeaseError::Mint { .. })), "the client is told at once: {lost:?}");
+    assert!(h.fake.calls(Op::Rollback).is_empty(), "no rollback while the CREATE may still run");
+    let user = h.store.all()[0].db_user.clone();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    h.fake.create_late(&user);
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(h.fake.calls(Op::Rollback).len(), 1);
+    assert!(h.fake.calls(Op::Rollback)[0] >= std::time::Duration::from_secs(35), "{:?}", h.fake.calls(Op::Rollback));
+    assert!(h.fake.users().is_empty(), "the late user was dropped");
+    assert!(h.manager.list().is_empty());
+    assert_eq!(h.store.all()[0].state, "ended");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_mint_with_an_unknown_outcome_whose_rollback_fails_is_revoked() {
     let h = Harness::new(CONN);
@@ -38,6 +59,7 @@ async fn a_mint_with_an_unknown_outcome_whose_rollback_fails_is_revoked() {
     h.fake.fail(Op::Rollback, 1, Failure::Refused);
     let lost = h.manager.grant(&identity("ci", "conn"), None).await.map(drop);
     assert!(matches!(lost, Err(LeaseError::Mint { .. })), "{lost:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(36)).await;
     settle().await;
     assert_eq!((h.fake.calls(Op::StopSessions).len(), h.fake.calls(Op::Drop).len()), (1, 1));
     assert!(h.fake.users().is_empty());
