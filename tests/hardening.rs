@@ -152,3 +152,32 @@ fn a_missing_group_is_not_a_missing_user() {
     lg.admin("CREATE ROLE app_group NOLOGIN");
     assert!(wait_until(Duration::from_secs(20), || lg.minted_roles().is_empty()).is_some(), "retried to the end");
 }
+
+/// The orphan sweep trusts the prefix, but never touches a superuser, the admin or a
+/// `member_of` group that happen to carry it; a real orphan is still dropped.
+#[test]
+fn the_orphan_sweep_spares_superusers_and_groups_that_carry_the_prefix() {
+    let group_role = (
+        "grouped".to_string(),
+        format!(
+            "\n[[role]]\nname = \"grouped\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"2h\"\nmember_of = [\"{PREFIX}group\"]\n"
+        ),
+    );
+    let lg = Lg::start(Setup {
+        database_extra: "sweep_orphans = true".into(),
+        extra_roles: vec![group_role],
+        prepare: vec![
+            format!("CREATE ROLE {PREFIX}super SUPERUSER LOGIN"),
+            format!("CREATE ROLE {PREFIX}group NOLOGIN"),
+            format!("CREATE ROLE {PREFIX}orphan LOGIN"),
+        ],
+        ..Setup::default()
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || !lg.minted_roles().contains(&format!("{PREFIX}orphan"))).is_some(),
+        "the orphan was dropped: {:?}",
+        lg.minted_roles()
+    );
+    let left = lg.minted_roles();
+    assert!(left.contains(&format!("{PREFIX}super")) && left.contains(&format!("{PREFIX}group")), "{left:?}");
+}

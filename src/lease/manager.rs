@@ -116,6 +116,11 @@ impl LeaseManager {
         self.inner.config.role(name)
     }
 
+    /// The roles that mint on `database`.
+    pub(super) fn roles_of(&self, database: &str) -> Vec<RoleConfig> {
+        self.inner.config.roles.iter().filter(|r| r.database == database).cloned().collect()
+    }
+
     pub(super) fn provisioner(&self, database: &str) -> Option<Arc<dyn Provisioner>> {
         self.inner.provisioners.get(database).cloned()
     }

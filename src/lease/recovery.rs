@@ -55,7 +55,9 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
             return;
         }
     };
-    for user in users.into_iter().filter(|u| !known.contains(u)) {
+    // Never a role the config names for another purpose, even one that carries the prefix.
+    let protected = protected_roles(&manager, &db);
+    for user in users.into_iter().filter(|u| !known.contains(u) && !protected.contains(u)) {
         if db.sweep_orphans == SweepOrphans::DryRun {
             tracing::warn!(database = %db.name, user = %user, "orphan user found (dry-run: not dropped)");
             continue;
@@ -69,6 +71,13 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
         let lease = Lease::unfinished(id, Identity { client: String::new(), role: String::new() }, db.name.clone(), user);
         manager.adopt_for_revocation(lease, EndReason::Orphan);
     }
+}
+
+/// The admin user and every `member_of` group of the database's roles.
+fn protected_roles(manager: &LeaseManager, db: &DatabaseConfig) -> HashSet<String> {
+    let mut protected: HashSet<String> = manager.roles_of(&db.name).into_iter().flat_map(|r| r.member_of).collect();
+    protected.insert(db.admin_user.clone());
+    protected
 }
 
 async fn known_users(manager: &LeaseManager) -> Result<HashSet<String>, JournalError> {

@@ -231,10 +231,14 @@ impl Provisioner for MyProvisioner {
     fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
         Box::pin(async move {
             // LEFT(), not LIKE, where `_` would be a wildcard.
-            let q = sqlx::query_scalar("SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY 1")
-                .bind(prefix)
-                .bind(prefix)
-                .fetch_all(&self.pool);
+            // Never the admin itself, whatever its name.
+            let q = sqlx::query_scalar(
+                "SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? \
+                 AND User <> SUBSTRING_INDEX(CURRENT_USER(), '@', 1) ORDER BY 1",
+            )
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_all(&self.pool);
             self.bounded("listing users", q).await
         })
     }

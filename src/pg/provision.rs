@@ -214,7 +214,11 @@ impl Provisioner for PgProvisioner {
     fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
         Box::pin(async move {
             let users: Vec<(String,)> =
-                sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE left(rolname, length($1)) = $1 ORDER BY 1")
+                // Never a superuser or the admin itself, whatever its name: leasegate mints neither.
+                sqlx::query_as(
+                    "SELECT rolname::text FROM pg_roles WHERE left(rolname, length($1)) = $1 \
+                     AND NOT rolsuper AND rolname <> current_user ORDER BY 1",
+                )
                     .bind(prefix)
                     .fetch_all(&self.admin())
                     .await
