@@ -145,7 +145,8 @@ pub struct DatabaseConfig {
     pub sweep_orphans: SweepOrphans,
     /// Mints in flight at once against this database; more wait (bounded), then get 53300.
     pub max_concurrent_mints: usize,
-    /// Client connections open at once on this listener; more get 53300 at once.
+    /// Client connections open at once on this listener; more get 53300 at once (4096 unless
+    /// the config says otherwise).
     pub max_client_connections: Option<usize>,
     /// Client handshakes (TLS, startup, authentication) in progress at once on this listener;
     /// at the bound the oldest silent one gives way (see `net/handshakes.rs`).
@@ -201,6 +202,9 @@ fn default_max_concurrent_mints() -> usize {
     8
 }
 
+/// `max_client_connections` when the config names none.
+const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 4096;
+
 fn default_max_handshakes() -> usize {
     1024
 }
@@ -252,7 +256,8 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             name_prefix: raw.name_prefix,
             sweep_orphans,
             max_concurrent_mints: raw.max_concurrent_mints,
-            max_client_connections: raw.max_client_connections,
+            // Bounded by default: every connection is a file descriptor and a task.
+            max_client_connections: Some(raw.max_client_connections.unwrap_or(DEFAULT_MAX_CLIENT_CONNECTIONS)),
             max_handshakes: raw.max_handshakes,
             client_tls: raw.client_tls,
             upstream_tls: raw.upstream_tls,

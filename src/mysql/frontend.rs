@@ -160,7 +160,7 @@ pub async fn open(
     let gone = |e: FrontendError| OpenError { error: e, reply_to: None };
     packet_io::write(&mut stream, 0, &greeting).await.map_err(|e| gone(e.into()))?;
     // The client sent sequence id 1; a refusal is id 2.
-    let (mut seq, mut payload) = match packet_io::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
+    let (mut seq, mut payload) = match packet_io::read(&mut stream, packet::MAX_HANDSHAKE_RESPONSE).await {
         Ok(p) => p,
         Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo::new(stream, 2)) }),
         Err(e) => return Err(gone(e.into())),
@@ -172,7 +172,7 @@ pub async fn open(
         let Some(tls) = tls.filter(|_| offer_tls) else { return Err(refuse(stream)) };
         let Stream::Plain(tcp) = stream else { return Err(refuse(stream)) };
         stream = Stream::ServerTls(Box::new(tls.acceptor.accept(tcp).await.map_err(|e| gone(FrontendError::Tls(e)))?));
-        (seq, payload) = match packet_io::read(&mut stream, packet::MAX_HANDSHAKE_PAYLOAD).await {
+        (seq, payload) = match packet_io::read(&mut stream, packet::MAX_HANDSHAKE_RESPONSE).await {
             Ok(p) => p,
             Err(e @ PacketError::TooLarge(_)) => return Err(OpenError { error: e.into(), reply_to: Some(ReplyTo::new(stream, 3)) }),
             Err(e) => return Err(gone(e.into())),
@@ -378,7 +378,7 @@ impl ClientConn {
     }
 
     async fn receive(&mut self) -> Result<Vec<u8>, FrontendError> {
-        let (seq, payload) = packet_io::read(&mut self.stream, packet::MAX_HANDSHAKE_PAYLOAD).await?;
+        let (seq, payload) = packet_io::read(&mut self.stream, packet::MAX_AUTH_PACKET).await?;
         self.seq = seq.wrapping_add(1);
         Ok(payload)
     }

@@ -8,8 +8,14 @@
 
 /// The largest payload one packet carries; a packet this long continues in the next one.
 pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
-/// Bound on what leasegate reads during the handshake (connect attributes are at most 64 KiB).
+/// Bound on a server packet leasegate reads during the handshake.
 pub const MAX_HANDSHAKE_PAYLOAD: usize = 1 << 20;
+/// Bound on a client's HandshakeResponse41: fixed fields, a user name, an auth response, a
+/// database name and connect attributes (at most 64 KiB).
+pub const MAX_HANDSHAKE_RESPONSE: usize = 80 << 10;
+/// Bound on a client's later authentication packets (an auth-switch answer, a cleartext
+/// password or token in full authentication, which has its own tighter bound).
+pub const MAX_AUTH_PACKET: usize = 16 << 10 | 64;
 
 /// Command bytes leasegate looks at (first payload byte of a client packet with sequence id 0):
 /// the gate's and the idle tracker's.

@@ -25,9 +25,13 @@ pub async fn read<R: AsyncRead + Unpin + ?Sized>(r: &mut R, limit: usize) -> Res
         if payload.len() + len > limit {
             return Err(PacketError::TooLarge(payload.len() + len));
         }
+        // Grown as bytes arrive: a header announcing a large packet costs nothing until the
+        // bytes really come.
         let start = payload.len();
-        payload.resize(start + len, 0);
-        r.read_exact(&mut payload[start..]).await.map_err(closed)?;
+        (&mut *r).take(len as u64).read_to_end(&mut payload).await.map_err(closed)?;
+        if payload.len() - start < len {
+            return Err(PacketError::Closed);
+        }
         if len < MAX_PAYLOAD {
             return Ok((header[3], payload));
         }
