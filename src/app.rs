@@ -201,7 +201,7 @@ async fn become_ready(
 fn admin_state(app: &App, ready: &Arc<AtomicBool>, provisioners: &Provisioners) -> Result<AdminState, AppError> {
     let token = app.config.admin_token().map_err(|p| AppError::Config(vec![p]))?.map(Arc::new);
     let registry = Arc::new(app.metrics.registry(app.leases.collector()));
-    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone(), provisioners: provisioners.clone() })
+    Ok(AdminState { app: app.clone(), token, registry, ready: ready.clone(), provisioners: provisioners.clone(), checked: Arc::default() })
 }
 
 /// Starts one accept loop per prepared `[[database]]`.

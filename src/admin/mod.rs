@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod leases;
+pub mod ready;
 
 use crate::provision::Provisioners;
 use crate::secret::Secret;
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// Recovery finished and not shutting down.
     pub ready: Arc<AtomicBool>,
+    /// The admin connections' last check (reused for a moment).
+    pub checked: Arc<ready::ReadyCache>,
     /// Every database's admin side, whose connections `/readyz` checks.
     pub provisioners: Provisioners,
 }
@@ -118,7 +121,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if !s.ready.load(Ordering::Acquire) {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down".into()).into_response();
     }
-    if !crate::provision::admin_connections_ok(&s.provisioners).await {
+    if !s.checked.get(|| crate::provision::admin_connections_ok(&s.provisioners)).await {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: an admin connection to a database fails".into()).into_response();
     }
     "ready\n".into_response()
