@@ -50,6 +50,7 @@ pub struct MyClient {
 pub struct MyServer {
     stream: Stream,
     ok: Vec<u8>,
+    user: String,
 }
 
 impl Protocol for Mysql {
@@ -120,7 +121,7 @@ impl Protocol for Mysql {
         let upstream = c.upstream.take().ok_or(Refusal::Upstream(BackendError::Protocol("the server connection was used twice".into())))?;
         let (stream, ok) =
             upstream.login(&lease.user, &lease.password, &c.conn.hello, l.target.login_timeout()).await.map_err(upstream_refusal)?;
-        Ok(MyServer { stream, ok })
+        Ok(MyServer { stream, ok, user: lease.user.clone() })
     }
 
     /// A server connection not logged in yet is ended with a failed login, not a dropped
@@ -154,7 +155,7 @@ impl Protocol for Mysql {
         // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
         let login_status = s.ok.get(1..).and_then(super::idle::ok_status_after_header).unwrap_or(0);
         let observer = MyIdle::new(login_status, deprecate_eof, trackable);
-        let registration = l.state.threads.register(thread, client, observer.activity());
+        let registration = l.state.threads.register(thread, client, &s.user, observer.activity());
         let on_kill = kill_handler(&l.state, client, thread);
         let server = Holdable::new(s.stream, observer.activity());
         let server = Gate::new(server, query_attributes, session_track, observer.shared(), on_kill);
@@ -215,7 +216,7 @@ fn kill_handler(state: &MyState, client: &str, own: u32) -> KillHandler {
         let admin = admin.clone();
         Some(Box::pin(async move {
             let _held = target.activity.hold();
-            admin.kill(k.thread, k.query_only).await.map_err(|e| {
+            admin.kill(k.thread, k.query_only, &target.user).await.map_err(|e| {
                 tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
                 err_payload(errcode::NO_SUCH_THREAD, "HY000", &format!("Unknown thread id: {}", k.thread))
             })

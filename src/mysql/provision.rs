@@ -84,7 +84,22 @@ impl MyProvisioner {
 
     /// Kills a query (or the connection) of a session leasegate proxies: a client's `KILL` from
     /// another connection, which the server would refuse across users with error 1095.
-    pub async fn kill(&self, thread: u32, query_only: bool) -> Result<(), ProvisionError> {
+    /// Only when thread `thread` still belongs to `user` on the server (checked right before:
+    /// the id leasegate holds may have ended and been reused by someone else's session).
+    pub async fn kill(&self, thread: u32, query_only: bool, user: &str) -> Result<(), ProvisionError> {
+        let q = sqlx::query_scalar::<_, String>("SELECT USER FROM information_schema.PROCESSLIST WHERE ID = ?")
+            .bind(thread)
+            .fetch_optional(&self.pool);
+        match self.bounded("checking whose thread it is", q).await? {
+            Some(owner) if owner == user => {}
+            _ => {
+                return Err(ProvisionError::Statement {
+                    step: "killing for a client",
+                    code: NO_SUCH_THREAD.into(),
+                    message: format!("thread {thread} is not the session of {user}"),
+                });
+            }
+        }
         let what = if query_only { "QUERY" } else { "CONNECTION" };
         self.batch("killing for a client", format!("KILL {what} {thread}")).await
     }

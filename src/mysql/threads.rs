@@ -16,12 +16,15 @@ pub struct Threads {
 struct Entry {
     token: u64,
     client: String,
+    user: String,
     activity: Arc<Activity>,
 }
 
 /// A proxied session's thread, as the KILL path sees it.
 pub struct Thread {
     pub client: String,
+    /// The minted user the session logged in as (checked on the server before a KILL).
+    pub user: String,
     pub activity: Arc<Activity>,
 }
 
@@ -33,15 +36,15 @@ pub struct Registration {
 }
 
 impl Threads {
-    pub fn register(&self, id: u32, client: &str, activity: Arc<Activity>) -> Registration {
+    pub fn register(&self, id: u32, client: &str, user: &str, activity: Arc<Activity>) -> Registration {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        self.by_id.insert(id, Entry { token, client: client.to_string(), activity });
+        self.by_id.insert(id, Entry { token, client: client.to_string(), user: user.to_string(), activity });
         Registration { threads: self.clone(), id, token }
     }
 
     /// The session on thread `id`, if leasegate proxies it.
     pub fn get(&self, id: u32) -> Option<Thread> {
-        self.by_id.get(&id).map(|e| Thread { client: e.client.clone(), activity: e.activity.clone() })
+        self.by_id.get(&id).map(|e| Thread { client: e.client.clone(), user: e.user.clone(), activity: e.activity.clone() })
     }
 }
 
