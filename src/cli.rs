@@ -69,6 +69,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a `[[role]]` table for a Vault database role, from the JSON that
+    /// `vault read -format=json database/roles/NAME` prints (a file, or stdin).
+    ImportVaultRole {
+        /// The role's name in leasegate (the Vault role's name; the JSON does not carry it).
+        #[arg(long)]
+        name: String,
+        /// The `[[database]]` it is for [default: the JSON's data.db_name].
+        #[arg(long)]
+        database: Option<String>,
+        /// The JSON file; "-" or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
     /// Run a command with a fresh credential in its environment; revoke it when the command exits.
     Exec {
         #[command(flatten)]

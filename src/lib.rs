@@ -29,6 +29,8 @@
 //! - `admin/` is the HTTP API and its CLI client; `cli`/`commands` the command line;
 //!   `metrics`, `audit`, `config`, `secret`, `shutdown` what their names say; `dev`/`devdb`
 //!   the `leasegate dev` mode and the private servers it (and the tests) start.
+//! - Fitting in where users already are: `vault_role` turns a Vault role's JSON into a
+//!   `[[role]]` (`import-vault-role`); `mysql::vault` lets Vault's MySQL statements run unchanged.
 
 pub mod admin;
 pub mod app;
@@ -50,3 +52,4 @@ pub mod proxy;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
+pub mod vault_role;

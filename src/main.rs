@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Leases { api, command } => commands::leases(&api, &command),
         Command::Creds { api, role, json } => commands::creds(&api, &role, json),
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
+        Command::ImportVaultRole { name, database, file } => import_vault_role(&name, database.as_deref(), file.as_deref()),
         Command::Serve { config, worker_threads } => serve(&config, worker_threads),
         Command::Dev { port, mysql_port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {
@@ -77,6 +78,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     let problems = config.load_files();
+    for (at, note) in leasegate::mysql::vault::notes(&config) {
+        println!("{}: {at}: {note}", path.display());
+    }
     if problems.is_empty() {
         println!("{}: ok", path.display());
         ExitCode::SUCCESS
@@ -117,6 +121,31 @@ fn serve(path: &std::path::Path, workers: usize) -> ExitCode {
             }
         }
     })
+}
+
+/// Reads the JSON (a file, or stdin for "-" or none) and prints the `[[role]]` table; a bad
+/// input exits 64 like a bad config.
+fn import_vault_role(name: &str, database: Option<&str>, file: Option<&std::path::Path>) -> ExitCode {
+    use std::io::Read;
+    let mut json = String::new();
+    let read = match file.filter(|f| f.as_os_str() != "-") {
+        Some(f) => std::fs::read_to_string(f).map(|text| json = text).map_err(|e| format!("{}: {e}", f.display())),
+        None => std::io::stdin().read_to_string(&mut json).map(drop).map_err(|e| format!("stdin: {e}")),
+    };
+    if let Err(e) = read {
+        eprintln!("leasegate import-vault-role: cannot read {e}");
+        return ExitCode::FAILURE;
+    }
+    match leasegate::vault_role::import(&json, name, database) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("leasegate import-vault-role: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 fn hash_password() -> ExitCode {

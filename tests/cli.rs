@@ -97,3 +97,54 @@ fn dev_mode_prints_working_psql_and_mariadb_lines_and_cleans_up_on_ctrl_c() {
     assert!(status.success(), "dev exits 0 on Ctrl-C");
     assert!(!cluster_dir.exists(), "the private cluster is removed");
 }
+
+#[test]
+fn import_vault_role_reads_stdin_or_a_file_and_refuses_what_it_cannot_take() {
+    // Vault's own answer to `vault read -format=json database/roles/readonly` for a MySQL role
+    // (the statements of its MySQL/MariaDB docs; TTLs in seconds, as Vault prints them).
+    let json = r#"{"request_id": "x", "lease_id": "", "renewable": false, "lease_duration": 0, "data": {
+        "creation_statements": ["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';GRANT SELECT ON *.* TO '{{name}}'@'%';"],
+        "credential_type": "password", "db_name": "shop", "default_ttl": 3600, "max_ttl": 86400,
+        "renew_statements": [], "revocation_statements": ["DROP USER '{{name}}'@'%';"], "rollback_statements": []}, "warnings": null}"#;
+    let run = |args: &[&str], input: &str| {
+        let mut child = Command::new(BIN)
+            .arg("import-vault-role")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["--name", "readonly"], json);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let role = String::from_utf8(out.stdout).unwrap();
+    assert!(role.contains("[[role]]\nname = \"readonly\"\ndatabase = \"shop\"\ndefault_ttl = \"1h\"\nmax_ttl = \"24h\"\n"), "{role}");
+
+    // The printed table, appended to the example config, passes check-config as it is.
+    let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
+    let json_path = dir.path().join("role.json");
+    std::fs::write(&json_path, json).unwrap();
+    let from_file = Command::new(BIN).arg("import-vault-role").args(["--name", "readonly"]).arg(&json_path).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&from_file.stdout), role, "a file reads like stdin");
+    std::fs::write(dir.path().join("admin.secret"), "x").unwrap();
+    let config = include_str!("../config/leasegate.example.toml")
+        .replace("pg-admin.secret", &dir.path().join("admin.secret").display().to_string())
+        .replace("mysql-admin.secret", &dir.path().join("admin.secret").display().to_string())
+        .replace("token_file = \"admin.token\"", "")
+        .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
+        .replace(", ca = \"tls/upstream-ca.pem\"", "");
+    let path = dir.path().join("with-vault-role.toml");
+    std::fs::write(&path, format!("{config}\n{role}")).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rewrote IDENTIFIED BY '{{password}}'"));
+
+    let out = run(&["--name", "readonly"], "{\"data\": {\"db_name\": \"shop\"}}");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no creation_statements"));
+    let out = run(&["--name", "readonly"], "not json");
+    assert_eq!(out.status.code(), Some(64));
+}

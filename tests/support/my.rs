@@ -23,6 +23,8 @@ pub struct MySetup {
     pub prepare: Vec<String>,
     /// The server serves TLS; `upstream_tls` (its `{ca}` replaced by the server's certificate).
     pub upstream_tls: Option<String>,
+    /// Extra `[[role]]` tables (name, TOML) on database "main", which the client `ci` may use too.
+    pub extra_roles: Vec<(String, String)>,
 }
 
 impl Default for MySetup {
@@ -34,6 +36,7 @@ impl Default for MySetup {
             ttl: ("1h", "24h"),
             prepare: vec![],
             upstream_tls: None,
+            extra_roles: vec![],
         }
     }
 }
@@ -74,7 +77,8 @@ impl MyLg {
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
         std::fs::write(dir.path().join("admin.secret"), db.admin_password.expose()).unwrap();
-        let text = format!(
+        let extra: String = setup.extra_roles.iter().map(|(n, _)| format!(", \"{n}\"")).collect();
+        let mut text = format!(
             r#"
 [journal]
 path = "{dir}/journal.db"
@@ -106,7 +110,7 @@ member_of = ["app_group"]
 [[client]]
 name = "ci"
 password = "{value}"
-roles = ["app"]
+roles = ["app"{extra}]
 
 [[client]]
 name = "other"
@@ -127,6 +131,9 @@ roles = ["app"]
             ttl = setup.ttl.0,
             max_ttl = setup.ttl.1,
         );
+        for (_, role) in &setup.extra_roles {
+            text.push_str(role);
+        }
         let leasegate = InProcess::start(&text);
         MyLg { addr: leasegate.addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
     }
