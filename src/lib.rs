@@ -30,7 +30,8 @@
 //!   `metrics`, `audit`, `config`, `secret`, `shutdown` what their names say; `dev`/`devdb`
 //!   the `leasegate dev` mode and the private servers it (and the tests) start.
 //! - Fitting in where users already are: `vault_role` turns a Vault role's JSON into a
-//!   `[[role]]` (`import-vault-role`); `mysql::vault` lets Vault's MySQL statements run unchanged.
+//!   `[[role]]` (`import-vault-role`); `mysql::vault` lets Vault's MySQL statements run unchanged;
+//!   `commands::env` is what `exec`/`creds` set for each ecosystem's tools.
 
 pub mod admin;
 pub mod app;

@@ -25,6 +25,8 @@ pub struct MySetup {
     pub upstream_tls: Option<String>,
     /// Extra `[[role]]` tables (name, TOML) on database "main", which the client `ci` may use too.
     pub extra_roles: Vec<(String, String)>,
+    /// Serve the admin API (token [`super::ADMIN_TOKEN`]).
+    pub admin_api: bool,
 }
 
 impl Default for MySetup {
@@ -37,12 +39,15 @@ impl Default for MySetup {
             prepare: vec![],
             upstream_tls: None,
             extra_roles: vec![],
+            admin_api: false,
         }
     }
 }
 
 pub struct MyLg {
     pub addr: SocketAddr,
+    /// The admin API, when the setup asked for one.
+    pub admin_addr: Option<SocketAddr>,
     pub app: App,
     pub client_password: String,
     // Declared before the server: leasegate shuts down (revoking its users) before it stops.
@@ -78,8 +83,15 @@ impl MyLg {
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
         std::fs::write(dir.path().join("admin.secret"), db.admin_password.expose()).unwrap();
         let extra: String = setup.extra_roles.iter().map(|(n, _)| format!(", \"{n}\"")).collect();
+        std::fs::write(dir.path().join("admin.token"), super::ADMIN_TOKEN).unwrap();
+        let admin = if setup.admin_api {
+            format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}/admin.token\"\n", dir.path().display())
+        } else {
+            String::new()
+        };
         let mut text = format!(
             r#"
+{admin}
 [journal]
 path = "{dir}/journal.db"
 
@@ -135,7 +147,7 @@ roles = ["app"]
             text.push_str(role);
         }
         let leasegate = InProcess::start(&text);
-        MyLg { addr: leasegate.addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
+        MyLg { addr: leasegate.addr, admin_addr: leasegate.admin_addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
     }
 
     /// The mariadb client through leasegate as `login`, with extra arguments, running `sql`.
