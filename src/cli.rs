@@ -81,6 +81,10 @@ pub enum Command {
         /// The JSON file; "-" or nothing reads stdin.
         file: Option<PathBuf>,
     },
+    /// Print a shell completion script: `leasegate completions bash > /etc/bash_completion.d/leasegate`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `leasegate man | man -l -`.
+    Man,
     /// Run a command with a fresh credential in its environment; revoke it when the command exits.
     Exec {
         #[command(flatten)]

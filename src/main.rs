@@ -1,7 +1,7 @@
 //! The `leasegate` binary: parse the command line, set up logging, dispatch.
 //! Exit codes (contract): 0 clean shutdown, 64 bad config, 1 runtime failure.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use leasegate::cli::{Cli, Command, LogFormat};
 use leasegate::config::{Config, ConfigError};
 use leasegate::{app, commands, dev, shutdown};
@@ -20,6 +20,17 @@ fn main() -> ExitCode {
         Command::Creds { api, role, json } => commands::creds(&api, &role, json),
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
         Command::ImportVaultRole { name, database, file } => import_vault_role(&name, database.as_deref(), file.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "leasegate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("leasegate man: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config, worker_threads } => serve(&config, worker_threads),
         Command::Dev { port, mysql_port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {

@@ -148,3 +148,41 @@ fn import_vault_role_reads_stdin_or_a_file_and_refuses_what_it_cannot_take() {
     let out = run(&["--name", "readonly"], "not json");
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn completions_and_the_man_page_name_every_subcommand() {
+    let subcommands =
+        ["serve", "dev", "check-config", "hash-password", "leases", "creds", "exec", "import-vault-role", "completions", "man"];
+    let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for sub in subcommands {
+            assert!(text.contains(sub), "{shell} completion does not name {sub}");
+        }
+        if shell == "bash" {
+            let path = dir.path().join("leasegate.bash");
+            std::fs::write(&path, &text).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+            // Sourced, it registers a completion for leasegate.
+            let out = Command::new("bash").arg("-c").arg(format!("source {} && complete -p leasegate", path.display())).output().unwrap();
+            assert!(String::from_utf8_lossy(&out.stdout).contains("leasegate"), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    assert!(!Command::new(BIN).args(["completions", "tcsh"]).output().unwrap().status.success());
+
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    let roff = String::from_utf8(man.stdout).unwrap();
+    assert!(roff.starts_with(".ie") || roff.contains(".TH leasegate"), "{}", &roff[..roff.len().min(200)]);
+    let mut nroff = Command::new("nroff").arg("-man").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    nroff.stdin.take().unwrap().write_all(roff.as_bytes()).unwrap();
+    let page = nroff.wait_with_output().unwrap();
+    assert!(page.status.success());
+    let page = String::from_utf8_lossy(&page.stdout);
+    for sub in subcommands {
+        assert!(page.contains(sub), "the man page does not name {sub}");
+    }
+}
