@@ -32,7 +32,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1, env = "LEASEGATE_WORKER_THREADS")]
         worker_threads: usize,
     },
-    /// Start a private PostgreSQL and a leasegate in front of it; Ctrl-C removes everything.
+    /// Start a private PostgreSQL and MariaDB, a leasegate in front of both and its admin API;
+    /// print lines to paste; Ctrl-C removes everything.
     Dev {
         /// Port for leasegate's Postgres listener [default: 6432, or a free port if 6432 is taken;
         /// 0 always picks a free one].
@@ -42,6 +43,10 @@ pub enum Command {
         /// or a free port if 3307 is taken].
         #[arg(long)]
         mysql_port: Option<u16>,
+        /// Port for the admin API (`leasegate leases`, `creds`, `exec`, `/metrics`) [default:
+        /// 9187, or a free port if 9187 is taken].
+        #[arg(long)]
+        admin_port: Option<u16>,
         /// Keep the private cluster's files after exit (for inspection).
         #[arg(long)]
         keep: bool,

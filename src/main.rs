@@ -32,9 +32,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config, worker_threads } => serve(&config, worker_threads),
-        Command::Dev { port, mysql_port, keep, worker_threads } => runtime(worker_threads)
+        Command::Dev { port, mysql_port, admin_port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {
-                rt.block_on(dev::run(port, mysql_port, keep)).map_err(|e| {
+                rt.block_on(dev::run(dev::Ports { pg: port, mysql: mysql_port, admin: admin_port }, keep)).map_err(|e| {
                     eprintln!("leasegate dev: {e:#}");
                     ExitCode::FAILURE
                 })

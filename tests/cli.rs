@@ -63,16 +63,27 @@ fn check_config_reports_every_problem_and_exits_64() {
 }
 
 #[test]
-fn dev_mode_prints_working_psql_and_mariadb_lines_and_cleans_up_on_ctrl_c() {
-    let mut child =
-        Command::new(BIN).args(["dev", "--port", "0", "--mysql-port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+fn dev_mode_prints_working_psql_mariadb_and_admin_lines_and_cleans_up_on_ctrl_c() {
+    let mut child = Command::new(BIN)
+        .args(["dev", "--port", "0", "--mysql-port", "0", "--admin-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = None;
     let mut mariadb = None;
     let mut config = None;
+    let mut paste = Vec::new();
     let start = Instant::now();
-    while (url.is_none() || mariadb.is_none()) && start.elapsed() < Duration::from_secs(90) {
+    while start.elapsed() < Duration::from_secs(90) {
         let Some(Ok(line)) = lines.next() else { break };
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+        if let Some(command) = line.strip_prefix("    ") {
+            paste.push(command.to_string());
+        }
         if let Some(rest) = line.trim().strip_prefix("connect: psql \"") {
             url = Some(rest.trim_end_matches('"').to_string());
         }
@@ -92,6 +103,25 @@ fn dev_mode_prints_working_psql_and_mariadb_lines_and_cleans_up_on_ctrl_c() {
     let out = Command::new("mariadb").arg("--no-defaults").args(&args).args(["-N", "-e", "SELECT CURRENT_USER()"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("lg_dev_dev_mysql_rw_"));
+
+    // The admin lines, run as printed: the export line first, then each command.
+    use std::os::unix::fs::PermissionsExt;
+    let token_mode = std::fs::metadata(cluster_dir.join("admin.token")).unwrap().permissions().mode();
+    assert_eq!(token_mode & 0o777, 0o600, "the generated admin token is private");
+    assert!(paste.len() >= 6 && paste[0].starts_with("export LEASEGATE_ADDR=") && paste[0].contains(" LEASEGATE_TOKEN="), "{paste:?}");
+    let mut outputs = Vec::new();
+    for command in &paste[1..] {
+        let script = format!("set -e\n{}\n{command}\n", paste[0]);
+        let out = Command::new("sh").args(["-c", &script]).env_remove("LEASEGATE_ADDR").env_remove("LEASEGATE_TOKEN").output().unwrap();
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let [list, creds, exec_pg, exec_my, metrics] = &outputs[..] else { panic!("{paste:?}") };
+    assert!(list.starts_with("ID") && list.contains("ROLE"), "{list}");
+    assert!(creds.contains("export PGUSER=lg_admin_api_dev_rw_") && creds.contains("export DATABASE_URL=postgres://"), "{creds}");
+    assert!(exec_pg.trim().starts_with("lg_admin_api_dev_rw_"), "{exec_pg}");
+    assert!(exec_my.trim().starts_with("lg_admin_api_dev_mysql_rw_"), "{exec_my}");
+    assert!(metrics.contains("leasegate_leases_granted_total{"), "{metrics}");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(status.success(), "dev exits 0 on Ctrl-C");
