@@ -6,6 +6,7 @@
 //! Lease gauges and the time-left histogram are computed from the lease manager at scrape time
 //! (`LeaseCollector`), so they can never drift from the truth.
 
+use crate::config::Config;
 use crate::lease::{LeaseManager, LeaseState};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -92,6 +93,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates, at zero, the series a dashboard takes rates and quantiles of, for every
+    /// configured database and role. A series whose first scrape already holds its first
+    /// events is invisible to `rate()` and `increase()` (they need two samples), so without
+    /// this the mints of a leasegate's first seconds never show in a latency panel.
+    pub fn prime(&self, config: &Config) {
+        for db in &config.databases {
+            let labels = DbLabels { database: db.name.clone() };
+            // Creating the child is the point; the guard it returns is dropped at once.
+            drop(self.mint_seconds.get_or_create(&labels));
+            drop(self.revoke_seconds.get_or_create(&labels));
+        }
+        for role in &config.roles {
+            drop(self.leases_granted.get_or_create(&RoleLabels { database: role.database.clone(), role: role.name.clone() }));
+        }
+    }
+
     /// A registry with every family, plus the lease collector over `leases`.
     /// Counter names carry no `_total`: the encoder adds it.
     pub fn registry(&self, leases: LeaseManager) -> Registry {
