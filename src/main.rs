@@ -21,16 +21,20 @@ fn main() -> ExitCode {
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
         Command::ImportVaultRole { name, database, file } => import_vault_role(&name, database.as_deref(), file.as_deref()),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "leasegate", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "leasegate", &mut script);
+            print_all("completions", &script)
         }
-        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("leasegate man: {e}");
-                ExitCode::FAILURE
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_all("man", &page),
+                Err(e) => {
+                    eprintln!("leasegate man: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Serve { config, worker_threads } => serve(&config, worker_threads),
         Command::Dev { port, mysql_port, admin_port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {
@@ -132,6 +136,19 @@ fn serve(path: &std::path::Path, workers: usize) -> ExitCode {
             }
         }
     })
+}
+
+/// Writes generated text to stdout. A reader that stops early (`leasegate man | head`) is not
+/// an error, as for any Unix filter; clap_complete would panic writing to a closed pipe, so the
+/// text is generated into memory first.
+fn print_all(what: &str, text: &[u8]) -> ExitCode {
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("leasegate {what}: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// Reads the JSON (a file, or stdin for "-" or none) and prints the `[[role]]` table; a bad

@@ -202,6 +202,13 @@ fn completions_and_the_man_page_name_every_subcommand() {
         }
     }
     assert!(!Command::new(BIN).args(["completions", "tcsh"]).output().unwrap().status.success());
+    // A reader that stops early (`leasegate man | head`) is no error: here it never reads at all.
+    for args in [&["man"][..], &["completions", "bash"][..]] {
+        let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?} into a closed pipe: {}", String::from_utf8_lossy(&out.stderr));
+    }
 
     let man = Command::new(BIN).arg("man").output().unwrap();
     assert!(man.status.success());
