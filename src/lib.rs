@@ -1,5 +1,6 @@
 //! leasegate: a sidecar that mints a short-lived database user per client and proxies the
-//! wire protocol. See README.md for what it does and DESIGN.md (shared) for the contract.
+//! wire protocol. See README.md for what it does, docs/ for the details (docs/architecture.md:
+//! who owns what and why) and DESIGN.md (shared) for the contract.
 //!
 //! # Crate map
 //!
