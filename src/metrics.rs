@@ -6,7 +6,6 @@
 //! Lease gauges and the time-left histogram are computed from the lease manager at scrape time
 //! (`LeaseCollector`), so they can never drift from the truth.
 
-use crate::config::Config;
 use crate::lease::{LeaseManager, LeaseState};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -97,15 +96,17 @@ impl Metrics {
     /// configured database and role. A series whose first scrape already holds its first
     /// events is invisible to `rate()` and `increase()` (they need two samples), so without
     /// this the mints of a leasegate's first seconds never show in a latency panel.
-    pub fn prime(&self, config: &Config) {
-        for db in &config.databases {
-            let labels = DbLabels { database: db.name.clone() };
+    /// `roles` are (database, role) pairs. Takes names, not the config, so that `metrics`
+    /// needs nothing from `config`.
+    pub fn prime<'a>(&self, databases: impl IntoIterator<Item = &'a str>, roles: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for database in databases {
+            let labels = DbLabels { database: database.to_string() };
             // Creating the child is the point; the guard it returns is dropped at once.
             drop(self.mint_seconds.get_or_create(&labels));
             drop(self.revoke_seconds.get_or_create(&labels));
         }
-        for role in &config.roles {
-            drop(self.leases_granted.get_or_create(&RoleLabels { database: role.database.clone(), role: role.name.clone() }));
+        for (database, role) in roles {
+            drop(self.leases_granted.get_or_create(&RoleLabels { database: database.to_string(), role: role.to_string() }));
         }
     }
 
