@@ -46,15 +46,26 @@ const VAULT_READ_ROLE: &str = r#"{
   "warnings": null
 }"#;
 
-/// A `[[role]]` on database "main" running `statements` (TOML multi-line literal strings, so
-/// the text is exactly the constant's).
-fn role(name: &str, statements: &[&str]) -> (String, String) {
-    let list: Vec<String> = statements.iter().map(|s| format!("'''{s}'''")).collect();
-    let toml = format!(
+// The revocation Vault's MySQL backend ran by default (builtin/logical/mysql, defaultRevocationSQL),
+// as a list whose statements each end with `;`, the way Vault roles are often written.
+const VAULT_MYSQL_REVOCATION: [&str; 2] = ["REVOKE ALL PRIVILEGES, GRANT OPTION FROM '{{name}}'@'%';", "DROP USER '{{name}}'@'%';"];
+
+/// A `[[role]]` on database "main" running `creation` (and `revocation` when not empty), as
+/// TOML multi-line literal strings, so the text is exactly the constants'.
+fn role_with(name: &str, creation: &[&str], revocation: &[&str]) -> (String, String) {
+    let list = |statements: &[&str]| statements.iter().map(|s| format!("'''{s}'''")).collect::<Vec<_>>().join(", ");
+    let mut toml = format!(
         "\n[[role]]\nname = \"{name}\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"24h\"\ncreation_statements = [{}]\n",
-        list.join(", ")
+        list(creation)
     );
+    if !revocation.is_empty() {
+        toml.push_str(&format!("revocation_statements = [{}]\n", list(revocation)));
+    }
     (name.to_string(), toml)
+}
+
+fn role(name: &str, creation: &[&str]) -> (String, String) {
+    role_with(name, creation, &[])
 }
 
 fn import(json: &str, args: &[&str]) -> std::process::Output {
@@ -92,7 +103,10 @@ fn vaults_postgres_example_and_an_imported_role_mint_working_users_that_are_revo
 fn vaults_mysql_and_mariadb_examples_mint_working_users_with_no_password_in_the_general_log() {
     let lg = MyLg::start(MySetup {
         prepare: vec!["CREATE DATABASE fooapp_one; CREATE TABLE fooapp_one.t(x INT); INSERT INTO fooapp_one.t VALUES (42)".into()],
-        extra_roles: vec![role("vault_mysql", &[VAULT_MYSQL]), role("vault_wildcard", &[VAULT_MYSQL_WILDCARD])],
+        extra_roles: vec![
+            role_with("vault_mysql", &[VAULT_MYSQL], &VAULT_MYSQL_REVOCATION),
+            role("vault_wildcard", &[VAULT_MYSQL_WILDCARD]),
+        ],
         ..MySetup::default()
     });
     let general = lg.dir.path().join("general.log");

@@ -310,7 +310,7 @@ impl Vars<'_> {
     }
 
     fn render_all(&self, templates: &[String]) -> String {
-        templates.iter().map(|t| self.render(t)).collect::<Vec<_>>().join(";\n")
+        templates.iter().map(|t| self.render(vault::tidy(t))).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(";\n")
     }
 }
 

@@ -14,8 +14,9 @@
 //!   `IDENTIFIED WITH mysql_native_password AS '{{password}}'`, which is left alone.
 //!
 //! It also drops the trailing `;` Vault's examples end with (Vault splits on `;`; leasegate
-//! joins templates with `;`, and `;;` is an empty query to MySQL). Pure functions: the provisioner
-//! calls [`prepare`] and [`fill_cleartext`]; `check-config` prints [`notes`].
+//! joins templates with `;`, and `;;` is a syntax error to MariaDB), in every statement list
+//! ([`tidy`]). Pure functions: the provisioner calls [`prepare`], [`fill_cleartext`] and
+//! [`tidy`]; `check-config` prints [`notes`].
 
 use crate::config::{Config, DbKind};
 use crate::secret::Secret;
@@ -88,8 +89,9 @@ pub fn notes(config: &Config) -> Vec<(String, String)> {
     notes
 }
 
-/// `template` without trailing whitespace and `;`.
-fn tidy(template: &str) -> &str {
+/// `template` without surrounding whitespace and trailing `;`: templates are joined with `;`,
+/// and `;;` is a syntax error to MySQL and MariaDB (Vault's lists often end each one with `;`).
+pub fn tidy(template: &str) -> &str {
     template.trim_end_matches(|c: char| c == ';' || c.is_whitespace()).trim_start()
 }
 
