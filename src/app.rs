@@ -128,6 +128,7 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let audit = Audit::open(audit_path.as_deref())
         .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;
     let metrics = Metrics::default();
+    metrics.prime(config.databases.iter().map(|d| d.name.as_str()), config.roles.iter().map(|r| (r.database.as_str(), r.name.as_str())));
     let leases = LeaseManager::new(config.clone(), provisioners.clone(), Arc::new(journal), metrics.clone(), audit.clone());
     let app = App { config: config.clone(), leases, metrics, audit };
     // Users a previous run left: revoked in the background, retrying until each is gone.

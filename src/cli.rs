@@ -32,7 +32,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1, env = "LEASEGATE_WORKER_THREADS")]
         worker_threads: usize,
     },
-    /// Start a private PostgreSQL and a leasegate in front of it; Ctrl-C removes everything.
+    /// Start a private PostgreSQL and MariaDB, a leasegate in front of both and its admin API;
+    /// print lines to paste; Ctrl-C removes everything.
     Dev {
         /// Port for leasegate's Postgres listener [default: 6432, or a free port if 6432 is taken;
         /// 0 always picks a free one].
@@ -42,6 +43,10 @@ pub enum Command {
         /// or a free port if 3307 is taken].
         #[arg(long)]
         mysql_port: Option<u16>,
+        /// Port for the admin API (`leasegate leases`, `creds`, `exec`, `/metrics`) [default:
+        /// 9187, or a free port if 9187 is taken].
+        #[arg(long)]
+        admin_port: Option<u16>,
         /// Keep the private cluster's files after exit (for inspection).
         #[arg(long)]
         keep: bool,
@@ -69,6 +74,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a `[[role]]` table for a Vault database role, from the JSON that
+    /// `vault read -format=json database/roles/NAME` prints (a file, or stdin).
+    ImportVaultRole {
+        /// The role's name in leasegate (the Vault role's name; the JSON does not carry it).
+        #[arg(long)]
+        name: String,
+        /// The `[[database]]` it is for [default: the JSON's data.db_name].
+        #[arg(long)]
+        database: Option<String>,
+        /// The JSON file; "-" or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
+    /// Print a shell completion script: `leasegate completions bash > /etc/bash_completion.d/leasegate`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `leasegate man | man -l -`.
+    Man,
     /// Run a command with a fresh credential in its environment; revoke it when the command exits.
     Exec {
         #[command(flatten)]

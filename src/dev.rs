@@ -1,43 +1,38 @@
 //! `leasegate dev`: a private PostgreSQL and a private MariaDB (when its packages are
-//! installed), a generated config and a leasegate in front of both, like `vault server -dev`.
-//! Ctrl-C revokes every lease, stops the servers and removes their files.
+//! installed), a generated config and a leasegate in front of both, with its admin API (a
+//! generated token in a 0600 file) and audit log, like `vault server -dev`. It prints lines to
+//! paste: connection strings, then `export LEASEGATE_ADDR=… LEASEGATE_TOKEN=…` and the CLI and
+//! `/metrics` commands. Ctrl-C revokes every lease, stops the servers and removes their files.
 
 use crate::devdb::mariadb::PrivateMariaDb;
 use crate::devdb::postgres::{PgOptions, PrivatePostgres};
 use crate::{app, config::Config, net::tls, shutdown};
 use anyhow::Context;
 
-pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyhow::Result<()> {
-    // 6432 is PgBouncer's port too: when something holds it, take a free one instead of failing.
-    let port = listen_port(port, 6432, "psql")?;
-    let my_port = listen_port(mysql_port, 3307, "mariadb")?;
-    eprintln!("leasegate dev: starting a private PostgreSQL…");
-    let mut pg = tokio::task::spawn_blocking(|| PrivatePostgres::start(&PgOptions::default())).await??;
-    if keep {
-        pg.keep_files();
-    }
-    let dir = pg.dir().to_path_buf();
-    prepare_cluster(&pg).await.context("preparing the private cluster")?;
+/// The ports asked for on the command line (`None`: the usual one when free).
+pub struct Ports {
+    pub pg: Option<u16>,
+    pub mysql: Option<u16>,
+    pub admin: Option<u16>,
+}
 
-    eprintln!("leasegate dev: starting a private MariaDB…");
-    let maria = match tokio::task::spawn_blocking(PrivateMariaDb::start).await? {
-        Ok(m) => {
-            prepare_mariadb(&m)?;
-            write_private(&dir.join("mariadb-admin.secret"), m.admin_password.expose())?;
-            Some(m)
-        }
-        Err(e) => {
-            eprintln!("leasegate dev: no MariaDB listener ({e}); install mariadb-server for one");
-            None
-        }
-    };
+pub async fn run(ports: Ports, keep: bool) -> anyhow::Result<()> {
+    // 6432 is PgBouncer's port too: when something holds it, take a free one instead of failing.
+    let port = listen_port(ports.pg, 6432, "psql")?;
+    let my_port = listen_port(ports.mysql, 3307, "mariadb")?;
+    let admin_port = listen_port(ports.admin, 9187, "LEASEGATE_ADDR")?;
+    let (pg, maria) = start_servers(keep).await?;
+    let dir = pg.dir().to_path_buf();
     let client_password = crate::name::password();
     let verifier = crate::auth::hash::client_password_value(&client_password);
+    // The admin API's bearer token: random, in a file only this user can read.
+    let token = crate::name::password();
+    write_private(&dir.join("admin.token"), token.expose())?;
     let (cert, key) = tls::self_signed(&["localhost", "127.0.0.1"])?;
     std::fs::write(dir.join("tls.crt"), cert)?;
     write_private(&dir.join("tls.key"), &key)?;
     write_private(&dir.join("admin.secret"), pg.password.expose())?;
-    let mut text = dev_config(port, pg.port(), &dir, &verifier, maria.is_some());
+    let mut text = dev_config(port, pg.port(), admin_port, &dir, &verifier, maria.is_some());
     if let Some(m) = &maria {
         text.push_str(&dev_mysql_config(my_port, m, &dir));
     }
@@ -47,6 +42,7 @@ pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyh
     let listeners = app::bind(&config).await?;
     let listen = listeners.databases.get("dev").and_then(|l| l.local_addr().ok()).context("no listener")?;
     let my_listen = listeners.databases.get("dev_mysql").and_then(|l| l.local_addr().ok());
+    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()).context("no admin listener")?;
 
     println!("leasegate dev is running.");
     println!("  PostgreSQL (private, scram-sha-256): 127.0.0.1:{}", pg.port());
@@ -62,6 +58,7 @@ pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyh
         );
     }
     println!("Each connection gets its own short-lived user (try: SELECT current_user; or SELECT CURRENT_USER();).");
+    print_admin_lines(admin, &token, maria.is_some());
     println!("Ctrl-C drops every minted user and removes the cluster.");
 
     let signals = shutdown::Signals::new();
@@ -74,6 +71,61 @@ pub async fn run(port: Option<u16>, mysql_port: Option<u16>, keep: bool) -> anyh
     .await?;
     result?;
     Ok(())
+}
+
+/// The private PostgreSQL (its directory holds everything dev writes) and, when its packages
+/// are installed, the private MariaDB, both prepared with a group role for the dev users.
+async fn start_servers(keep: bool) -> anyhow::Result<(PrivatePostgres, Option<PrivateMariaDb>)> {
+    eprintln!("leasegate dev: starting a private PostgreSQL…");
+    let mut pg = tokio::task::spawn_blocking(|| PrivatePostgres::start(&PgOptions::default())).await??;
+    if keep {
+        pg.keep_files();
+    }
+    prepare_cluster(&pg).await.context("preparing the private cluster")?;
+    eprintln!("leasegate dev: starting a private MariaDB…");
+    let maria = match tokio::task::spawn_blocking(PrivateMariaDb::start).await? {
+        Ok(m) => {
+            prepare_mariadb(&m)?;
+            write_private(&pg.dir().join("mariadb-admin.secret"), m.admin_password.expose())?;
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!("leasegate dev: no MariaDB listener ({e}); install mariadb-server for one");
+            None
+        }
+    };
+    Ok((pg, maria))
+}
+
+/// The admin API and CLI, as lines to paste into another shell: the `export` line first, then
+/// one command each (indented four spaces, which `tests/cli.rs` runs as printed).
+fn print_admin_lines(admin: std::net::SocketAddr, token: &crate::secret::Secret, mysql: bool) {
+    let lg = self_command();
+    println!("Admin API and CLI (paste into another shell):");
+    println!("    export LEASEGATE_ADDR={admin} LEASEGATE_TOKEN={}", token.expose());
+    println!("    {lg} leases list");
+    println!("    {lg} creds dev_rw");
+    println!("    {lg} exec --role dev_rw -- psql -Atc 'SELECT current_user'");
+    if mysql {
+        println!("    {lg} exec --role dev_mysql_rw -- mariadb -N -e 'SELECT CURRENT_USER()'");
+    }
+    println!("    curl -s http://{admin}/metrics | grep '^leasegate_leases'");
+}
+
+/// How a shell reaches this binary: `leasegate` when that is what PATH finds, else its full
+/// path (`cargo run` builds it in target/, which is not on PATH).
+fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "leasegate".into() };
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("leasegate").canonicalize().is_ok_and(|f| f == exe)));
+    let path = exe.display().to_string();
+    if on_path {
+        "leasegate".into()
+    } else if path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b)) {
+        path
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
 }
 
 /// The port asked for (0: a free one), else `preferred` when it is free, else a free one. Always
@@ -146,9 +198,16 @@ member_of = ["dev_app"]
     )
 }
 
-fn dev_config(port: u16, pg_port: u16, dir: &std::path::Path, verifier: &str, with_mysql: bool) -> String {
+fn dev_config(port: u16, pg_port: u16, admin_port: u16, dir: &std::path::Path, verifier: &str, with_mysql: bool) -> String {
     format!(
         r#"# Generated by `leasegate dev`.
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_file = "{dir}/admin.token"
+
+[audit]
+path = "{dir}/audit.jsonl"
+
 [journal]
 path = "{dir}/journal.db"
 

@@ -1,5 +1,6 @@
 //! leasegate: a sidecar that mints a short-lived database user per client and proxies the
-//! wire protocol. See README.md for what it does and DESIGN.md (shared) for the contract.
+//! wire protocol. See README.md for what it does, docs/ for the details (docs/architecture.md:
+//! who owns what and why) and DESIGN.md (shared) for the contract.
 //!
 //! # Crate map
 //!
@@ -31,6 +32,9 @@
 //! - `admin/` is the HTTP API and its CLI client; `cli`/`commands` the command line;
 //!   `metrics`, `audit`, `config`, `secret`, `shutdown` what their names say; `dev`/`devdb`
 //!   the `leasegate dev` mode and the private servers it (and the tests) start.
+//! - Fitting in where users already are: `vault_role` turns a Vault role's JSON into a
+//!   `[[role]]` (`import-vault-role`); `mysql::vault` lets Vault's MySQL statements run unchanged;
+//!   `commands::env` is what `exec`/`creds` set for each ecosystem's tools.
 
 pub mod admin;
 pub mod app;
@@ -53,3 +57,4 @@ pub mod proxy;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
+pub mod vault_role;

@@ -1,7 +1,7 @@
 //! The `leasegate` binary: parse the command line, set up logging, dispatch.
 //! Exit codes (contract): 0 clean shutdown, 64 bad config, 1 runtime failure.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use leasegate::cli::{Cli, Command, LogFormat};
 use leasegate::config::{Config, ConfigError};
 use leasegate::{app, commands, dev, shutdown};
@@ -19,10 +19,26 @@ fn main() -> ExitCode {
         Command::Leases { api, command } => commands::leases(&api, &command),
         Command::Creds { api, role, json } => commands::creds(&api, &role, json),
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
+        Command::ImportVaultRole { name, database, file } => import_vault_role(&name, database.as_deref(), file.as_deref()),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "leasegate", &mut script);
+            print_all("completions", &script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_all("man", &page),
+                Err(e) => {
+                    eprintln!("leasegate man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config, worker_threads } => serve(&config, worker_threads),
-        Command::Dev { port, mysql_port, keep, worker_threads } => runtime(worker_threads)
+        Command::Dev { port, mysql_port, admin_port, keep, worker_threads } => runtime(worker_threads)
             .and_then(|rt| {
-                rt.block_on(dev::run(port, mysql_port, keep)).map_err(|e| {
+                rt.block_on(dev::run(dev::Ports { pg: port, mysql: mysql_port, admin: admin_port }, keep)).map_err(|e| {
                     eprintln!("leasegate dev: {e:#}");
                     ExitCode::FAILURE
                 })
@@ -77,6 +93,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     let problems = config.load_files();
+    for (at, note) in leasegate::mysql::vault::notes(&config) {
+        println!("{}: {at}: {note}", path.display());
+    }
     if problems.is_empty() {
         println!("{}: ok", path.display());
         ExitCode::SUCCESS
@@ -117,6 +136,44 @@ fn serve(path: &std::path::Path, workers: usize) -> ExitCode {
             }
         }
     })
+}
+
+/// Writes generated text to stdout. A reader that stops early (`leasegate man | head`) is not
+/// an error, as for any Unix filter; clap_complete would panic writing to a closed pipe, so the
+/// text is generated into memory first.
+fn print_all(what: &str, text: &[u8]) -> ExitCode {
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("leasegate {what}: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Reads the JSON (a file, or stdin for "-" or none) and prints the `[[role]]` table; a bad
+/// input exits 64 like a bad config.
+fn import_vault_role(name: &str, database: Option<&str>, file: Option<&std::path::Path>) -> ExitCode {
+    use std::io::Read;
+    let mut json = String::new();
+    let read = match file.filter(|f| f.as_os_str() != "-") {
+        Some(f) => std::fs::read_to_string(f).map(|text| json = text).map_err(|e| format!("{}: {e}", f.display())),
+        None => std::io::stdin().read_to_string(&mut json).map(drop).map_err(|e| format!("stdin: {e}")),
+    };
+    if let Err(e) = read {
+        eprintln!("leasegate import-vault-role: cannot read {e}");
+        return ExitCode::FAILURE;
+    }
+    match leasegate::vault_role::import(&json, name, database) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("leasegate import-vault-role: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 fn hash_password() -> ExitCode {

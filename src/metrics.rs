@@ -91,6 +91,24 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates, at zero, the series a dashboard takes rates and quantiles of, for every
+    /// configured database and role. A series whose first scrape already holds its first
+    /// events is invisible to `rate()` and `increase()` (they need two samples), so without
+    /// this the mints of a leasegate's first seconds never show in a latency panel.
+    /// `roles` are (database, role) pairs. Takes names, not the config, so that `metrics`
+    /// needs nothing from `config`.
+    pub fn prime<'a>(&self, databases: impl IntoIterator<Item = &'a str>, roles: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for database in databases {
+            let labels = DbLabels { database: database.to_string() };
+            // Creating the child is the point; the guard it returns is dropped at once.
+            drop(self.mint_seconds.get_or_create(&labels));
+            drop(self.revoke_seconds.get_or_create(&labels));
+        }
+        for (database, role) in roles {
+            drop(self.leases_granted.get_or_create(&RoleLabels { database: database.to_string(), role: role.to_string() }));
+        }
+    }
+
     /// A registry with every family, plus `lease_gauges` (what `LeaseManager::collector` gives).
     /// Counter names carry no `_total`: the encoder adds it.
     pub fn registry(&self, lease_gauges: Box<dyn Collector>) -> Registry {

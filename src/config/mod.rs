@@ -84,16 +84,6 @@ impl Config {
             if self.database(&role.database).is_none() {
                 problems.push(Problem::new(format!("{at}.database"), format!("no [[database]] is named {:?}", role.database)));
             }
-            if self.database(&role.database).is_some_and(|d| d.kind == DbKind::Mysql)
-                && role.creation_statements.iter().any(|t| t.to_ascii_uppercase().contains("IDENTIFIED BY '{{PASSWORD}}'"))
-            {
-                // {{password}} is the mysql_native_password hash: IDENTIFIED BY would make that
-                // text the password, and a server logs IDENTIFIED BY values in its general log.
-                problems.push(Problem::new(
-                    format!("{at}.creation_statements"),
-                    "for MySQL write IDENTIFIED BY PASSWORD '{{password}}' ({{password}} is the hash; the cleartext never leaves leasegate)",
-                ));
-            }
             role.validate(&at, &mut problems);
         }
         let mut seen_client = HashSet::new();

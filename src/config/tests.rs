@@ -82,7 +82,7 @@ fn secret_keys_are_exclusive() {
 }
 
 #[test]
-fn mysql_listeners_refuse_a_cleartext_password_template_and_unknown_plugins() {
+fn mysql_listeners_take_vaults_password_template_and_refuse_unknown_plugins() {
     let mysql = minimal().replace("kind = \"postgres\"", "kind = \"mysql\"");
     let c = Config::from_toml_str(&mysql).unwrap();
     assert_eq!(c.databases[0].admin_database, "mysql");
@@ -94,8 +94,8 @@ fn mysql_listeners_refuse_a_cleartext_password_template_and_unknown_plugins() {
         .replace("name_prefix = \"lg_\"", "name_prefix = \"lg_\"\nclient_auth_plugin = \"sha256_password\"");
     let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&bad) else { panic!() };
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert!(paths.contains(&"role[0].creation_statements"), "{paths:?}");
-    assert!(paths.contains(&"database[0].client_auth_plugin"), "{paths:?}");
+    // Vault's IDENTIFIED BY '{{password}}' is rewritten at mint (mysql/vault.rs), not refused.
+    assert_eq!(paths, ["database[0].client_auth_plugin"]);
     let hashed = mysql.replace(
         "max_ttl = \"24h\"",
         "max_ttl = \"24h\"\ncreation_statements = [\"CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'\"]",

@@ -3,8 +3,9 @@
 //! (`packet_io`), the client leg (`frontend`), the server leg (`backend`), the proof checks
 //! (`scramble`), the command gate for COM_CHANGE_USER and KILL (`gate`), the idle tracker
 //! (`idle`), which server threads leasegate proxies (`threads`, the counterpart of Postgres
-//! cancel keys), the error map (`errcode`), the provisioning SQL, and [`Mysql`], which plugs
-//! all of it into the session pipeline (`protocol`).
+//! cancel keys), the error map (`errcode`), the provisioning SQL, the rewrite that lets Vault's
+//! statements run unchanged (`vault`), and [`Mysql`], which plugs all of it into the session
+//! pipeline (`protocol`).
 
 pub mod backend;
 pub mod errcode;
@@ -17,5 +18,6 @@ pub mod protocol;
 pub mod provision;
 pub mod scramble;
 pub mod threads;
+pub mod vault;
 
 pub use protocol::Mysql;

@@ -3,13 +3,14 @@
 //! `{{password}}` in MySQL templates expands to the `mysql_native_password` hash (`*<40 hex>`),
 //! never the cleartext: MariaDB's general log records `IDENTIFIED BY '<cleartext>'` as sent,
 //! so templates say `IDENTIFIED BY PASSWORD '{{password}}'` on MariaDB or `IDENTIFIED WITH
-//! mysql_native_password AS '{{password}}'` on MySQL 8.0 (check-config refuses `IDENTIFIED BY
-//! '{{password}}'`). The default statement on MySQL 8 (which has neither form for its default
+//! mysql_native_password AS '{{password}}'` on MySQL 8.0 (Vault's `IDENTIFIED BY
+//! '{{password}}'` is rewritten to those by `vault.rs`). The default statement on MySQL 8 (which has neither form for its default
 //! plugin) sends the cleartext, which MySQL masks in its logs. MySQL DDL commits statement by statement, so a failed creation batch may leave the
 //! user behind: the lease engine then revokes it like any other (`mint_is_atomic` says false).
 //! MySQL has no per-user expiry timestamp: the lease's end is enforced by revocation alone
 //! (renewal runs only the role's own `renew_statements`).
 
+use super::vault;
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::credential::MysqlHashes;
 use crate::provision::{ProvisionError, ProvisionFuture, Provisioner};
@@ -219,7 +220,9 @@ impl Provisioner for MyProvisioner {
         Box::pin(async move {
             let hash = format!("*{}", crate::credential::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
             if !role.creation_statements.is_empty() {
-                return self.batch("creation statements", Vars { name: user, password: &hash }.render_all(&role.creation_statements)).await;
+                let flavour = if self.is_mariadb().await? { vault::Flavour::MariaDb } else { vault::Flavour::Mysql };
+                let sql = Vars { name: user, password: &hash }.render_all(&vault::prepare(&role.creation_statements, flavour));
+                return self.run("creation statements", vault::fill_cleartext(sql, password), Some(password.expose())).await;
             }
             let sql = if self.is_mariadb().await? {
                 Vars { name: user, password: &hash }.render(&default_creation(&role.member_of, true))
@@ -364,7 +367,7 @@ impl Vars<'_> {
     }
 
     fn render_all(&self, templates: &[String]) -> String {
-        templates.iter().map(|t| self.render(t)).collect::<Vec<_>>().join(";\n")
+        templates.iter().map(|t| self.render(vault::tidy(t))).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(";\n")
     }
 }
 

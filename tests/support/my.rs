@@ -23,6 +23,10 @@ pub struct MySetup {
     pub prepare: Vec<String>,
     /// The server serves TLS; `upstream_tls` (its `{ca}` replaced by the server's certificate).
     pub upstream_tls: Option<String>,
+    /// Extra `[[role]]` tables (name, TOML) on database "main", which the client `ci` may use too.
+    pub extra_roles: Vec<(String, String)>,
+    /// Serve the admin API (token [`super::ADMIN_TOKEN`]).
+    pub admin_api: bool,
 }
 
 impl Default for MySetup {
@@ -34,12 +38,16 @@ impl Default for MySetup {
             ttl: ("1h", "24h"),
             prepare: vec![],
             upstream_tls: None,
+            extra_roles: vec![],
+            admin_api: false,
         }
     }
 }
 
 pub struct MyLg {
     pub addr: SocketAddr,
+    /// The admin API, when the setup asked for one.
+    pub admin_addr: Option<SocketAddr>,
     pub app: App,
     pub client_password: String,
     // Declared before the server: leasegate shuts down (revoking its users) before it stops.
@@ -74,8 +82,16 @@ impl MyLg {
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
         std::fs::write(dir.path().join("admin.secret"), db.admin_password.expose()).unwrap();
-        let text = format!(
+        let extra: String = setup.extra_roles.iter().map(|(n, _)| format!(", \"{n}\"")).collect();
+        std::fs::write(dir.path().join("admin.token"), super::ADMIN_TOKEN).unwrap();
+        let admin = if setup.admin_api {
+            format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}/admin.token\"\n", dir.path().display())
+        } else {
+            String::new()
+        };
+        let mut text = format!(
             r#"
+{admin}
 [journal]
 path = "{dir}/journal.db"
 
@@ -106,7 +122,7 @@ member_of = ["app_group"]
 [[client]]
 name = "ci"
 password = "{value}"
-roles = ["app"]
+roles = ["app"{extra}]
 
 [[client]]
 name = "other"
@@ -135,8 +151,11 @@ roles = ["app"]
             ttl = setup.ttl.0,
             max_ttl = setup.ttl.1,
         );
+        for (_, role) in &setup.extra_roles {
+            text.push_str(role);
+        }
         let leasegate = InProcess::start(&text);
-        MyLg { addr: leasegate.addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
+        MyLg { addr: leasegate.addr, admin_addr: leasegate.admin_addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
     }
 
     /// The mariadb client through leasegate as `login`, with extra arguments, running `sql`.

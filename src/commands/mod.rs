@@ -1,5 +1,7 @@
 //! The admin-API commands of the CLI: `leases …`, `creds`, `exec`. Each prints what it did and
-//! returns the process exit code.
+//! returns the process exit code. What `creds` and `exec` put in the environment is `env`'s.
+
+mod env;
 
 use crate::admin::client::{Client, ClientError};
 use crate::admin::leases::{Creds, LeaseView};
@@ -104,25 +106,6 @@ fn get_creds(c: &Client, role: &str) -> Result<Creds, String> {
     serde_json::from_str(&body).map_err(|e| format!("unexpected answer from the admin API: {e}"))
 }
 
-/// The environment a client program reads its connection from.
-fn env_for(creds: &Creds) -> Vec<(&'static str, String)> {
-    match creds.kind.as_str() {
-        "mysql" => vec![
-            ("MYSQL_HOST", creds.host.clone()),
-            ("MYSQL_TCP_PORT", creds.port.to_string()),
-            ("MYSQL_PWD", creds.password.clone()),
-            ("MYSQL_USER", creds.user.clone()),
-        ],
-        _ => vec![
-            ("PGHOST", creds.host.clone()),
-            ("PGPORT", creds.port.to_string()),
-            ("PGUSER", creds.user.clone()),
-            ("PGPASSWORD", creds.password.clone()),
-            ("PGDATABASE", creds.dbname.clone()),
-        ],
-    }
-}
-
 pub fn creds(api: &ApiArgs, role: &str, json: bool) -> ExitCode {
     let c = match client(api) {
         Ok(c) => c,
@@ -136,8 +119,11 @@ pub fn creds(api: &ApiArgs, role: &str, json: bool) -> ExitCode {
         Ok(creds) => {
             // `eval "$(leasegate creds ROLE)"` sets them for the shell and its children.
             println!("export LEASEGATE_LEASE_ID={}", creds.lease_id);
-            for (k, v) in env_for(&creds) {
+            for (k, v) in env::vars(&creds) {
                 println!("export {k}={}", shell_quote(&v));
+            }
+            if creds.kind == "mysql" {
+                println!("# the mariadb client reads no MYSQL_USER: add -u \"$MYSQL_USER\", or run it under `leasegate exec`");
             }
             println!(
                 "# expires {} (in {} s); revoke early: leasegate leases revoke {}",
@@ -177,6 +163,11 @@ pub fn exec(api: &ApiArgs, role: &str, command: &[String]) -> ExitCode {
 
 fn run_child(creds: &Creds, command: &[String]) -> ExitCode {
     let Some((program, args)) = command.split_first() else { return fail("no command given") };
+    // Lives until the child has exited: the option file is removed when this drops.
+    let options = match env::OptionFile::write(creds) {
+        Ok(o) => o,
+        Err(e) => return fail(format!("cannot write the client option file: {e}")),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(e),
@@ -185,7 +176,8 @@ fn run_child(creds: &Creds, command: &[String]) -> ExitCode {
         use tokio::signal::unix::{SignalKind, signal};
         let mut child = match tokio::process::Command::new(program)
             .args(args)
-            .envs(env_for(creds))
+            .envs(env::vars(creds))
+            .envs(options.iter().flat_map(|o| o.vars()))
             .env("LEASEGATE_LEASE_ID", &creds.lease_id)
             .spawn()
         {
