@@ -136,6 +136,6 @@ pub enum LeasesCommand {
     },
     /// Revoke a lease: close its sessions and drop its user.
     Revoke { id: String },
-    /// Revoke every lease whose role (or id) starts with PREFIX.
+    /// Revoke every lease whose role name starts with PREFIX.
     RevokePrefix { prefix: String },
 }
