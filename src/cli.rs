@@ -102,13 +102,27 @@ pub enum Command {
     },
 }
 
-/// Where the admin API is, and its token.
-#[derive(clap::Args, Debug, Clone)]
+/// Where the admin API is, and its token (left out of `Debug`, wiped when dropped).
+#[derive(clap::Args, Clone)]
 pub struct ApiArgs {
     #[arg(long, env = "LEASEGATE_ADDR", default_value = "127.0.0.1:9187", global = true)]
     pub addr: String,
     #[arg(long, env = "LEASEGATE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs").field("addr", &self.addr).field("token", &self.token.as_ref().map(|_| "[redacted]")).finish()
+    }
+}
+
+impl Drop for ApiArgs {
+    fn drop(&mut self) {
+        if let Some(token) = &mut self.token {
+            zeroize::Zeroize::zeroize(token);
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,4 +152,16 @@ pub enum LeasesCommand {
     Revoke { id: String },
     /// Revoke every lease whose role name starts with PREFIX.
     RevokePrefix { prefix: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiArgs;
+
+    #[test]
+    fn the_admin_token_never_prints() {
+        let args = ApiArgs { addr: "127.0.0.1:9187".into(), token: Some("operator-token-0123456789".into()) };
+        let shown = format!("{args:?}");
+        assert!(shown.contains("9187") && !shown.contains("operator-token"), "{shown}");
+    }
 }

@@ -212,8 +212,9 @@ async fn revoke_prefix(
     Ok(Json(done))
 }
 
-/// A credential for direct use.
-#[derive(Serialize, Deserialize, Debug)]
+/// A credential for direct use. Its `Debug` leaves the password out, and the password is wiped
+/// from memory when the value is dropped.
+#[derive(Serialize, Deserialize)]
 pub struct Creds {
     pub lease_id: String,
     pub database: String,
@@ -226,6 +227,29 @@ pub struct Creds {
     pub password: String,
     pub ttl_seconds: u64,
     pub expires_at: String,
+}
+
+impl std::fmt::Debug for Creds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Creds")
+            .field("lease_id", &self.lease_id)
+            .field("database", &self.database)
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .field("password", &"[redacted]")
+            .field("ttl_seconds", &self.ttl_seconds)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl Drop for Creds {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
 }
 
 async fn creds(
@@ -263,4 +287,27 @@ async fn creds(
         ttl_seconds: ttl.as_secs(),
         expires_at: rfc3339(lease.expires_at()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Creds;
+
+    #[test]
+    fn a_credential_never_prints_its_password() {
+        let creds = Creds {
+            lease_id: "l1".into(),
+            database: "main".into(),
+            kind: "postgres".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            dbname: "postgres".into(),
+            user: "lg_ci_app_x".into(),
+            password: "s3cret-minted-password".into(),
+            ttl_seconds: 60,
+            expires_at: "2026-12-02T00:00:00Z".into(),
+        };
+        let shown = format!("{creds:?}");
+        assert!(shown.contains("lg_ci_app_x") && !shown.contains("s3cret"), "{shown}");
+    }
 }
