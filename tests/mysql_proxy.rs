@@ -424,3 +424,16 @@ for name, pw in [("wrong", "wrong"), ("huge", "x" * (512 << 10))]:
     let huge = text.lines().find(|l| l.starts_with("huge ")).unwrap_or_default();
     assert!(huge.starts_with("huge refused") && !huge.contains("1045") && huge.ends_with("True"), "{text}");
 }
+
+/// leasegate's MySQL literals escape only `'`: its admin sessions run with NO_BACKSLASH_ESCAPES
+/// whatever the server's sql_mode, so a backslash in a statement is a plain character (with
+/// the server's default mode, `'a\'` would be an unterminated string and the mint would fail).
+#[test]
+fn a_backslash_in_a_statement_is_a_plain_character() {
+    let role = "\n[[role]]\nname = \"bs\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"2h\"\ncreation_statements = [\
+                '''CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}' ''', '''SELECT '{{name}} a\\' ''']\n";
+    let lg = MyLg::start(MySetup { extra_roles: vec![("bs".into(), role.into())], ..MySetup::default() });
+    let o = lg.mariadb("ci/bs", &lg.client_password, &[], "SELECT CURRENT_USER()");
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains(&format!("{PREFIX}ci_bs")), "{}", out(&o));
+}

@@ -27,6 +27,10 @@ use std::time::{Duration, SystemTime};
 const BATCH_TIMEOUT: Duration = Duration::from_secs(45);
 /// Names never need to be longer than this, whatever the server allows.
 const LONGEST_NAME: usize = 63;
+/// What every admin connection runs first (see `new`).
+const SESSION_SETUP: &str = "SET SESSION lock_wait_timeout = 10, \
+     sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_BACKSLASH_ESCAPES')";
+
 /// ER_NO_SUCH_THREAD: the thread ended between listing and KILL.
 const NO_SUCH_THREAD: &str = "1094";
 /// ER_CANNOT_USER: "Operation ALTER USER failed for …" (no such user).
@@ -70,8 +74,10 @@ impl MyProvisioner {
             .min_connections(0)
             .acquire_timeout(db.connect_timeout)
             .idle_timeout(Duration::from_secs(300))
-            // DDL waits for metadata locks; give up after 10 s instead of hanging a mint.
-            .after_connect(|conn, _| Box::pin(async move { conn.execute("SET SESSION lock_wait_timeout = 10").await.map(|_| ()) }))
+            // DDL waits for metadata locks; give up after 10 s instead of hanging a mint. And
+            // a backslash is no escape in leasegate's literals, whatever the server's own
+            // sql_mode says: quoting doubles `'` and nothing else.
+            .after_connect(|conn, _| Box::pin(async move { conn.execute(SESSION_SETUP).await.map(|_| ()) }))
             .connect_lazy_with(options.clone());
         MyProvisioner {
             pool,
