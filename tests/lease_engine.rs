@@ -168,8 +168,9 @@ fn max_leases_answers_too_many_connections() {
         extra_roles: vec![role("capped", "default_ttl = \"1h\"\nmax_ttl = \"2h\"\nmax_leases = 2")],
         ..Setup::default()
     });
+    // The holders outlast a slow start on a loaded machine: the third login must meet them.
     let holders: Vec<_> = (0..2)
-        .map(|_| psql_cmd(&lg.url("ci/capped", "")).args(["-Atc", "SELECT pg_sleep(3)"]).stdout(Stdio::null()).spawn().unwrap())
+        .map(|_| psql_cmd(&lg.url("ci/capped", "")).args(["-Atc", "SELECT pg_sleep(8)"]).stdout(Stdio::null()).spawn().unwrap())
         .collect();
     assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 2).is_some());
     let started = Instant::now();

@@ -437,3 +437,17 @@ fn a_backslash_in_a_statement_is_a_plain_character() {
     assert!(o.status.success(), "{}", out(&o));
     assert!(out(&o).contains(&format!("{PREFIX}ci_bs")), "{}", out(&o));
 }
+
+/// A template may create the account on another host than `%`: revocation finds the user's
+/// accounts on every host and drops them (it used to drop `'u'@'%'`, read "no such user" as
+/// done, and leave the real account behind).
+#[test]
+fn an_account_on_another_host_is_still_dropped() {
+    let role = "\n[[role]]\nname = \"local\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"2h\"\ncreation_statements = [\
+                '''CREATE USER '{{name}}'@'127.0.0.1' IDENTIFIED BY PASSWORD '{{password}}' ''', '''GRANT SELECT ON appdb.* TO '{{name}}'@'127.0.0.1' ''']\n";
+    let lg = MyLg::start(MySetup { extra_roles: vec![("local".into(), role.into())], ..MySetup::default() });
+    let o = lg.mariadb("ci/local", &lg.client_password, &[], "SELECT CURRENT_USER(), COUNT(*) FROM appdb.items");
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("@127.0.0.1"), "{}", out(&o));
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "left behind: {:?}", lg.minted_users());
+}

@@ -91,6 +91,22 @@ impl MyProvisioner {
 
     /// Kills a query (or the connection) of a session leasegate proxies: a client's `KILL` from
     /// another connection, which the server would refuse across users with error 1095.
+    /// Every account of `user`, on whichever host a template created it (`'u'@'%'`,
+    /// `'u'@'localhost'`, …), quoted for a statement.
+    async fn accounts(&self, user: &str) -> Result<Vec<String>, ProvisionError> {
+        let q = sqlx::query_scalar::<_, String>("SELECT Host FROM mysql.user WHERE User = ?").bind(user).fetch_all(&self.pool);
+        let hosts = self.bounded("listing the user's accounts", q).await?;
+        Ok(hosts.iter().map(|host| account_on(user, host)).collect())
+    }
+
+    /// Drops every account of `user`.
+    async fn drop_accounts(&self, user: &str) -> Result<(), ProvisionError> {
+        for account in self.accounts(user).await? {
+            self.batch("dropping the user", format!("DROP USER IF EXISTS {account}")).await?;
+        }
+        Ok(())
+    }
+
     /// Only when thread `thread` still belongs to `user` on the server (checked right before:
     /// the id leasegate holds may have ended and been reused by someone else's session).
     pub async fn kill(&self, thread: u32, query_only: bool, user: &str) -> Result<(), ProvisionError> {
@@ -270,17 +286,32 @@ impl Provisioner for MyProvisioner {
     fn rollback<'a>(&'a self, role: &'a RoleConfig, user: &'a str) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             if role.rollback_statements.is_empty() {
-                return self.batch("rollback", format!("DROP USER IF EXISTS {}", account(user))).await;
+                return self.drop_accounts(user).await;
             }
             self.batch("rollback statements", Vars { name: user, password: "" }.render_all(&role.rollback_statements)).await
         })
     }
 
-    /// No new logins (ACCOUNT LOCK), then every thread of the user killed. Needs
-    /// CONNECTION_ADMIN or SUPER to kill other users' threads.
+    /// No new logins (ACCOUNT LOCK on every host the user has an account on), then every
+    /// thread of the user killed. Needs CONNECTION_ADMIN or SUPER to kill other users'
+    /// threads. The user is gone only when no host has an account for it.
     fn stop_sessions<'a>(&'a self, user: &'a str) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
-            self.batch("locking the account", format!("ALTER USER {} ACCOUNT LOCK", account(user))).await.map_err(user_gone)?;
+            let accounts = self.accounts(user).await?;
+            if accounts.is_empty() {
+                return Err(ProvisionError::UserGone {
+                    step: "locking the account",
+                    code: CANNOT_USER.into(),
+                    message: format!("no account named {user} on any host"),
+                });
+            }
+            for account in &accounts {
+                match self.batch("locking the account", format!("ALTER USER {account} ACCOUNT LOCK")).await {
+                    // Dropped meanwhile on that host: nothing to lock there.
+                    Err(ProvisionError::Statement { code, .. }) if code == CANNOT_USER => {}
+                    other => other?,
+                }
+            }
             for id in self.threads(user).await? {
                 match self.batch("killing sessions", format!("KILL CONNECTION {id}")).await {
                     Err(ProvisionError::Statement { code, .. }) if code == NO_SUCH_THREAD => {}
@@ -313,20 +344,12 @@ impl Provisioner for MyProvisioner {
                 let sql = Vars { name: user, password: "" }.render_all(&role.revocation_statements);
                 return self.batch("revocation statements", sql).await;
             }
-            self.batch("dropping the user", format!("DROP USER IF EXISTS {}", account(user))).await
+            self.drop_accounts(user).await
         })
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.pool.close())
-    }
-}
-
-/// `e` as [`ProvisionError::UserGone`] when the server said there is no such user.
-fn user_gone(e: ProvisionError) -> ProvisionError {
-    match e {
-        ProvisionError::Statement { step, code, message } if code == CANNOT_USER => ProvisionError::UserGone { step, code, message },
-        other => other,
     }
 }
 
@@ -352,9 +375,10 @@ fn default_creation(member_of: &[String], mariadb: bool) -> String {
     sql
 }
 
-/// `'user'@'%'`: generated names hold only `[a-z0-9_]`.
-fn account(user: &str) -> String {
-    format!("'{}'@'%'", user.replace('\'', "''"))
+/// `'user'@'host'`, quoted for a statement (admin sessions run with NO_BACKSLASH_ESCAPES, so
+/// doubling `'` is all the escaping there is).
+fn account_on(user: &str, host: &str) -> String {
+    format!("'{}'@'{}'", user.replace('\'', "''"), host.replace('\'', "''"))
 }
 
 /// `` `ident` `` with embedded backquotes doubled.
@@ -397,6 +421,7 @@ mod tests {
              GRANT `app_ro` TO 'lg_a'@'%';\nSET DEFAULT ROLE `app_ro` FOR 'lg_a'@'%'"
         );
         assert!(vars.render(&default_creation(&["r".into()], false)).ends_with("SET DEFAULT ROLE ALL TO 'lg_a'@'%'"));
-        assert_eq!(account("lg_x"), "'lg_x'@'%'");
+        assert_eq!(account_on("lg_x", "%"), "'lg_x'@'%'");
+        assert_eq!(account_on("lg_x", "it's"), "'lg_x'@'it''s'");
     }
 }
