@@ -6,6 +6,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::{leasegate_with_stdin, loadable_example_config};
+
 const BIN: &str = env!("CARGO_BIN_EXE_leasegate");
 
 #[test]
@@ -24,14 +28,7 @@ fn hash_password_prints_a_verifier_that_check_config_accepts() {
     assert!(!verifier.contains("correct horse"));
 
     let dir = leasegate::devdb::TempDir::new("leasegate-cli").unwrap();
-    std::fs::write(dir.path().join("admin.secret"), "x").unwrap();
-    std::fs::write(dir.path().join("admin.token"), "a-long-enough-admin-token").unwrap();
-    let config = include_str!("../config/leasegate.example.toml")
-        .replace("pg-admin.secret", &dir.path().join("admin.secret").display().to_string())
-        .replace("mysql-admin.secret", &dir.path().join("admin.secret").display().to_string())
-        .replace("\"admin.token\"", &format!("{:?}", dir.path().join("admin.token").display().to_string()))
-        .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
-        .replace(", ca = \"tls/upstream-ca.pem\"", "");
+    let config = loadable_example_config(dir.path());
     let path = dir.path().join("ok.toml");
     std::fs::write(&path, config).unwrap();
     let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
@@ -136,18 +133,7 @@ fn import_vault_role_reads_stdin_or_a_file_and_refuses_what_it_cannot_take() {
         "creation_statements": ["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';GRANT SELECT ON *.* TO '{{name}}'@'%';"],
         "credential_type": "password", "db_name": "shop", "default_ttl": 3600, "max_ttl": 86400,
         "renew_statements": [], "revocation_statements": ["DROP USER '{{name}}'@'%';"], "rollback_statements": []}, "warnings": null}"#;
-    let run = |args: &[&str], input: &str| {
-        let mut child = Command::new(BIN)
-            .arg("import-vault-role")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run = |args: &[&str], input: &str| leasegate_with_stdin(&[&["import-vault-role"], args].concat(), input);
     let out = run(&["--name", "readonly"], json);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let role = String::from_utf8(out.stdout).unwrap();

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::my::{MyLg, MySetup, out};
@@ -69,16 +68,7 @@ fn role(name: &str, creation: &[&str]) -> (String, String) {
 }
 
 fn import(json: &str, args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .arg("import-vault-role")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    leasegate_with_stdin(&[&["import-vault-role"], args].concat(), json)
 }
 
 #[test]
@@ -163,14 +153,7 @@ fn vaults_mysql_and_mariadb_examples_mint_working_users_with_no_password_in_the_
 #[test]
 fn check_config_accepts_vaults_mysql_statement_and_says_what_it_rewrote() {
     let dir = leasegate::devdb::TempDir::new("leasegate-vault").unwrap();
-    std::fs::write(dir.path().join("admin.secret"), "x").unwrap();
-    std::fs::write(dir.path().join("admin.token"), "a-long-enough-admin-token").unwrap();
-    let config = include_str!("../config/leasegate.example.toml")
-        .replace("pg-admin.secret", &dir.path().join("admin.secret").display().to_string())
-        .replace("mysql-admin.secret", &dir.path().join("admin.secret").display().to_string())
-        .replace("\"admin.token\"", &format!("{:?}", dir.path().join("admin.token").display().to_string()))
-        .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
-        .replace(", ca = \"tls/upstream-ca.pem\"", "")
+    let config = loadable_example_config(dir.path())
         .replace("\"CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'\"", &format!("'''{VAULT_MYSQL}'''"));
     assert!(config.contains(VAULT_MYSQL));
     let path = dir.path().join("vault.toml");

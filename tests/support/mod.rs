@@ -451,3 +451,30 @@ impl Drop for LgProcess {
         }
     }
 }
+
+/// The leasegate binary run with `args` and `input` on its standard input.
+pub fn leasegate_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// config/leasegate.example.toml as check-config can load it: its secret files written in
+/// `dir`, its TLS files left out.
+pub fn loadable_example_config(dir: &std::path::Path) -> String {
+    std::fs::write(dir.join("admin.secret"), "x").unwrap();
+    std::fs::write(dir.join("admin.token"), "a-long-enough-admin-token").unwrap();
+    include_str!("../../config/leasegate.example.toml")
+        .replace("pg-admin.secret", &dir.join("admin.secret").display().to_string())
+        .replace("mysql-admin.secret", &dir.join("admin.secret").display().to_string())
+        .replace("\"admin.token\"", &format!("{:?}", dir.join("admin.token").display().to_string()))
+        .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
+        .replace(", ca = \"tls/upstream-ca.pem\"", "")
+}
