@@ -12,7 +12,7 @@
 //! the postmaster has taken the cancel (it closes the cancel connection after signalling the
 //! backend), so the signal reaches the running statement or an idle backend, which ignores it.
 
-use super::backend::Target;
+use super::backend::{BackendError, Target};
 use super::message::{CancelKey, encode_cancel_request};
 use crate::net::hold::Activity;
 use bytes::BytesMut;
@@ -101,7 +101,7 @@ impl CancelRegistry {
 
 /// Sends the CancelRequest and waits (bounded) until the server closes the connection, which it
 /// does after signalling the backend.
-async fn deliver(key: &CancelKey, target: &Target) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn deliver(key: &CancelKey, target: &Target) -> Result<(), BackendError> {
     let mut packet = BytesMut::new();
     encode_cancel_request(key, &mut packet);
     let mut stream = target.open().await?;
