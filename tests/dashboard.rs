@@ -123,9 +123,22 @@ fn every_grafana_panel_returns_data_from_a_real_prometheus_scraping_leasegate() 
     }
     assert!(!lg.psql(&lg.url("ci", "").replace(&lg.client_password, "wrong"), "SELECT 1").status.success());
     let sleeper = psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT pg_sleep(30)"]).stderr(Stdio::null()).spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 1).is_some());
-    let leases: Vec<serde_json::Value> = serde_json::from_str(&api.call("GET", "/v1/leases", None).unwrap()).unwrap();
-    api.call("POST", &format!("/v1/leases/{}/revoke", leases[0]["id"].as_str().unwrap()), None).unwrap();
+    // The sleeper's own lease: the one with a live session (the earlier ones may still be
+    // being revoked in the background).
+    let live_lease = || {
+        let leases: Vec<serde_json::Value> = serde_json::from_str(&api.call("GET", "/v1/leases", None).unwrap()).unwrap();
+        leases.into_iter().find(|l| l["sessions"] == 1).and_then(|l| l["id"].as_str().map(String::from))
+    };
+    let mut sleeping = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            sleeping = live_lease();
+            sleeping.is_some()
+        })
+        .is_some(),
+        "no live session"
+    );
+    api.call("POST", &format!("/v1/leases/{}/revoke", sleeping.unwrap()), None).unwrap();
     assert!(!sleeper.wait_with_output().unwrap().status.success(), "the revoked session was closed");
     let script = lg.dir.path().join("past-max-ttl.sql");
     std::fs::write(&script, "SELECT pg_sleep(2);\nSELECT 1;\n").unwrap();
