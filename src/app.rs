@@ -20,7 +20,7 @@ use crate::lease::journal::Journal;
 use crate::lease::{EndReason, LeaseManager, recovery};
 use crate::metrics::Metrics;
 use crate::mysql::Mysql;
-use crate::net::listener::accept_loop;
+use crate::net::listener::{Bound, accept_loop};
 use crate::net::tls;
 use crate::net::upstream::Target;
 use crate::pg::Postgres;
@@ -65,12 +65,12 @@ pub enum AppError {
 struct Prepared {
     name: String,
     provisioner: Arc<dyn Provisioner>,
-    serve: Box<dyn FnOnce(App, TcpListener, Shutdown, TaskTracker) -> tokio::task::JoinHandle<()> + Send>,
+    serve: Box<dyn Fn(App, Bound, Shutdown, TaskTracker) -> tokio::task::JoinHandle<()> + Send>,
 }
 
-/// The sockets `start` serves: one per `[[database]]` (by name) and the admin API's.
+/// The sockets `start` serves: those of each `[[database]]` (by name) and the admin API's.
 pub struct Listeners {
-    pub databases: HashMap<String, TcpListener>,
+    pub databases: HashMap<String, Vec<Bound>>,
     pub admin: Option<TcpListener>,
 }
 
@@ -78,8 +78,11 @@ pub struct Listeners {
 pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
     let mut databases = HashMap::new();
     for db in &config.databases {
-        let listener = TcpListener::bind(db.listen).await.map_err(|source| AppError::Bind { addr: db.listen.to_string(), source })?;
-        databases.insert(db.name.clone(), listener);
+        let mut bound = Vec::new();
+        for addr in &db.listen.0 {
+            bound.push(Bound::bind(addr, &db.unix_socket).await.map_err(|source| AppError::Bind { addr: addr.to_string(), source })?);
+        }
+        databases.insert(db.name.clone(), bound);
     }
     let admin = match &config.admin {
         Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|source| AppError::Bind { addr: a.listen.to_string(), source })?),
@@ -209,13 +212,13 @@ fn admin_state(app: &App, ready: &Arc<AtomicBool>, provisioners: &Provisioners) 
 fn spawn_listeners(
     app: &App,
     databases: Vec<Prepared>,
-    mut listeners: HashMap<String, TcpListener>,
+    mut listeners: HashMap<String, Vec<Bound>>,
     signals: &Signals,
     connections: &TaskTracker,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = Vec::new();
     for db in databases {
-        if let Some(listener) = listeners.remove(&db.name) {
+        for listener in listeners.remove(&db.name).unwrap_or_default() {
             loops.push((db.serve)(app.clone(), listener, signals.begin.clone(), connections.clone()));
         }
     }
@@ -226,14 +229,12 @@ fn spawn_listeners(
 fn serve<P: Protocol>(
     l: Arc<Listener<P>>,
     app: App,
-    listener: TcpListener,
+    listener: Bound,
     stop: Shutdown,
     tasks: TaskTracker,
+    limit: Option<Arc<Semaphore>>,
 ) -> tokio::task::JoinHandle<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(database = %l.db.name, %addr, upstream = %l.db.upstream, "listening");
-    }
-    let limit = l.db.max_client_connections.map(|n| Arc::new(Semaphore::new(n)));
+    tracing::info!(database = %l.db.name, addr = %listener.describe(), upstream = %l.db.upstream, "listening");
     tokio::spawn(accept_loop(listener, stop, tasks, move |socket, peer| {
         // Over the limit the client is turned away by the protocol, as a full server does.
         let slot = limit.as_ref().map(|l| l.clone().try_acquire_owned());
@@ -347,9 +348,11 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
     let (state, provisioner) = P::prepare(config, db, &admin_password);
     let handshakes = crate::net::handshakes::Handshakes::new(db.max_handshakes);
     let listener = Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls, target, handshakes, state });
+    let limit = db.max_client_connections.map(|n| Arc::new(Semaphore::new(n)));
     Ok(Prepared {
         name: db.name.clone(),
         provisioner,
-        serve: Box::new(move |app, socket, stop, tasks| serve(listener, app, socket, stop, tasks)),
+        // One bound on connections for all of the listener's addresses.
+        serve: Box::new(move |app, socket, stop, tasks| serve(listener.clone(), app, socket, stop, tasks, limit.clone())),
     })
 }

@@ -5,7 +5,6 @@
 
 use serde::Serialize;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -25,7 +24,14 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_user: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<SocketAddr>,
+    pub peer: Option<crate::peer::Peer>,
+    /// How the client proved who it is: "password", "peer", "jwt", "cert" (or "admin_token"
+    /// for the operator's API credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<&'a str>,
+    /// What the proof named: a token's iss and sub (and jti), a peer's uid, a SPIFFE ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

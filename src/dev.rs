@@ -6,6 +6,7 @@
 
 use crate::devdb::mariadb::PrivateMariaDb;
 use crate::devdb::postgres::{PgOptions, PrivatePostgres};
+use crate::net::listener::Bound;
 use crate::{app, config::Config, net::tls, shutdown};
 use anyhow::Context;
 
@@ -40,8 +41,8 @@ pub async fn run(ports: Ports, keep: bool) -> anyhow::Result<()> {
     write_private(&config_path, &text)?;
     let config = Config::from_toml_str(&text).context("the generated dev config")?;
     let listeners = app::bind(&config).await?;
-    let listen = listeners.databases.get("dev").and_then(|l| l.local_addr().ok()).context("no listener")?;
-    let my_listen = listeners.databases.get("dev_mysql").and_then(|l| l.local_addr().ok());
+    let listen = listeners.databases.get("dev").and_then(|l| l.iter().find_map(Bound::local_addr)).context("no listener")?;
+    let my_listen = listeners.databases.get("dev_mysql").and_then(|l| l.iter().find_map(Bound::local_addr));
     let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()).context("no admin listener")?;
 
     println!("leasegate dev is running.");

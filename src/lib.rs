@@ -23,12 +23,14 @@
 //! - `proxy/` is the one protocol-neutral session pipeline and the [`proxy::protocol::Protocol`]
 //!   seam; `pg/` and `mysql/` implement it (pure codecs, client leg, server leg, error map,
 //!   provisioning SQL). A third protocol is a new folder plus one line in `app::build_databases`.
-//! - `auth/` resolves login names and credentials; `credential` parses stored verifiers.
+//! - `auth/` resolves login names to a client and the one way it proves itself (a password,
+//!   or its Unix peer, `peer`); `credential` parses stored verifiers.
 //! - `lease/` owns leases: one state machine (`state.rs`), granting, deadlines, renewal,
 //!   revocation, the lease store (SQLite journal behind `store::LeaseStore`), recovery.
 //!   `provision` is the trait it asks a database server through, implemented per protocol;
 //!   `name` generates user names, lease ids and passwords.
-//! - `net/` is transport: listeners, TLS, upstream targets, framing, the byte pump.
+//! - `net/` is transport: listeners (TCP and Unix sockets), TLS, upstream targets, framing,
+//!   the byte pump.
 //! - `admin/` is the HTTP API and its CLI client; `cli`/`commands` the command line;
 //!   `metrics`, `audit`, `config`, `secret`, `shutdown` what their names say; `dev`/`devdb`
 //!   the `leasegate dev` mode and the private servers it (and the tests) start.
@@ -51,6 +53,7 @@ pub mod metrics;
 pub mod mysql;
 pub mod name;
 pub mod net;
+pub mod peer;
 pub mod pg;
 pub mod provision;
 pub mod proxy;

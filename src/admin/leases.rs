@@ -263,9 +263,17 @@ async fn creds(
     // In its own task: if the caller hangs up mid-mint, the mint still completes (or is rolled
     // back) instead of being dropped halfway with a user in the database.
     let leases = s.app.leases.clone();
-    let granted = tokio::spawn(async move { leases.grant_detached(&role, API_CLIENT, Some(peer)).await })
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let granted = tokio::spawn(async move {
+        leases
+            .grant_detached(
+                &role,
+                API_CLIENT,
+                Some(crate::auth::Origin { peer: Some(peer.into()), auth_method: "admin_token", subject: None }),
+            )
+            .await
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let lease = granted.map_err(|e| match e {
         LeaseError::TooMany(_) => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),

@@ -1,7 +1,11 @@
-//! `[[client]]`: an application identity, its password verifier and the roles it may use.
+//! `[[client]]`: an application identity, how it proves who it is, and the roles it may use.
+//! A client proves its name in exactly one way (DESIGN.md §2a): a password verifier (legacy),
+//! or an identity the platform gives it — the Unix user of the process on a Unix socket
+//! (`peer`), with JWT and client certificates to follow.
 
 use super::Problem;
 use crate::credential::StoredCredential;
+use crate::peer::PeerCred;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -9,18 +13,83 @@ use serde::Deserialize;
 pub struct ClientConfig {
     pub name: String,
     /// The value `leasegate hash-password` prints; never a cleartext password.
-    pub password: StoredCredential,
+    pub password: Option<StoredCredential>,
+    /// The OS identity of a process on a Unix-socket listener.
+    pub peer: Option<PeerRule>,
     /// Roles this client may use; the first is its default.
     pub roles: Vec<String>,
 }
 
+/// How a client proves who it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    Password(&'a StoredCredential),
+    Peer(&'a PeerRule),
+}
+
+impl Proof<'_> {
+    /// The `auth_method` of audit events and metrics.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Proof::Password(_) => "password",
+            Proof::Peer(_) => "peer",
+        }
+    }
+}
+
+/// `peer = { uid = 1001 }`, `{ gid = … }` or `{ user = "name" }`: one of them, matched against
+/// the connecting process's credentials (`SO_PEERCRED`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRule {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// A user name, resolved to its uid at each login (so a renumbered user still matches).
+    pub user: Option<String>,
+}
+
+impl PeerRule {
+    pub fn matches(&self, cred: &PeerCred) -> bool {
+        match (self.uid, self.gid, &self.user) {
+            (Some(uid), None, None) => cred.uid == uid,
+            (None, Some(gid), None) => cred.gid == gid,
+            (None, None, Some(user)) => crate::peer::uid_of(user) == Some(cred.uid),
+            // `validate` refuses any other shape.
+            _ => false,
+        }
+    }
+
+    fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
+        let set = [self.uid.is_some(), self.gid.is_some(), self.user.is_some()].iter().filter(|s| **s).count();
+        if set != 1 {
+            problems.push(Problem::new(format!("{at}.peer"), "exactly one of uid, gid or user"));
+        }
+    }
+}
+
 impl ClientConfig {
+    /// The client's one way of proving who it is (`validate` checks there is exactly one).
+    pub fn proof(&self) -> Option<Proof<'_>> {
+        match (&self.password, &self.peer) {
+            (Some(p), None) => Some(Proof::Password(p)),
+            (None, Some(p)) => Some(Proof::Peer(p)),
+            _ => None,
+        }
+    }
+
     pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
         if self.name.is_empty() || self.name.contains('/') {
             problems.push(Problem::new(format!("{at}.name"), "must be non-empty and contain no '/'"));
         }
         if self.roles.is_empty() {
             problems.push(Problem::new(format!("{at}.roles"), "at least one role is required"));
+        }
+        let methods = [self.password.is_some(), self.peer.is_some()].iter().filter(|s| **s).count();
+        if methods != 1 {
+            problems.push(Problem::new(at.to_string(), "a client proves who it is in exactly one way: password or peer"));
+        }
+        if let Some(peer) = &self.peer {
+            peer.validate(at, problems);
         }
     }
 }

@@ -1,9 +1,8 @@
 //! `[[database]]`: one upstream server, the listener applications use for it, and how
 //! leasegate administers it.
 
-use super::{Problem, SecretSource};
+use super::{Listen, Problem, SecretSource, UnixSocket};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -132,7 +131,9 @@ impl TryFrom<RawSweep> for SweepOrphans {
 pub struct DatabaseConfig {
     pub name: String,
     pub kind: DbKind,
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// Who may connect to the Unix-socket files of `listen`.
+    pub unix_socket: UnixSocket,
     /// `host:port` of the server, as written (for logs and messages).
     pub upstream: String,
     /// `upstream`, parsed.
@@ -173,7 +174,9 @@ pub struct DatabaseConfig {
 struct RawDatabase {
     name: String,
     kind: DbKind,
-    listen: SocketAddr,
+    listen: Listen,
+    #[serde(default)]
+    unix_socket: UnixSocket,
     upstream: String,
     admin_user: String,
     admin_password: Option<String>,
@@ -248,6 +251,7 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             name: raw.name,
             kind: raw.kind,
             listen: raw.listen,
+            unix_socket: raw.unix_socket,
             upstream: raw.upstream,
             upstream_addr,
             admin_user: raw.admin_user,
@@ -288,6 +292,12 @@ impl DatabaseConfig {
     pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
         for (key, message) in &self.unconverted {
             problems.push(Problem::new(format!("{at}.{key}"), message.clone()));
+        }
+        if let Err(e) = self.unix_socket.mode_bits() {
+            problems.push(Problem::new(format!("{at}.unix_socket.mode"), e));
+        }
+        if let Err(e) = self.unix_socket.gid() {
+            problems.push(Problem::new(format!("{at}.unix_socket.group"), e));
         }
         if self.client_auth_plugin.is_some() && self.kind == DbKind::Postgres {
             problems.push(Problem::new(format!("{at}.client_auth_plugin"), "applies to kind = \"mysql\" only"));

@@ -6,15 +6,17 @@
 mod client;
 mod database;
 mod error;
+mod listen;
 mod role;
 mod secret_source;
 mod sections;
 
-pub use client::ClientConfig;
+pub use client::{ClientConfig, PeerRule, Proof};
 pub use database::{
     ClientAuthPlugin, ClientTls, ClientTlsMode, DatabaseConfig, DbKind, HostPort, SweepOrphans, UpstreamTls, UpstreamTlsMode,
 };
 pub use error::{ConfigError, Problem};
+pub use listen::{Listen, ListenAddr, UnixSocket};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;
 pub use sections::{AdminSection, AuditSection, JournalSection, ServiceSection};
@@ -70,8 +72,10 @@ impl Config {
             if !seen_db.insert(db.name.as_str()) {
                 problems.push(Problem::new(format!("{at}.name"), format!("duplicate database name {:?}", db.name)));
             }
-            if !seen_listen.insert(db.listen) {
-                problems.push(Problem::new(format!("{at}.listen"), format!("{} is used by another database", db.listen)));
+            for addr in &db.listen.0 {
+                if !seen_listen.insert(addr.clone()) {
+                    problems.push(Problem::new(format!("{at}.listen"), format!("{addr} is used by another database")));
+                }
             }
             db.validate(&at, &mut problems);
         }

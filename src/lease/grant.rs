@@ -8,7 +8,6 @@ use crate::auth::Identity;
 use crate::config::{RoleConfig, Scope};
 use crate::name;
 use crate::provision::{ProvisionError, Provisioner};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -34,13 +33,13 @@ struct Admitted {
 impl LeaseManager {
     /// A session on a lease for `identity`: the identity's current lease when its role has
     /// `scope = "identity"`, otherwise a freshly minted one.
-    pub async fn grant(&self, identity: &Identity, peer: Option<SocketAddr>) -> Result<SessionGuard, LeaseError> {
+    pub async fn grant(&self, identity: &Identity, origin: Option<crate::auth::Origin>) -> Result<SessionGuard, LeaseError> {
         if !self.is_granting() {
             return Err(LeaseError::ShuttingDown);
         }
         let role = self.role(&identity.role).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
         if role.scope == Scope::Connection {
-            return self.mint(identity, role, peer, false).await;
+            return self.mint(identity, role, origin, false).await;
         }
         // One mint per identity at a time, so concurrent first connections share one user;
         // bounded, so a stalled mint turns the others away instead of queueing them forever.
@@ -52,18 +51,18 @@ impl LeaseManager {
         if let Some(guard) = self.join_current(identity) {
             return Ok(guard);
         }
-        self.mint(identity, role, peer, true).await
+        self.mint(identity, role, origin, true).await
     }
 
     /// A new lease for direct use (admin API credentials): never shared with another caller,
     /// no session attached, ends at its expiry or on revoke.
-    pub async fn grant_detached(&self, role: &str, client: &str, peer: Option<SocketAddr>) -> Result<Arc<Lease>, LeaseError> {
+    pub async fn grant_detached(&self, role: &str, client: &str, origin: Option<crate::auth::Origin>) -> Result<Arc<Lease>, LeaseError> {
         if !self.is_granting() {
             return Err(LeaseError::ShuttingDown);
         }
         let role = self.role(role).ok_or_else(|| LeaseError::UnknownRole(role.to_string()))?;
         let identity = Identity { client: client.to_string(), role: role.name.clone() };
-        Ok(self.mint(&identity, role, peer, false).await?.detach())
+        Ok(self.mint(&identity, role, origin, false).await?.detach())
     }
 
     /// Joins the identity's current lease if it takes sessions.
@@ -83,10 +82,10 @@ impl LeaseManager {
         &self,
         identity: &Identity,
         role: &RoleConfig,
-        peer: Option<SocketAddr>,
+        origin: Option<crate::auth::Origin>,
         share: bool,
     ) -> Result<SessionGuard, LeaseError> {
-        let Admitted { provisioner, _slot, lease } = self.admit(identity, role, peer).await?;
+        let Admitted { provisioner, _slot, lease } = self.admit(identity, role, origin).await?;
         self.record_intent(&lease, role).await?;
         let started = std::time::Instant::now();
         if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.expires_at()).await {
@@ -123,7 +122,7 @@ impl LeaseManager {
     }
 
     /// A mint slot, the server's name limit and a unit of `max_leases`: the new lease.
-    async fn admit(&self, identity: &Identity, role: &RoleConfig, peer: Option<SocketAddr>) -> Result<Admitted, LeaseError> {
+    async fn admit(&self, identity: &Identity, role: &RoleConfig, origin: Option<crate::auth::Origin>) -> Result<Admitted, LeaseError> {
         let unknown = || LeaseError::UnknownRole(identity.role.clone());
         let db = self.inner.config.database(&role.database).ok_or_else(unknown)?;
         let provisioner = self.provisioner(&role.database).ok_or_else(unknown)?;
@@ -143,7 +142,7 @@ impl LeaseManager {
             database: role.database.clone(),
             user: name::user_name(&db.name_prefix, &identity.client, &identity.role, max_user_len),
             password: name::password(),
-            peer,
+            origin,
             ttl: role.default_ttl.min(role.max_ttl),
             max_ttl: role.max_ttl,
         });

@@ -47,7 +47,6 @@ pub use store::{JournalError, JournalRow, LeaseStore};
 use crate::auth::Identity;
 use crate::secret::Secret;
 use state::Life;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -92,8 +91,8 @@ pub struct Lease {
     /// The minted database user.
     pub user: String,
     pub password: Secret,
-    /// The client address that caused the grant (none for recovered leases), for the audit log.
-    pub peer: Option<SocketAddr>,
+    /// Who caused the grant and how they proved it (none for recovered leases), for the audit log.
+    pub origin: Option<crate::auth::Origin>,
     pub granted_at: SystemTime,
     /// Hard end: no renewal goes past it.
     pub max_expires_at: SystemTime,
@@ -115,7 +114,7 @@ struct NewLease {
     database: String,
     user: String,
     password: Secret,
-    peer: Option<SocketAddr>,
+    origin: Option<crate::auth::Origin>,
     ttl: Duration,
     max_ttl: Duration,
 }
@@ -132,8 +131,16 @@ impl Lease {
     /// A lease for a user this process did not mint (`Revoking`, no session): it only exists
     /// to be revoked (recovery, orphans).
     fn unfinished(id: String, identity: Identity, database: String, user: String) -> Arc<Lease> {
-        let new =
-            NewLease { id, identity, database, user, password: Secret::new(""), peer: None, ttl: Duration::ZERO, max_ttl: Duration::ZERO };
+        let new = NewLease {
+            id,
+            identity,
+            database,
+            user,
+            password: Secret::new(""),
+            origin: None,
+            ttl: Duration::ZERO,
+            max_ttl: Duration::ZERO,
+        };
         let granted = Instant::now();
         Lease::build(new, granted, Life::unfinished(granted))
     }
@@ -146,7 +153,7 @@ impl Lease {
             database: new.database,
             user: new.user,
             password: new.password,
-            peer: new.peer,
+            origin: new.origin,
             granted_at,
             max_expires_at: granted_at + new.max_ttl,
             ended: Signal::new(),

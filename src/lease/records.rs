@@ -98,7 +98,9 @@ impl LeaseManager {
             role: role.as_deref(),
             database: Some(&lease.database),
             db_user: Some(&lease.user),
-            peer: lease.peer,
+            peer: lease.origin.as_ref().and_then(|o| o.peer),
+            auth_method: lease.origin.as_ref().map(|o| o.auth_method),
+            subject: lease.origin.as_ref().and_then(|o| o.subject.as_deref()),
             reason,
             expires_at: expires_at.map(crate::audit::rfc3339),
         });

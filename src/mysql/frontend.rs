@@ -24,7 +24,6 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::{HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use std::collections::HashMap;
-use tokio::net::TcpStream;
 
 pub const NATIVE: &str = "mysql_native_password";
 /// The longest cleartext a client may send in caching_sha2 full authentication: a password,
@@ -132,8 +131,8 @@ impl ReplyTo {
     }
 
     /// A connection that gets an ERR as its very first packet (sequence id 0).
-    pub fn instead_of_greeting(socket: TcpStream) -> Self {
-        ReplyTo { stream: Stream::Plain(socket), seq: 0, instead_of_greeting: true }
+    pub fn instead_of_greeting(socket: Stream) -> Self {
+        ReplyTo { stream: socket, seq: 0, instead_of_greeting: true }
     }
 
     /// Sends `payload` as an ERR (best effort, bounded) before the connection closes.
@@ -145,16 +144,16 @@ impl ReplyTo {
 
 /// Sends the greeting and reads the client's answer (through TLS if it asks).
 pub async fn open(
-    socket: TcpStream,
+    socket: Stream,
     server: &ServerHello,
     tls: Option<&ServerTls>,
     mode: ClientTlsMode,
     wanted: Option<&'static str>,
 ) -> Result<ClientConn, OpenError> {
-    let _ = socket.set_nodelay(true);
-    let mut stream = Stream::Plain(socket);
+    let mut stream = socket;
     let nonce = scramble::nonce();
-    let offer_tls = tls.is_some() && mode != ClientTlsMode::Disabled;
+    // A Unix socket is never offered TLS (as a MySQL server does not).
+    let offer_tls = tls.is_some() && mode != ClientTlsMode::Disabled && !stream.is_unix();
     let announced = wanted.unwrap_or(if server.plugin == CACHING_SHA2 { CACHING_SHA2 } else { NATIVE });
     let greeting = greeting(server, &nonce, offer_tls, announced);
     let gone = |e: FrontendError| OpenError { error: e, reply_to: None };

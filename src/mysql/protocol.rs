@@ -15,7 +15,7 @@ use super::packet::{command, err_payload};
 use super::packet_io;
 use super::provision::MyProvisioner;
 use super::threads::{Registration, Threads};
-use crate::auth::Lookup;
+use crate::auth::PasswordCheck;
 use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::hold::Holdable;
@@ -26,7 +26,6 @@ use crate::proxy::refusal::{Denial, Refusal, ServerSaid};
 use crate::secret::Secret;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// MySQL 8 and MariaDB clients and servers (protocol 4.1).
@@ -73,7 +72,7 @@ impl Protocol for Mysql {
         (MyState { threads: Threads::default(), admin: admin.clone() }, admin)
     }
 
-    async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {
+    async fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> Opened<Self> {
         if admission == Admission::Full {
             return Opened::Failed(Refusal::TooManyClients, Some(ReplyTo::instead_of_greeting(socket)));
         }
@@ -107,11 +106,11 @@ impl Protocol for Mysql {
 
     /// mysql_native_password or caching_sha2_password against the client's hashes; an unknown
     /// client runs the same exchange against a random hash.
-    async fn authenticate(_l: &Listener<Self>, c: &mut MyClient, found: &Lookup<'_>) -> Result<(), RefusalOf<Self>> {
-        let (credential, allowed) = match found {
-            Lookup::Known { credential, .. } => (Some(*credential), true),
-            Lookup::Refused { credential } => (Some(*credential), false),
-            Lookup::Unknown { .. } => (None, false),
+    async fn check_password(_l: &Listener<Self>, c: &mut MyClient, check: PasswordCheck<'_>) -> Result<(), RefusalOf<Self>> {
+        let (credential, allowed) = match check {
+            PasswordCheck::Genuine(credential) => (Some(credential), true),
+            PasswordCheck::Refused(credential) => (Some(credential), false),
+            PasswordCheck::Mock(_) => (None, false),
         };
         c.conn.authenticate(credential, allowed).await.map_err(refusal)
     }
@@ -133,8 +132,8 @@ impl Protocol for Mysql {
         c.conn.into_reply()
     }
 
-    async fn refuse(to: ReplyTo, why: &RefusalOf<Self>, login: &str, peer: std::net::SocketAddr) {
-        if let Some(err) = errcode::render(why, login, &peer.ip().to_string()) {
+    async fn refuse(to: ReplyTo, why: &RefusalOf<Self>, login: &str, peer: &crate::peer::Peer) {
+        if let Some(err) = errcode::render(why, login, &peer.host()) {
             to.answer(&err).await;
         }
     }

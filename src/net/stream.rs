@@ -1,15 +1,18 @@
 //! `Stream`: a TCP connection that may have been upgraded to TLS, as the client leg (server
-//! side of TLS) or the upstream leg (client side of TLS). One type so the pump and the
-//! framing code are written once.
+//! side of TLS) or the upstream leg (client side of TLS), or a Unix-socket connection (never
+//! TLS: the kernel already keeps it private). One type so the pump and the framing code are
+//! written once.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 pub enum Stream {
     Plain(TcpStream),
+    /// A client on a Unix-socket listener.
+    Unix(UnixStream),
     /// A client that negotiated TLS with us.
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// Our TLS connection to the database server.
@@ -18,15 +21,12 @@ pub enum Stream {
 
 impl Stream {
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        matches!(self, Stream::ServerTls(_) | Stream::ClientTls(_))
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::ServerTls(s) => s.get_ref().0,
-            Stream::ClientTls(s) => s.get_ref().0,
-        }
+    /// A Unix-socket connection: as private as TLS, and the only kind with a peer's credentials.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
     }
 }
 
@@ -34,6 +34,10 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
             Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Unix($s) => {
                 let $s = Pin::new($s);
                 $e
             }
@@ -75,6 +79,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
             Stream::ServerTls(s) => s.is_write_vectored(),
             Stream::ClientTls(s) => s.is_write_vectored(),
         }

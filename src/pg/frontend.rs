@@ -15,7 +15,6 @@ use crate::net::framed::{FrameError, Framed};
 use crate::net::stream::Stream;
 use crate::net::tls::ServerTls;
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 /// TLS record type "handshake": a client starting TLS without SSLRequest (PG 17 `sslnegotiation=direct`).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -107,11 +106,17 @@ pub struct ClientConn {
 
 /// Runs the pre-authentication part of the protocol: encryption requests and the startup
 /// packet. Whether TLS was required is the caller's check.
-pub async fn open(socket: TcpStream, tls: Option<&ServerTls>, mode: ClientTlsMode) -> Result<Opened, OpenError> {
+/// `socket` is a fresh TCP or Unix-socket connection; a Unix socket is never offered TLS
+/// (as Postgres answers 'N' there: the kernel already keeps the bytes private).
+pub async fn open(socket: Stream, tls: Option<&ServerTls>, mode: ClientTlsMode) -> Result<Opened, OpenError> {
+    let socket = match socket {
+        Stream::Plain(tcp) => tcp,
+        other => return negotiate(Framed::new(other), None).await,
+    };
     let tls = tls.filter(|_| mode != ClientTlsMode::Disabled);
     let mut first = [0u8; 1];
     let direct_tls = matches!(socket.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE_RECORD);
-    let mut io = match (direct_tls, tls) {
+    let io = match (direct_tls, tls) {
         (true, Some(tls)) => {
             let stream = tls.acceptor.accept(socket).await.map_err(|e| OpenError::gone(FrontendError::Tls(e)))?;
             if stream.get_ref().1.alpn_protocol() != Some(b"postgresql") {
@@ -121,6 +126,11 @@ pub async fn open(socket: TcpStream, tls: Option<&ServerTls>, mode: ClientTlsMod
         }
         _ => Framed::new(Stream::Plain(socket)),
     };
+    negotiate(io, tls).await
+}
+
+/// Encryption requests, then the startup packet (or a CancelRequest).
+async fn negotiate(mut io: Framed<Stream>, tls: Option<&ServerTls>) -> Result<Opened, OpenError> {
     let refuse = |io, error| Err(OpenError { error, reply_to: Some(io) });
     let mut refused_gss = false;
     loop {

@@ -10,7 +10,7 @@ use super::message::ErrorResponse;
 use super::provision::PgProvisioner;
 use super::scram::{MockSalts, ScramError};
 use super::sqlstate;
-use crate::auth::Lookup;
+use crate::auth::PasswordCheck;
 use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::framed::Framed;
@@ -23,7 +23,6 @@ use crate::secret::Secret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Postgres clients and servers (protocol 3.0).
@@ -45,7 +44,7 @@ pub struct PgState {
 
 impl PgState {
     pub fn new(config: &Config) -> Self {
-        let mocks = MockSalts::from_clients(config.clients.iter().map(|c| (c.name.as_str(), &c.password.scram)));
+        let mocks = MockSalts::from_clients(config.clients.iter().filter_map(|c| Some((c.name.as_str(), &c.password.as_ref()?.scram))));
         PgState { cancels: CancelRegistry::default(), relaying: Arc::new(tokio::sync::Semaphore::new(CANCELS_IN_FLIGHT)), mocks }
     }
 }
@@ -71,7 +70,7 @@ impl Protocol for Postgres {
         (PgState::new(config), Arc::new(PgProvisioner::new(db, admin_password)))
     }
 
-    async fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> Opened<Self> {
+    async fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> Opened<Self> {
         let opened = frontend::open(socket, l.client_tls.as_ref(), l.db.client_tls_mode());
         match tokio::time::timeout_at(deadline, opened).await {
             Err(_) => Opened::Failed(Refusal::HandshakeTimeout(l.db.handshake_timeout), None),
@@ -103,11 +102,11 @@ impl Protocol for Postgres {
 
     /// SCRAM-SHA-256(-PLUS) against the client's verifier; an unknown client runs a mock
     /// exchange with a salt derived from its name, a refused role the real one.
-    async fn authenticate(l: &Listener<Self>, c: &mut ClientConn, found: &Lookup<'_>) -> Result<(), RefusalOf<Self>> {
-        let (verifier, genuine) = match found {
-            Lookup::Known { credential, .. } => (credential.scram.clone(), true),
-            Lookup::Refused { credential } => (credential.scram.clone(), false),
-            Lookup::Unknown { client } => (l.state.mocks.verifier(client), false),
+    async fn check_password(l: &Listener<Self>, c: &mut ClientConn, check: PasswordCheck<'_>) -> Result<(), RefusalOf<Self>> {
+        let (verifier, genuine) = match check {
+            PasswordCheck::Genuine(credential) => (credential.scram.clone(), true),
+            PasswordCheck::Refused(credential) => (credential.scram.clone(), false),
+            PasswordCheck::Mock(client) => (l.state.mocks.verifier(client), false),
         };
         c.authenticate(&verifier, genuine).await.map_err(refusal)
     }
@@ -125,7 +124,7 @@ impl Protocol for Postgres {
         c.into_reply()
     }
 
-    async fn refuse(mut to: Framed<Stream>, why: &RefusalOf<Self>, login: &str, _peer: std::net::SocketAddr) {
+    async fn refuse(mut to: Framed<Stream>, why: &RefusalOf<Self>, login: &str, _peer: &crate::peer::Peer) {
         if let Some(bytes) = sqlstate::render(why, login) {
             let _ = tokio::time::timeout(LAST_WORD, to.write_all(&bytes)).await;
         }

@@ -37,6 +37,14 @@ pub fn render(why: &RefusalOf<Postgres>, login: &str) -> Option<BytesMut> {
         Refusal::Denied(Denial::ChannelBinding(detail)) => {
             fatal(INVALID_AUTHORIZATION, format!("SCRAM channel binding check failed: {detail}"))
         }
+        // Postgres's own wording for a failed `peer` line of pg_hba.conf.
+        Refusal::Denied(Denial::NoMatch) => fatal(INVALID_AUTHORIZATION, format!("Peer authentication failed for user \"{login}\"")),
+        Refusal::Denied(Denial::NeedsUnixSocket) => fatal(
+            INVALID_AUTHORIZATION,
+            format!(
+                "Peer authentication failed for user \"{login}\": it works on a Unix-socket connection only (host=/path/to/socket/dir)"
+            ),
+        ),
         Refusal::Denied(_) => fatal(INVALID_PASSWORD, format!("password authentication failed for user \"{login}\"")),
         Refusal::TooManyClients => fatal(TOO_MANY_CONNECTIONS, "sorry, too many clients already".into()),
         Refusal::Lease(e) => Some(lease_error(e)),

@@ -7,19 +7,20 @@
 //! new folder implementing [`Protocol`] plus one registration line in `app.rs`.
 
 use super::refusal::Refusal;
-use crate::auth::Lookup;
+use crate::auth::PasswordCheck;
 use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::handshakes::Handshakes;
 use crate::net::pump::Observer;
+use crate::net::stream::Stream;
 use crate::net::tls::ServerTls;
 use crate::net::upstream::Target;
+use crate::peer::Peer;
 use crate::provision::Provisioner;
 use crate::secret::Secret;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// The refusal type of protocol `P`.
@@ -91,20 +92,22 @@ pub trait Protocol: Sized + Send + Sync + 'static {
     /// `[[database]]` of this protocol.
     fn prepare(config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (Self::State, Arc<dyn Provisioner>);
 
-    /// TLS and the startup packet (MySQL: the greeting first), within `deadline`.
-    fn open(l: &Listener<Self>, socket: TcpStream, admission: Admission, deadline: Instant) -> impl Future<Output = Opened<Self>> + Send;
+    /// TLS and the startup packet (MySQL: the greeting first), within `deadline`. `socket` is
+    /// a fresh TCP (`Stream::Plain`) or Unix-socket (`Stream::Unix`, never TLS) connection.
+    fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> impl Future<Output = Opened<Self>> + Send;
 
     /// The login name the client sent (`<client>[/<role>]`).
     fn login(c: &Self::Client) -> &str;
 
     fn is_tls(c: &Self::Client) -> bool;
 
-    /// Runs the protocol's exchange against what the login name was found to be. An unknown
-    /// login or a refused role runs the same exchange and fails, so a prober learns nothing.
-    fn authenticate(
+    /// Runs the protocol's password exchange. An unknown login or a refused role runs the
+    /// same exchange and fails, so a prober learns nothing. (Identities the platform gives —
+    /// a Unix peer — are checked by the pipeline; no password is asked for them.)
+    fn check_password(
         l: &Listener<Self>,
         c: &mut Self::Client,
-        found: &Lookup<'_>,
+        check: PasswordCheck<'_>,
     ) -> impl Future<Output = Result<(), RefusalOf<Self>>> + Send;
 
     /// Logs in to the server as the lease's user, with what the client asked for (bounded by
@@ -120,7 +123,7 @@ pub trait Protocol: Sized + Send + Sync + 'static {
 
     /// Answers a refusal with the protocol's own error (rendered in one function per
     /// protocol), best effort and bounded; `login` and `peer` for messages that quote them.
-    fn refuse(to: Self::Reply, why: &RefusalOf<Self>, login: &str, peer: std::net::SocketAddr) -> impl Future<Output = ()> + Send;
+    fn refuse(to: Self::Reply, why: &RefusalOf<Self>, login: &str, peer: &Peer) -> impl Future<Output = ()> + Send;
 
     /// Tells the client it is in (with the server's own greeting) and builds the relay.
     /// `None`: the client left before the session started.

@@ -19,6 +19,10 @@ pub enum Denial {
     ChannelBinding(&'static str),
     /// The credential may only travel inside TLS and this connection is plain.
     NeedsTls,
+    /// The client proves itself by its Unix peer credentials and came over TCP.
+    NeedsUnixSocket,
+    /// The platform's identity (the Unix peer) is not the one the client's entry names.
+    NoMatch,
 }
 
 /// The server's own refusal of a login (unknown database, too many connections…), passed to
@@ -68,6 +72,7 @@ impl<C, U> Refusal<C, U> {
         Some(match self {
             Refusal::HandshakeTimeout(_) => "timeout",
             Refusal::Denied(Denial::ChannelBinding(_)) => "channel_binding",
+            Refusal::Denied(Denial::NeedsUnixSocket | Denial::NoMatch) => "no_match",
             Refusal::Denied(_) => "password",
             Refusal::TlsRequired => "tls_required",
             Refusal::Client(_) => "protocol",

@@ -7,27 +7,29 @@
 //! key, server thread) removes itself.
 
 use super::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
+use super::refusal::Denial;
 use super::refusal::Refusal;
 use crate::audit;
-use crate::auth::{self, Identity};
+use crate::auth::{self, Identity, Origin};
+use crate::config::Proof;
 use crate::lease::{DrainReason, Lease, SessionGuard};
 use crate::metrics::{ConnLabels, DirectionLabels, ReasonLabels};
 use crate::net::handshakes::Place;
 use crate::net::pump::{Closed, Observer, Pump, PumpError, Transferred};
+use crate::net::stream::Stream;
+use crate::peer::Peer;
 use crate::service::App;
 use prometheus_client::metrics::gauge::Gauge;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Bound on each last write and close: a stuck peer cannot hold the task.
 const LAST_WORD: Duration = Duration::from_secs(1);
 
 /// Serves one connection accepted on a listener of protocol `P`.
-pub async fn run<P: Protocol>(app: App, l: Arc<Listener<P>>, socket: TcpStream, peer: SocketAddr, admission: Admission) {
+pub async fn run<P: Protocol>(app: App, l: Arc<Listener<P>>, socket: Stream, peer: Peer, admission: Admission) {
     let _active = ActiveConnection::new::<P>(&app, &l);
     let Some(place) = l.handshakes.begin() else {
         // Full of handshakes that just started: a burst; this one is closed unanswered.
@@ -45,10 +47,10 @@ pub async fn run<P: Protocol>(app: App, l: Arc<Listener<P>>, socket: TcpStream, 
         }
     };
     let admitted = async {
-        let authenticated = evictable(&place, authenticate(&l, &mut client, deadline)).await;
-        let identity = authenticated.unwrap_or(Err(Refusal::HandshakeTimeout(l.db.handshake_timeout)))?;
+        let authenticated = evictable(&place, authenticate(&l, &mut client, &peer, deadline)).await;
+        let (identity, origin) = authenticated.unwrap_or(Err(Refusal::HandshakeTimeout(l.db.handshake_timeout)))?;
         drop(place);
-        let guard = app.leases.grant(&identity, Some(peer)).await?;
+        let guard = app.leases.grant(&identity, Some(origin)).await?;
         let server = P::connect_upstream(&l, &mut client, &guard).await?;
         Ok::<_, RefusalOf<P>>((identity, guard, server))
     }
@@ -70,23 +72,44 @@ async fn evictable<F: std::future::Future>(place: &Place, step: F) -> Option<F::
     }
 }
 
-/// Checks the client's proof for the name it logged in with, within the handshake deadline.
-async fn authenticate<P: Protocol>(l: &Listener<P>, client: &mut P::Client, deadline: Instant) -> Result<Identity, RefusalOf<P>> {
-    if l.db.client_tls_mode() == crate::config::ClientTlsMode::Required && !P::is_tls(client) {
+/// Checks the client's proof for the name it logged in with, within the handshake deadline:
+/// a password through the protocol's exchange, a Unix peer against the kernel's credentials.
+async fn authenticate<P: Protocol>(
+    l: &Listener<P>,
+    client: &mut P::Client,
+    peer: &Peer,
+    deadline: Instant,
+) -> Result<(Identity, Origin), RefusalOf<P>> {
+    if l.db.client_tls_mode() == crate::config::ClientTlsMode::Required && !P::is_tls(client) && peer.unix().is_none() {
         return Err(Refusal::TlsRequired);
     }
     let login = P::login(client).to_string();
     let found = auth::lookup(&l.config, &l.db.name, &login);
-    tokio::time::timeout_at(deadline, P::authenticate(l, client, &found))
-        .await
-        .map_err(|_| Refusal::HandshakeTimeout(l.db.handshake_timeout))??;
-    // Every exchange fails for a login that is not Known, so this only guards the invariant.
-    found.identity().ok_or(Refusal::Denied(super::refusal::Denial::WrongCredential))
+    let subject = match found.password() {
+        Some(check) => {
+            tokio::time::timeout_at(deadline, P::check_password(l, client, check))
+                .await
+                .map_err(|_| Refusal::HandshakeTimeout(l.db.handshake_timeout))??;
+            None
+        }
+        None => match (found.proof(), peer.unix()) {
+            (Some(Proof::Peer(rule)), Some(cred)) if rule.matches(cred) => Some(format!("uid={}", cred.uid)),
+            (Some(Proof::Peer(_)), None) => return Err(Refusal::Denied(Denial::NeedsUnixSocket)),
+            _ => return Err(Refusal::Denied(Denial::NoMatch)),
+        },
+    };
+    // A refused role got its client's own exchange and is refused here.
+    let identity = found.identity().ok_or(Refusal::Denied(match found.proof() {
+        Some(Proof::Peer(_)) => Denial::NoMatch,
+        _ => Denial::WrongCredential,
+    }))?;
+    let auth_method = found.proof().map_or("password", |p| p.method());
+    Ok((identity, Origin { peer: Some(*peer), auth_method, subject }))
 }
 
 /// Counts, audits and logs a refusal, then lets the protocol answer it (quoting the login as
 /// the client sent it: that goes back to the client only).
-async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Reply>, why: &RefusalOf<P>, sent: &str, peer: SocketAddr) {
+async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Reply>, why: &RefusalOf<P>, sent: &str, peer: Peer) {
     let login = shown(sent);
     let login = login.as_str();
     note_auth_failure(app, &l.db.name, why, login, peer);
@@ -100,7 +123,7 @@ async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Rep
         _ => tracing::warn!(%peer, login, error = %why, "client authentication failed"),
     }
     if let Some(reply) = reply {
-        P::refuse(reply, why, sent, peer).await;
+        P::refuse(reply, why, sent, &peer).await;
     }
 }
 
@@ -118,7 +141,7 @@ fn shown(login: &str) -> String {
 }
 
 /// Metrics and audit for a failed client authentication (not for server-side refusals).
-fn note_auth_failure<C, U>(app: &App, database: &str, why: &Refusal<C, U>, login: &str, peer: SocketAddr) {
+fn note_auth_failure<C, U>(app: &App, database: &str, why: &Refusal<C, U>, login: &str, peer: Peer) {
     let Some(reason) = why.auth_failure_reason() else { return };
     app.metrics.auth_failures.get_or_create(&ReasonLabels { database: database.to_string(), reason: reason.into() }).inc();
     app.audit.record(&audit::Event {
@@ -140,7 +163,7 @@ async fn relay<P: Protocol>(
     server: P::Server,
     guard: SessionGuard,
     identity: &Identity,
-    peer: SocketAddr,
+    peer: Peer,
 ) {
     let lease = guard.lease().clone();
     let Some(live) = P::hand_off(l, client, server, &identity.client).await else {
@@ -164,7 +187,7 @@ async fn relay<P: Protocol>(
 
 /// Runs the pump until either side closes (`Some`) or the lease ends (`None`), closing at the
 /// next idle point once the lease drains (max TTL, shutdown); then counts and logs the end.
-async fn drive<C, S, O>(app: &App, database: &str, lease: &Lease, mut pump: Pump<'_, C, S, O>, peer: SocketAddr) -> Outcome
+async fn drive<C, S, O>(app: &App, database: &str, lease: &Lease, mut pump: Pump<'_, C, S, O>, peer: Peer) -> Outcome
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -251,7 +274,7 @@ fn count_end(app: &App, database: &str, outcome: &Outcome, why: DrainReason) {
     }
 }
 
-fn log_end(outcome: &Outcome, bytes: Transferred, user: &str, peer: SocketAddr) {
+fn log_end(outcome: &Outcome, bytes: Transferred, user: &str, peer: Peer) {
     let (up, down) = (bytes.client_to_server, bytes.server_to_client);
     match outcome {
         Some(Ok(closed)) => {

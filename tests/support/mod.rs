@@ -289,7 +289,10 @@ impl InProcess {
             let addr = listener.local_addr().unwrap();
             let admin = if with_admin { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
             let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
-            let listeners = app::Listeners { databases: [("main".to_string(), listener)].into_iter().collect(), admin };
+            let listeners = app::Listeners {
+                databases: [("main".to_string(), vec![leasegate::net::listener::Bound::Tcp(listener)])].into_iter().collect(),
+                admin,
+            };
             (addr, admin_addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
         });
         InProcess { addr, admin_addr, app: running.app.clone(), signals, running: Some(running), rt: Some(rt) }
@@ -393,9 +396,16 @@ pub struct LgProcess {
 
 impl LgProcess {
     pub fn start(setup: Setup) -> LgProcess {
+        Self::start_edited(setup, |text, _| text)
+    }
+
+    /// Like `start`, with the config text changed by `edit` (given the text and the test's
+    /// directory) before leasegate reads it.
+    pub fn start_edited(setup: Setup, edit: impl FnOnce(String, &std::path::Path) -> String) -> LgProcess {
         let port = leasegate::devdb::free_port().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let Prepared { pg, dir, client_password, text } = prepare(&setup, &addr.to_string());
+        let text = edit(text, dir.path());
         let config_path = dir.path().join("leasegate.toml");
         std::fs::write(&config_path, text).unwrap();
         let log_path = dir.path().join("leasegate.log");
