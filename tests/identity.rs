@@ -96,3 +96,41 @@ fn unix_peers_log_in_as_their_own_clients_and_others_are_refused() {
     drop(lg);
     assert!(!socket.exists(), "the socket file is removed at shutdown");
 }
+
+/// The mariadb client as `os_user` (None: this process's user) over a Unix socket, no password.
+fn mariadb_socket_as(os_user: Option<&str>, socket: &std::path::Path, login: &str, sql: &str) -> std::process::Output {
+    let mut cmd = match os_user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--", "mariadb"]);
+            c
+        }
+        None => Command::new("mariadb"),
+    };
+    cmd.arg("--no-defaults").arg(format!("--socket={}", socket.display())).args(["-u", login, "-N", "-B", "-e", sql]);
+    cmd.current_dir("/").output().unwrap()
+}
+
+#[test]
+fn mysql_clients_on_the_socket_log_in_as_their_os_user() {
+    assert_eq!(unsafe { libc::getuid() }, 0, "this test switches OS users with runuser, which needs root");
+    let sock = socket_dir();
+    let socket = sock.path().join("mysqld.sock");
+    let lg = support::my::MyLg::start(support::my::MySetup {
+        socket: Some(socket.clone()),
+        extra_clients: "\n[[client]]\nname = \"nobodyapp\"\nroles = [\"app\"]\npeer = { uid = 65534 }\n".into(),
+        ..Default::default()
+    });
+    let me = mariadb_socket_as(Some("nobody"), &socket, "nobodyapp", "SELECT CURRENT_USER()");
+    assert!(me.status.success(), "nobody over the socket: {}", stderr(&me));
+    assert!(stdout(&me).starts_with("lgt_nobodyapp_"), "{}", stdout(&me));
+    // root is not uid 65534: refused as a MySQL server refuses a login.
+    let wrong = mariadb_socket_as(None, &socket, "nobodyapp", "SELECT 1");
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("ERROR 1045"), "{}", stderr(&wrong));
+    // Over TCP the peer client cannot prove itself.
+    let tcp = lg.mariadb("nobodyapp", "", &[], "SELECT 1");
+    assert!(!tcp.status.success());
+    assert!(stderr(&tcp).contains("ERROR 1045"), "{}", stderr(&tcp));
+    assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
+}

@@ -33,6 +33,9 @@ const MAX_CLEARTEXT: usize = 16 * 1024 + 1;
 /// verifier costs.
 const MOCK_ITERATIONS: u32 = 4096;
 pub const CACHING_SHA2: &str = "caching_sha2_password";
+/// The plugin a client sends its password in the clear with (MySQL clients need
+/// `--enable-cleartext-plugin`); accepted for tokens, inside TLS or on a Unix socket.
+pub const CLEAR_PASSWORD: &str = "mysql_clear_password";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
@@ -319,12 +322,61 @@ impl ClientConn {
         if ok && allowed { Ok(()) } else { Err(FrontendError::Denied { using_password: true }) }
     }
 
+    /// The cleartext password (a token, for workload identity): the answer itself when the
+    /// client chose mysql_clear_password, otherwise caching_sha2_password's full authentication
+    /// (switching the client to that plugin first). Only inside TLS or on a Unix socket, as a
+    /// MySQL server allows it.
+    pub async fn read_cleartext(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, FrontendError> {
+        if !self.stream.is_tls() && !self.stream.is_unix() {
+            return Err(FrontendError::FullAuthNeedsTls);
+        }
+        if self.plugin == CLEAR_PASSWORD && !self.response.is_empty() {
+            let mut text = zeroize::Zeroizing::new(std::mem::take(&mut self.response));
+            if text.last() == Some(&0) {
+                text.pop();
+            }
+            return Ok(text);
+        }
+        if self.plugin != CACHING_SHA2 || self.response.is_empty() {
+            if !self.hello.capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+                return Err(FrontendError::Denied { using_password: !self.response.is_empty() });
+            }
+            self.nonce = scramble::nonce();
+            let mut switch = vec![packet::EOF_OR_SWITCH];
+            switch.extend_from_slice(CACHING_SHA2.as_bytes());
+            switch.push(0);
+            switch.extend_from_slice(&self.nonce);
+            switch.push(0);
+            self.send(&switch).await?;
+            self.response = self.receive().await?;
+            self.plugin = CACHING_SHA2.to_string();
+        }
+        // A client with no password answers the scramble with nothing.
+        if self.response.is_empty() {
+            return Err(FrontendError::Denied { using_password: false });
+        }
+        self.send(&[packet::AUTH_MORE_DATA, packet::PERFORM_FULL_AUTHENTICATION]).await?;
+        let (seq, payload) = match packet_io::read(&mut self.stream, MAX_CLEARTEXT).await {
+            Ok(packet) => packet,
+            Err(e) => {
+                self.seq = self.seq.wrapping_add(1);
+                return Err(e.into());
+            }
+        };
+        self.seq = seq.wrapping_add(1);
+        let mut text = zeroize::Zeroizing::new(payload);
+        if text.last() == Some(&0) {
+            text.pop();
+        }
+        Ok(text)
+    }
+
     /// caching_sha2_password's slow path: the cleartext password, accepted only inside TLS and
     /// checked against the SCRAM verifier. At most [`MAX_CLEARTEXT`] bytes; the key derivation
     /// runs off the event loop; an unknown login derives against a throwaway verifier of the
     /// same cost, so it takes as long as a known one.
     async fn full_authentication(&mut self, credential: Option<&StoredCredential>) -> Result<bool, FrontendError> {
-        if !self.stream.is_tls() {
+        if !self.stream.is_tls() && !self.stream.is_unix() {
             return Err(FrontendError::FullAuthNeedsTls);
         }
         self.send(&[packet::AUTH_MORE_DATA, packet::PERFORM_FULL_AUTHENTICATION]).await?;

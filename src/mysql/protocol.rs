@@ -115,6 +115,10 @@ impl Protocol for Mysql {
         c.conn.authenticate(credential, allowed).await.map_err(refusal)
     }
 
+    async fn read_cleartext(c: &mut MyClient) -> Result<zeroize::Zeroizing<Vec<u8>>, RefusalOf<Self>> {
+        c.conn.read_cleartext().await.map_err(refusal)
+    }
+
     async fn connect_upstream(l: &Listener<Self>, c: &mut MyClient, guard: &SessionGuard) -> Result<MyServer, RefusalOf<Self>> {
         let lease = guard.lease();
         let upstream = c.upstream.take().ok_or(Refusal::Upstream(BackendError::Protocol("the server connection was used twice".into())))?;

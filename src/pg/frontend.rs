@@ -226,6 +226,24 @@ impl ClientConn {
         self.send(Authentication::SaslFinal(Bytes::from(server_final))).await
     }
 
+    /// AuthenticationCleartextPassword, and the password the client answers with (a token,
+    /// for workload identity). The caller makes sure the connection is TLS or a Unix socket.
+    pub async fn read_cleartext(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, FrontendError> {
+        self.send(Authentication::CleartextPassword).await?;
+        let body = self.read_password_message().await?;
+        let mut text = zeroize::Zeroizing::new(body.to_vec());
+        // PasswordMessage is a C string.
+        if text.last() == Some(&0) {
+            text.pop();
+        }
+        Ok(text)
+    }
+
+    /// A Unix-socket connection (no TLS there, and none needed).
+    pub fn is_unix(&self) -> bool {
+        self.io.get_ref().is_unix()
+    }
+
     async fn read_password_message(&mut self) -> Result<Bytes, FrontendError> {
         let msg = self.io.read_frame(|b| codec::decode_message(b, MAX_HANDSHAKE_MESSAGE_LEN)).await?.ok_or(FrontendError::Closed)?;
         match msg.tag {

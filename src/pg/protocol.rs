@@ -111,6 +111,10 @@ impl Protocol for Postgres {
         c.authenticate(&verifier, genuine).await.map_err(refusal)
     }
 
+    async fn read_cleartext(c: &mut ClientConn) -> Result<zeroize::Zeroizing<Vec<u8>>, RefusalOf<Self>> {
+        c.read_cleartext().await.map_err(refusal)
+    }
+
     async fn connect_upstream(l: &Listener<Self>, c: &mut ClientConn, guard: &SessionGuard) -> Result<ServerConn, RefusalOf<Self>> {
         let lease = guard.lease();
         let server = l.target.login(&lease.user, &lease.password, &c.startup.params).await.map_err(upstream_refusal)?;

@@ -110,6 +110,11 @@ pub trait Protocol: Sized + Send + Sync + 'static {
         check: PasswordCheck<'_>,
     ) -> impl Future<Output = Result<(), RefusalOf<Self>>> + Send;
 
+    /// Asks the client for its password in the clear (Postgres AuthenticationCleartextPassword;
+    /// MySQL mysql_clear_password or caching_sha2_password's full authentication): how a
+    /// token travels. The pipeline asks only on a TLS or Unix-socket connection.
+    fn read_cleartext(c: &mut Self::Client) -> impl Future<Output = Result<zeroize::Zeroizing<Vec<u8>>, RefusalOf<Self>>> + Send;
+
     /// Logs in to the server as the lease's user, with what the client asked for (bounded by
     /// the listener's login timeout).
     fn connect_upstream(

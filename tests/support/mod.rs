@@ -289,10 +289,13 @@ impl InProcess {
             let addr = listener.local_addr().unwrap();
             let admin = if with_admin { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
             let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
-            let listeners = app::Listeners {
-                databases: [("main".to_string(), vec![leasegate::net::listener::Bound::Tcp(listener)])].into_iter().collect(),
-                admin,
-            };
+            // The test's own TCP port, plus any Unix socket the config names.
+            let mut bound = vec![leasegate::net::listener::Bound::Tcp(listener)];
+            let db = config.database("main").expect("a database named main");
+            for unix in db.listen.0.iter().filter(|a| matches!(a, leasegate::config::ListenAddr::Unix(_))) {
+                bound.push(leasegate::net::listener::Bound::bind(unix, &db.unix_socket).await.expect("the Unix socket binds"));
+            }
+            let listeners = app::Listeners { databases: [("main".to_string(), bound)].into_iter().collect(), admin };
             (addr, admin_addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
         });
         InProcess { addr, admin_addr, app: running.app.clone(), signals, running: Some(running), rt: Some(rt) }

@@ -27,6 +27,9 @@ pub struct MySetup {
     pub extra_roles: Vec<(String, String)>,
     /// Serve the admin API (token [`super::ADMIN_TOKEN`]).
     pub admin_api: bool,
+    /// A Unix socket the listener also serves, and `[[client]]` tables appended to the config.
+    pub socket: Option<std::path::PathBuf>,
+    pub extra_clients: String,
 }
 
 impl Default for MySetup {
@@ -40,6 +43,8 @@ impl Default for MySetup {
             upstream_tls: None,
             extra_roles: vec![],
             admin_api: false,
+            socket: None,
+            extra_clients: String::new(),
         }
     }
 }
@@ -101,7 +106,7 @@ shutdown_grace = "0s"
 [[database]]
 name = "main"
 kind = "mysql"
-listen = "127.0.0.1:0"
+listen = {listen}
 upstream = "{upstream}"
 admin_user = "{admin_user}"
 admin_password_file = "{dir}/admin.secret"
@@ -136,6 +141,10 @@ name = "legacy"
 password = "{scram_only}"
 roles = ["app"]
 "#,
+            listen = match &setup.socket {
+                Some(path) => format!("[\"127.0.0.1:0\", \"unix:{}\"]", path.display()),
+                None => "\"127.0.0.1:0\"".into(),
+            },
             scram_only = value.split(' ').next().unwrap_or_default(),
             dir = dir.path().display(),
             upstream = db.addr(),
@@ -154,6 +163,7 @@ roles = ["app"]
         for (_, role) in &setup.extra_roles {
             text.push_str(role);
         }
+        text.push_str(&setup.extra_clients);
         let leasegate = InProcess::start(&text);
         MyLg { addr: leasegate.addr, admin_addr: leasegate.admin_addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
     }
