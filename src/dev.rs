@@ -49,6 +49,12 @@ pub async fn run(ports: Ports, keep: bool) -> anyhow::Result<()> {
     println!("  PostgreSQL (private, scram-sha-256): 127.0.0.1:{}", pg.port());
     println!("  config:  {}", config_path.display());
     println!("  connect: psql \"postgres://dev:{}@{listen}/postgres\"", client_password.expose());
+    println!(
+        "  connect (this OS user, no password): psql \"host={} port={} user={} dbname=postgres\"",
+        dir.display(),
+        listen.port(),
+        local_client_name()
+    );
     if let (Some(m), Some(addr)) = (&maria, my_listen) {
         println!("  MariaDB (private, real passwords): {}", m.addr());
         println!(
@@ -215,7 +221,7 @@ path = "{dir}/journal.db"
 [[database]]
 name = "dev"
 kind = "postgres"
-listen = "127.0.0.1:{port}"
+listen = ["127.0.0.1:{port}", "unix:{dir}/.s.PGSQL.{port}"]
 upstream = "127.0.0.1:{pg_port}"
 admin_user = "leasegate_admin"
 admin_password_file = "{dir}/admin.secret"
@@ -234,10 +240,28 @@ member_of = ["dev_app"]
 name = "dev"
 password = "{verifier}"
 roles = ["dev_rw"{mysql_role}]
+
+# This OS user, on the Unix socket: no password at all (the kernel says who connects).
+[[client]]
+name = "{me}"
+peer = {{ uid = {uid} }}
+roles = ["dev_rw"]
 "#,
+        me = local_client_name(),
+        uid = unsafe_uid(),
         mysql_role = if with_mysql { ", \"dev_mysql_rw\"" } else { "" },
         dir = dir.display()
     )
+}
+
+/// The peer client's name: this OS user's name, so psql's default user name is already right.
+fn local_client_name() -> String {
+    crate::peer::user_name(unsafe_uid()).filter(|n| !n.is_empty() && !n.contains(['/', '"', '\\'])).unwrap_or_else(|| "local".into())
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
+    unsafe { libc::getuid() }
 }
 
 /// Turns terminal echo off while alive (for `hash-password`'s prompt).

@@ -46,7 +46,7 @@ fn check_config_reports_every_problem_and_exits_64() {
     let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("role[0].max_ttl") && err.contains("client[0].roles[0]"), "{err}");
+    assert!(err.contains("role[0].max_ttl") && err.contains("client[1].roles[0]"), "{err}");
 
     // Valid TOML whose files are missing: also 64, with the key named.
     let missing = dir.path().join("missing.toml");
@@ -69,6 +69,7 @@ fn dev_mode_prints_working_psql_mariadb_and_admin_lines_and_cleans_up_on_ctrl_c(
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = None;
+    let mut socket_line = None;
     let mut mariadb = None;
     let mut config = None;
     let mut paste = Vec::new();
@@ -84,6 +85,9 @@ fn dev_mode_prints_working_psql_mariadb_and_admin_lines_and_cleans_up_on_ctrl_c(
         if let Some(rest) = line.trim().strip_prefix("connect: psql \"") {
             url = Some(rest.trim_end_matches('"').to_string());
         }
+        if let Some(rest) = line.trim().strip_prefix("connect (this OS user, no password): psql \"") {
+            socket_line = Some(rest.trim_end_matches('"').to_string());
+        }
         if let Some(rest) = line.trim().strip_prefix("connect: mariadb ") {
             mariadb = Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>());
         }
@@ -96,6 +100,11 @@ fn dev_mode_prints_working_psql_mariadb_and_admin_lines_and_cleans_up_on_ctrl_c(
     let out = Command::new("psql").arg(&url).args(["-Atc", "CREATE TABLE t(x int); SELECT current_user"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("lg_dev_dev_rw_"));
+    // The Unix-socket line needs no password: it is this OS user's own client.
+    let socket_line = socket_line.expect("dev prints a Unix-socket psql line");
+    let out = Command::new("psql").arg(&socket_line).args(["-Atc", "SELECT current_user"]).env_remove("PGPASSWORD").output().unwrap();
+    assert!(out.status.success(), "{socket_line}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_dev_rw_"), "{}", String::from_utf8_lossy(&out.stdout));
     let args = mariadb.expect("dev prints a mariadb line");
     let out = Command::new("mariadb").arg("--no-defaults").args(&args).args(["-N", "-e", "SELECT CURRENT_USER()"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
