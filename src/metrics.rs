@@ -45,6 +45,15 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A failed client authentication: how the client was to prove itself, and why it failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    pub database: String,
+    /// "password", "peer", "jwt", "cert"; "unknown" before the client said who it is.
+    pub method: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     pub database: String,
@@ -68,7 +77,7 @@ pub struct Metrics {
     pub revoke_seconds: HistogramFamily<DbLabels>,
     pub connections_active: Family<ConnLabels, Gauge>,
     pub connections: Family<ConnLabels, Counter>,
-    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
     pub bytes_forwarded: Family<DirectionLabels, Counter>,
     pub sessions_closed: Family<ReasonLabels, Counter>,
 }
@@ -120,7 +129,7 @@ impl Metrics {
         r.register_with_unit("revoke_duration", "Time to revoke a lease, retries included", Unit::Seconds, self.revoke_seconds.clone());
         r.register("client_connections_active", "Client connections open now", self.connections_active.clone());
         r.register("client_connections", "Client connections accepted", self.connections.clone());
-        r.register("auth_failures", "Failed client authentications, by reason", self.auth_failures.clone());
+        r.register("auth_failures", "Failed client authentications, by method and reason", self.auth_failures.clone());
         r.register_with_unit("forwarded", "Bytes forwarded after authentication", Unit::Bytes, self.bytes_forwarded.clone());
         r.register("sessions_closed", "Sessions closed by leasegate (lease ended, max TTL, shutdown)", self.sessions_closed.clone());
         r.register_collector(lease_gauges);

@@ -13,7 +13,7 @@ use crate::audit;
 use crate::auth::{self, Identity, Origin};
 use crate::config::Proof;
 use crate::lease::{DrainReason, Lease, SessionGuard};
-use crate::metrics::{ConnLabels, DirectionLabels, ReasonLabels};
+use crate::metrics::{AuthFailureLabels, ConnLabels, DirectionLabels, ReasonLabels};
 use crate::net::handshakes::Place;
 use crate::net::pump::{Closed, Observer, Pump, PumpError, Transferred};
 use crate::net::stream::Stream;
@@ -112,7 +112,10 @@ async fn authenticate<P: Protocol>(
 async fn turn_away<P: Protocol>(app: &App, l: &Listener<P>, reply: Option<P::Reply>, why: &RefusalOf<P>, sent: &str, peer: Peer) {
     let login = shown(sent);
     let login = login.as_str();
-    note_auth_failure(app, &l.db.name, why, login, peer);
+    // How this login was to prove itself (looked up again: failures are rare).
+    let method =
+        if sent.is_empty() { "unknown" } else { auth::lookup(&l.config, &l.db.name, sent).proof().map_or("password", |p| p.method()) };
+    note_auth_failure(app, &l.db.name, why, login, method, peer);
     match why {
         Refusal::ClientGone => tracing::debug!(%peer, login, "client left during the handshake"),
         Refusal::TooManyClients => {
@@ -141,14 +144,16 @@ fn shown(login: &str) -> String {
 }
 
 /// Metrics and audit for a failed client authentication (not for server-side refusals).
-fn note_auth_failure<C, U>(app: &App, database: &str, why: &Refusal<C, U>, login: &str, peer: Peer) {
+fn note_auth_failure<C, U>(app: &App, database: &str, why: &Refusal<C, U>, login: &str, method: &'static str, peer: Peer) {
     let Some(reason) = why.auth_failure_reason() else { return };
-    app.metrics.auth_failures.get_or_create(&ReasonLabels { database: database.to_string(), reason: reason.into() }).inc();
+    let labels = AuthFailureLabels { database: database.to_string(), method: method.into(), reason: reason.into() };
+    app.metrics.auth_failures.get_or_create(&labels).inc();
     app.audit.record(&audit::Event {
         event: "auth_failed",
         client: (!login.is_empty()).then_some(login),
         database: Some(database),
         peer: Some(peer),
+        auth_method: Some(method),
         reason: Some(reason),
         ..Default::default()
     });
