@@ -6,6 +6,7 @@
 mod client;
 mod database;
 mod error;
+pub mod jwt_issuer;
 mod role;
 mod secret_source;
 mod sections;
@@ -15,6 +16,7 @@ pub use database::{
     ClientAuthPlugin, ClientTls, ClientTlsMode, DatabaseConfig, DbKind, HostPort, SweepOrphans, UpstreamTls, UpstreamTlsMode,
 };
 pub use error::{ConfigError, Problem};
+pub use jwt_issuer::{JwtIssuerConfig, JwtRule};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;
 pub use sections::{AdminSection, AuditSection, JournalSection, ServiceSection};
