@@ -91,13 +91,13 @@ impl PublicKey {
         if self.alg.as_deref().is_some_and(|pinned| pinned != alg.name()) {
             return false;
         }
-        match (&self.material, alg) {
-            (KeyMaterial::Rsa { .. }, Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512) => true,
-            (KeyMaterial::Ec { curve: Curve::P256, .. }, Alg::Es256) => true,
-            (KeyMaterial::Ec { curve: Curve::P384, .. }, Alg::Es384) => true,
-            (KeyMaterial::Ed25519 { .. }, Alg::EdDsa) => true,
-            _ => false,
-        }
+        matches!(
+            (&self.material, alg),
+            (KeyMaterial::Rsa { .. }, Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512)
+                | (KeyMaterial::Ec { curve: Curve::P256, .. }, Alg::Es256)
+                | (KeyMaterial::Ec { curve: Curve::P384, .. }, Alg::Es384)
+                | (KeyMaterial::Ed25519 { .. }, Alg::EdDsa)
+        )
     }
 }
 
