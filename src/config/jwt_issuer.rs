@@ -114,18 +114,19 @@ impl JwtRule {
     }
 }
 
-/// The whole key as a top-level claim first (`kubernetes.io/namespace`, `repository`), then
-/// the key as a dotted path into nested objects (`kubernetes.io.namespace` is not special).
+/// The whole key as a claim name first (`kubernetes.io/namespace`, `repository`), otherwise a
+/// dotted path into nested objects whose own names may hold dots: Kubernetes puts
+/// `{"serviceaccount": {"name": …}}` under a `kubernetes.io` claim, so
+/// `kubernetes.io.serviceaccount.name` tries `kubernetes` then `kubernetes.io` as the first step.
+/// The path comes from the config, not the token, so the search is over a few dots only.
 fn claim_at<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
     if let Some(v) = claims.get(path) {
         return Some(v);
     }
-    let mut parts = path.split('.');
-    let mut value = claims.get(parts.next()?)?;
-    for part in parts {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
+    path.match_indices('.').find_map(|(dot, _)| {
+        let nested = claims.get(&path[..dot])?.as_object()?;
+        claim_at(nested, &path[dot + 1..])
+    })
 }
 
 fn value_matches(value: &Value, pattern: &str) -> bool {
@@ -169,4 +170,156 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::UNIX_EPOCH;
+
+    fn token(claims: Value) -> VerifiedToken {
+        let claims = claims.as_object().unwrap().clone();
+        VerifiedToken {
+            issuer_name: "k8s".into(),
+            iss: "https://kubernetes.default.svc".into(),
+            sub: claims.get("sub").and_then(Value::as_str).map(str::to_string),
+            jti: None,
+            expires_at: UNIX_EPOCH,
+            claims,
+        }
+    }
+
+    fn rule(text: &str) -> JwtRule {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn glob_matches_runs_single_characters_and_literals() {
+        for (pattern, text, expected) in [
+            ("acme/shop", "acme/shop", true),
+            ("acme/shop", "acme/shopx", false),
+            ("acme/*", "acme/shop", true),
+            ("acme/*", "acme/", true),
+            ("acme/*", "acme", false),
+            ("*", "", true),
+            ("refs/heads/ma?n", "refs/heads/main", true),
+            ("refs/heads/ma?n", "refs/heads/man", false),
+            ("*/*-api", "shop/billing-api", true),
+            ("*a*b*c", "xxaxxbxxcxx", false),
+            ("*a*b*c", "xxaxxbxxc", true),
+            ("a.c", "abc", false),
+            ("[ab]", "a", false),
+            ("é?", "éü", true),
+            ("**x", "aax", true),
+        ] {
+            assert_eq!(glob(pattern, text), expected, "{pattern} vs {text}");
+        }
+        // No exponential backtracking on a hostile pattern.
+        assert!(!glob(&format!("{}b", "*a".repeat(30)), &"a".repeat(5000)));
+    }
+
+    #[test]
+    fn subject_is_exact() {
+        let r = rule(
+            r#"issuer = "k8s"
+subject = "system:serviceaccount:shop:billing-api""#,
+        );
+        assert!(r.matches(&token(json!({"sub": "system:serviceaccount:shop:billing-api"}))));
+        assert!(!r.matches(&token(json!({"sub": "system:serviceaccount:shop:billing-api2"}))));
+        assert!(!r.matches(&token(json!({"sub": "system:serviceaccount:shop:*"}))));
+        assert!(!r.matches(&token(json!({}))));
+        let mut other_issuer = token(json!({"sub": "system:serviceaccount:shop:billing-api"}));
+        other_issuer.issuer_name = "gha".into();
+        assert!(!r.matches(&other_issuer));
+    }
+
+    #[test]
+    fn claims_are_top_level_keys_first_then_dotted_paths() {
+        let r = rule(
+            r#"issuer = "k8s"
+claims = { "kubernetes.io/namespace" = "shop", "kubernetes.io.serviceaccount.name" = "billing-*", repository = "acme/*" }"#,
+        );
+        let ok = json!({
+            "kubernetes.io/namespace": "shop",
+            "kubernetes.io": { "serviceaccount": { "name": "billing-api" } },
+            "repository": "acme/shop",
+        });
+        assert!(r.matches(&token(ok.clone())));
+        let mut wrong = ok.clone();
+        wrong["kubernetes.io"]["serviceaccount"]["name"] = json!("admin");
+        assert!(!r.matches(&token(wrong)));
+        let mut missing = ok;
+        missing.as_object_mut().unwrap().remove("repository");
+        assert!(!r.matches(&token(missing)));
+        // A top-level key with dots wins over the nested path.
+        let dotted = rule(
+            r#"issuer = "k8s"
+claims = { "a.b" = "top" }"#,
+        );
+        assert!(dotted.matches(&token(json!({"a.b": "top", "a": {"b": "nested"}}))));
+        assert!(dotted.matches(&token(json!({"a": {"b": "top"}}))));
+        assert!(!dotted.matches(&token(json!({"a.b": "nested", "a": {"b": "top"}}))));
+    }
+
+    #[test]
+    fn numbers_booleans_and_arrays() {
+        let r = rule(
+            r#"issuer = "k8s"
+claims = { run_attempt = "1", protected = "true", groups = "team-*" }"#,
+        );
+        assert!(r.matches(&token(json!({"run_attempt": 1, "protected": true, "groups": ["admins", "team-shop"]}))));
+        assert!(!r.matches(&token(json!({"run_attempt": 2, "protected": true, "groups": ["team-shop"]}))));
+        assert!(!r.matches(&token(json!({"run_attempt": 1, "protected": false, "groups": ["team-shop"]}))));
+        assert!(!r.matches(&token(json!({"run_attempt": 1, "protected": true, "groups": ["admins"]}))));
+        assert!(!r.matches(&token(json!({"run_attempt": 1, "protected": true, "groups": {"team-shop": true}}))));
+        assert!(!r.matches(&token(json!({"run_attempt": 1, "protected": true, "groups": [["team-shop"]]}))));
+        assert!(!r.matches(&token(json!({"run_attempt": null, "protected": true, "groups": ["team-shop"]}))));
+    }
+
+    #[test]
+    fn rule_validation() {
+        let issuers: Vec<JwtIssuerConfig> = vec![issuer(r#"jwks_file = "k.json""#)];
+        let mut problems = Vec::new();
+        rule(r#"issuer = "k8s""#).validate("client[0].jwt", &issuers, &mut problems);
+        rule(
+            r#"issuer = "gha"
+subject = "x""#,
+        )
+        .validate("client[1].jwt", &issuers, &mut problems);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["client[0].jwt", "client[1].jwt.issuer"]);
+        assert!(toml::from_str::<JwtRule>("issuer = \"k8s\"\nsub = \"x\"").is_err(), "unknown keys are refused");
+    }
+
+    fn issuer(extra: &str) -> JwtIssuerConfig {
+        toml::from_str(&format!("name = \"k8s\"\nissuer = \"https://kubernetes.default.svc\"\naudiences = [\"leasegate\"]\n{extra}"))
+            .unwrap()
+    }
+
+    fn problems(config: &JwtIssuerConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        config.validate("jwt_issuer[0]", &mut problems);
+        problems.into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn issuer_defaults_and_validation() {
+        let ok = issuer(r#"jwks_file = "k.json""#);
+        assert_eq!(ok.leeway, Duration::from_secs(60));
+        assert_eq!(ok.refresh, Duration::from_secs(300));
+        assert_eq!(ok.max_token_age, None);
+        assert!(problems(&ok).is_empty());
+        let tuned = issuer(
+            "discovery_url = \"https://token.actions.githubusercontent.com/.well-known/openid-configuration\"\nmax_token_age = \"1h\"\nleeway = \"5s\"\nca = \"ca.pem\"",
+        );
+        assert_eq!(tuned.max_token_age, Some(Duration::from_secs(3600)));
+        assert!(problems(&tuned).is_empty());
+        assert_eq!(problems(&issuer("")), ["jwt_issuer[0]"]);
+        assert_eq!(problems(&issuer("jwks_file = \"k.json\"\njwks_url = \"https://x/jwks\"")), ["jwt_issuer[0]"]);
+        assert_eq!(problems(&issuer("jwks_url = \"http://x/jwks\"")), ["jwt_issuer[0].jwks_url"]);
+        assert_eq!(problems(&issuer("discovery_url = \"http://x/.well-known\"")), ["jwt_issuer[0].discovery_url"]);
+        let mut empty = ok.clone();
+        empty.name.clear();
+        empty.audiences.clear();
+        assert_eq!(problems(&empty), ["jwt_issuer[0].name", "jwt_issuer[0].audiences"]);
+        assert!(toml::from_str::<JwtIssuerConfig>("name = \"k\"\nissuer = \"i\"\naudiences = []\naudience = \"x\"").is_err());
+    }
+}

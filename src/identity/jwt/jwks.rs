@@ -70,10 +70,18 @@ pub enum Curve {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMaterial {
     /// Big-endian modulus and exponent, leading zeros removed (ring wants them minimal).
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// The uncompressed point `0x04 || x || y`.
-    Ec { curve: Curve, point: Vec<u8> },
-    Ed25519 { x: Vec<u8> },
+    Ec {
+        curve: Curve,
+        point: Vec<u8>,
+    },
+    Ed25519 {
+        x: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

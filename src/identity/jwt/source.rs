@@ -11,9 +11,16 @@ use url::Url;
 
 pub enum Source {
     File(PathBuf),
-    Jwks { url: Url, tls: Arc<rustls::ClientConfig> },
+    Jwks {
+        url: Url,
+        tls: Arc<rustls::ClientConfig>,
+    },
     /// `expected_issuer` is the configured `issuer`; the document must name the same one.
-    Discovery { url: Url, tls: Arc<rustls::ClientConfig>, expected_issuer: String },
+    Discovery {
+        url: Url,
+        tls: Arc<rustls::ClientConfig>,
+        expected_issuer: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -36,22 +43,17 @@ impl Source {
     pub async fn load(&self) -> Result<Vec<PublicKey>, KeysError> {
         match self {
             Source::File(path) => {
-                let bytes =
-                    tokio::fs::read(path).await.map_err(|source| KeysError::Read { path: path.display().to_string(), source })?;
+                let bytes = tokio::fs::read(path).await.map_err(|source| KeysError::Read { path: path.display().to_string(), source })?;
                 keys(&bytes, &path.display().to_string())
             }
             Source::Jwks { url, tls } => fetch_jwks(url, tls).await,
             Source::Discovery { url, tls, expected_issuer } => {
                 let bytes = get(url, tls).await?;
-                let doc: DiscoveryDocument = serde_json::from_slice(&bytes)
-                    .map_err(|e| KeysError::Discovery { url: url.to_string(), message: e.to_string() })?;
+                let doc: DiscoveryDocument =
+                    serde_json::from_slice(&bytes).map_err(|e| KeysError::Discovery { url: url.to_string(), message: e.to_string() })?;
                 // OIDC Discovery §4.3: keys published for another issuer are not this issuer's.
                 if &doc.issuer != expected_issuer {
-                    return Err(KeysError::DiscoveryIssuer {
-                        url: url.to_string(),
-                        expected: expected_issuer.clone(),
-                        found: doc.issuer,
-                    });
+                    return Err(KeysError::DiscoveryIssuer { url: url.to_string(), expected: expected_issuer.clone(), found: doc.issuer });
                 }
                 let jwks_url =
                     parse_https(&doc.jwks_uri).ok_or(KeysError::JwksUri { url: url.to_string(), jwks_uri: doc.jwks_uri.clone() })?;

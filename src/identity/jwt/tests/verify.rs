@@ -50,7 +50,11 @@ async fn validity_times_allow_the_leeway_and_no_more() {
     let at = |changes: Value| {
         let mut claims = claims();
         for (k, val) in changes.as_object().unwrap() {
-            if val.is_null() { claims.as_object_mut().unwrap().remove(k) } else { claims.as_object_mut().unwrap().insert(k.clone(), val.clone()) };
+            if val.is_null() {
+                claims.as_object_mut().unwrap().remove(k)
+            } else {
+                claims.as_object_mut().unwrap().insert(k.clone(), val.clone())
+            };
         }
         signer.token(Alg::EdDsa, Some("k"), &claims)
     };
@@ -240,17 +244,7 @@ fn reasons_are_the_fixed_set() {
         JwtFailure::TooOld { issuer: i() },
     ];
     let reasons: std::collections::BTreeSet<_> = all.iter().map(JwtFailure::reason).collect();
-    let expected = [
-        "malformed",
-        "algorithm",
-        "issuer",
-        "unknown_key",
-        "signature",
-        "audience",
-        "expired",
-        "not_yet_valid",
-        "too_old",
-        "too_long",
-    ];
+    let expected =
+        ["malformed", "algorithm", "issuer", "unknown_key", "signature", "audience", "expired", "not_yet_valid", "too_old", "too_long"];
     assert_eq!(reasons, expected.into_iter().collect());
 }
