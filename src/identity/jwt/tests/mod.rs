@@ -1,6 +1,7 @@
 //! Test fixtures: keys generated with ring (RSA from a fixed test key, ring cannot generate RSA),
 //! tokens signed with them, and verifiers over a JWK set written to a private temp file.
 
+mod https;
 mod refetch;
 mod verify;
 
