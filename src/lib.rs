@@ -48,6 +48,7 @@ pub mod config;
 pub mod credential;
 pub mod dev;
 pub mod devdb;
+pub mod identity;
 pub mod lease;
 pub mod metrics;
 pub mod mysql;

@@ -6,6 +6,7 @@
 mod client;
 mod database;
 mod error;
+pub mod jwt_issuer;
 mod listen;
 mod role;
 mod secret_source;
@@ -16,6 +17,7 @@ pub use database::{
     ClientAuthPlugin, ClientTls, ClientTlsMode, DatabaseConfig, DbKind, HostPort, SweepOrphans, UpstreamTls, UpstreamTlsMode,
 };
 pub use error::{ConfigError, Problem};
+pub use jwt_issuer::{JwtIssuerConfig, JwtRule};
 pub use listen::{Listen, ListenAddr, UnixSocket};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;
