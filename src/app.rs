@@ -133,7 +133,12 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let metrics = Metrics::default();
     metrics.prime(config.databases.iter().map(|d| d.name.as_str()), config.roles.iter().map(|r| (r.database.as_str(), r.name.as_str())));
     let leases = LeaseManager::new(config.clone(), provisioners.clone(), Arc::new(journal), metrics.clone(), audit.clone());
-    let app = App { config: config.clone(), leases, metrics, audit };
+    let jwt = crate::identity::jwt::Verifiers::new(&config.jwt_issuers)
+        .map_err(|e| AppError::Config(vec![Problem::new("jwt_issuer", e.to_string())]))?;
+    // The first fetch of keys from URLs; a failure is logged and retried on the refresh.
+    jwt.start().await;
+    drop(jwt.spawn_refresh(signals.stopped.clone()));
+    let app = App { config: config.clone(), leases, metrics, audit, jwt };
     // Users a previous run left: revoked in the background, retrying until each is gone.
     let recovered = recovery::recover(&app.leases).await.map_err(journal_err)?;
     if !recovered.is_empty() {

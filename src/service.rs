@@ -4,6 +4,7 @@
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::identity::jwt::Verifiers;
 use crate::lease::LeaseManager;
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -15,4 +16,6 @@ pub struct App {
     pub leases: LeaseManager,
     pub metrics: Metrics,
     pub audit: Audit,
+    /// Checks the tokens of `jwt` clients against their issuers' keys.
+    pub jwt: Verifiers,
 }

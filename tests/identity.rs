@@ -134,3 +134,171 @@ fn mysql_clients_on_the_socket_log_in_as_their_os_user() {
     assert!(stderr(&tcp).contains("ERROR 1045"), "{}", stderr(&tcp));
     assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
 }
+
+const ISSUER: &str = "https://issuer.test.invalid";
+
+fn tokens(args: &[&str]) -> String {
+    let out = Command::new("python3").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jwt_tokens.py")).args(args).output().unwrap();
+    assert!(out.status.success(), "jwt_tokens.py {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Claims of a token for `sub` from the test issuer, with `extra` keys (JSON object body).
+fn claims(sub: &str, extra: &str) -> String {
+    let sep = if extra.is_empty() { "" } else { ", " };
+    format!(r#"{{"iss": "{ISSUER}", "sub": "{sub}", "aud": ["leasegate"], "exp_in": 300, "iat_in": -5, "jti": "j-{sub}"{sep}{extra}}}"#)
+}
+
+/// The issuer and two jwt clients, appended to a test config.
+fn jwt_config(keys: &std::path::Path) -> String {
+    format!(
+        r#"
+[[jwt_issuer]]
+name = "test"
+issuer = "{ISSUER}"
+jwks_file = "{jwks}"
+audiences = ["leasegate"]
+leeway = "5s"
+max_token_age = "10m"
+
+[[client]]
+name = "billing"
+roles = ["app"]
+jwt = {{ issuer = "test", subject = "system:serviceaccount:shop:billing" }}
+
+[[client]]
+name = "ci-job"
+roles = ["app"]
+jwt = {{ issuer = "test", claims = {{ repository = "acme/*", ref = "refs/heads/main" }} }}
+"#,
+        jwks = keys.join("jwks.json").display()
+    )
+}
+
+#[test]
+fn postgres_clients_log_in_with_a_jwt_and_every_bad_token_is_refused() {
+    let keys = leasegate::devdb::TempDir::new("lg-jwt").unwrap();
+    let k = keys.path().to_str().unwrap().to_string();
+    tokens(&["keys", &k, "k1"]);
+    let lg = LgProcess::start_edited(Setup { admin_api: true, ..Default::default() }, |text, _| text + &jwt_config(keys.path()));
+    let port = lg.addr.port();
+    let cert = lg.dir.path().join("tls.crt");
+    let psql = |login: &str, token: &str, ssl: &str| {
+        Command::new("psql")
+            .args(["-X", "-At", "-c", "SELECT current_user"])
+            .arg(format!("host=localhost port={port} user={login} dbname=postgres {ssl}"))
+            .env("PGPASSWORD", token)
+            .output()
+            .unwrap()
+    };
+    let good = tokens(&["sign", &k, "k1", &claims("system:serviceaccount:shop:billing", "")]);
+    for ssl in ["sslmode=require".to_string(), format!("sslmode=verify-full sslrootcert={}", cert.display())] {
+        let out = psql("billing", &good, &ssl);
+        assert!(out.status.success(), "{ssl}: {}", stderr(&out));
+        assert!(stdout(&out).starts_with("lgt_billing_"), "{}", stdout(&out));
+    }
+    // Claims with globs: the CI job's repository and branch.
+    let ci = tokens(&[
+        "sign",
+        &k,
+        "k1",
+        &claims("repo:acme/shop:ref:refs/heads/main", r#""repository": "acme/shop", "ref": "refs/heads/main""#),
+    ]);
+    let out = psql("ci-job", &ci, "sslmode=require");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // asyncpg, a driver with its own protocol code, over TLS with the token as its password.
+    let script = format!(
+        "import asyncio, asyncpg, ssl\nasync def main():\n    ctx = ssl.create_default_context(cafile='{cert}')\n    c = await asyncpg.connect(host='localhost', port={port}, user='billing', password='{good}', database='postgres', ssl=ctx)\n    print(await c.fetchval('SELECT current_user'))\n    await c.close()\nasyncio.run(main())",
+        cert = cert.display()
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "asyncpg: {}{}", stdout(&out), stderr(&out));
+
+    // Over plain TCP the token is never asked for.
+    let plain = psql("billing", &good, "sslmode=disable");
+    assert!(!plain.status.success());
+    assert!(stderr(&plain).contains("never sent over plain TCP"), "{}", stderr(&plain));
+
+    let sub = "system:serviceaccount:shop:billing";
+    let mut tampered = good.clone();
+    tampered.pop();
+    tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+    let bad = [
+        ("expired", tokens(&["sign", &k, "k1", &claims(sub, "").replace(r#""exp_in": 300"#, r#""exp_in": -60"#)])),
+        ("not_yet_valid", tokens(&["sign", &k, "k1", &claims(sub, r#""nbf_in": 120"#)])),
+        ("too_old", tokens(&["sign", &k, "k1", &claims(sub, "").replace(r#""iat_in": -5"#, r#""iat_in": -3600"#)])),
+        ("audience", tokens(&["sign", &k, "k1", &claims(sub, "").replace(r#"["leasegate"]"#, r#"["someone-else"]"#)])),
+        ("issuer", tokens(&["sign", &k, "k1", &claims(sub, "").replace(ISSUER, "https://evil.test.invalid")])),
+        ("signature", tampered),
+        ("algorithm", tokens(&["none", &claims(sub, "")])),
+        ("algorithm", tokens(&["hs256", &k, "k1", &claims(sub, "")])),
+        ("no_match", tokens(&["sign", &k, "k1", &claims("system:serviceaccount:shop:other", "")])),
+        ("no_match", tokens(&["sign", &k, "k1", &claims("x", r#""repository": "evil/shop", "ref": "refs/heads/main""#)])),
+    ];
+    for (i, (reason, token)) in bad.iter().enumerate() {
+        let login = if i == bad.len() - 1 { "ci-job" } else { "billing" };
+        let out = psql(login, token, "sslmode=require");
+        assert!(!out.status.success(), "{reason}: logged in");
+        assert!(stderr(&out).contains("password authentication failed"), "{reason}: {}", stderr(&out));
+    }
+
+    // Key rotation: the issuer now signs with k2 only. A k2 token makes leasegate read the key
+    // set again; a token of the removed k1 is then refused.
+    tokens(&["keys", &k, "k2"]);
+    let rotated = tokens(&["sign", &k, "k2", &claims(sub, "")]);
+    let out = psql("billing", &rotated, "sslmode=require");
+    assert!(out.status.success(), "new kid after rotation: {}", stderr(&out));
+    let out = psql("billing", &good, "sslmode=require");
+    assert!(!out.status.success(), "a removed key still works");
+    // A kid no key set ever had: one refetch (rate-limited), then refused.
+    tokens(&["keys", &k, "k2", "k3"]);
+    tokens(&["keys", &k, "k2"]);
+    let unknown = tokens(&["sign", &k, "k3", &claims(sub, "")]);
+    let out = psql("billing", &unknown, "sslmode=require");
+    assert!(!out.status.success());
+
+    let audit = audit_lines(lg.dir.path());
+    let reasons: Vec<String> =
+        audit.iter().filter(|e| e["event"] == "auth_failed").map(|e| e["reason"].as_str().unwrap().to_string()).collect();
+    let mut expected = vec!["plaintext_refused".to_string()];
+    expected.extend(bad.iter().map(|(r, _)| r.to_string()));
+    expected.extend(["unknown_key".to_string(), "unknown_key".to_string()]);
+    assert_eq!(reasons, expected, "{audit:?}");
+    assert!(audit.iter().filter(|e| e["event"] == "auth_failed").all(|e| e["auth_method"] == "jwt"));
+    let grant = audit.iter().find(|e| e["event"] == "granted" && e["client"] == "billing").unwrap();
+    assert_eq!(grant["auth_method"], "jwt");
+    assert_eq!(grant["subject"], format!("iss={ISSUER} sub={sub} jti=j-{sub}"));
+    // No token text anywhere: audit, log.
+    let all = std::fs::read_to_string(lg.dir.path().join("audit.jsonl")).unwrap() + &lg.log();
+    for (_, token) in bad.iter().chain([("good", good.clone())].iter()) {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(signature.is_empty() || !all.contains(signature), "a token reached the audit or the log");
+    }
+    assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+}
+
+#[test]
+fn mysql_clients_log_in_with_a_jwt_over_tls() {
+    let keys = leasegate::devdb::TempDir::new("lg-jwt").unwrap();
+    let k = keys.path().to_str().unwrap().to_string();
+    tokens(&["keys", &k, "k1"]);
+    let lg = support::my::MyLg::start(support::my::MySetup { extra_clients: jwt_config(keys.path()), ..Default::default() });
+    let good = tokens(&["sign", &k, "k1", &claims("system:serviceaccount:shop:billing", "")]);
+    // PyMySQL: caching_sha2_password full authentication inside TLS.
+    let script = format!(
+        "import os, pymysql\nc = pymysql.connect(host=os.environ['HOST'], port=int(os.environ['PORT']), user='billing', password='{good}', ssl={{'check_hostname': False, 'verify_mode': 0}})\ncur = c.cursor(); cur.execute('SELECT CURRENT_USER()'); print(cur.fetchone()[0])"
+    );
+    let out = lg.python(&script);
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "PyMySQL: {}{}", stdout(&out), stderr(&out));
+    // The mariadb client over TLS.
+    let out = lg.mariadb("billing", &good, &["--ssl", "--ssl-verify-server-cert=0"], "SELECT CURRENT_USER()");
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "mariadb: {}{}", stdout(&out), stderr(&out));
+    // Without TLS the token is refused as a server refuses a login.
+    let out = lg.mariadb("billing", &good, &["--skip-ssl"], "SELECT 1");
+    assert!(!out.status.success() && stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
+    let expired =
+        tokens(&["sign", &k, "k1", &claims("system:serviceaccount:shop:billing", "").replace(r#""exp_in": 300"#, r#""exp_in": -60"#)]);
+    let out = lg.mariadb("billing", &expired, &["--ssl", "--ssl-verify-server-cert=0"], "SELECT 1");
+    assert!(!out.status.success() && stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
+    assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
+}

@@ -1,9 +1,10 @@
 //! `[[client]]`: an application identity, how it proves who it is, and the roles it may use.
 //! A client proves its name in exactly one way (DESIGN.md §2a): a password verifier (legacy),
 //! or an identity the platform gives it — the Unix user of the process on a Unix socket
-//! (`peer`), with JWT and client certificates to follow.
+//! (`peer`), or a signed token from the platform's issuer (`jwt`: a Kubernetes service-account
+//! token, a CI job's OIDC token). Client certificates are still to come.
 
-use super::Problem;
+use super::{JwtRule, Problem};
 use crate::credential::StoredCredential;
 use crate::peer::PeerCred;
 use serde::Deserialize;
@@ -16,6 +17,8 @@ pub struct ClientConfig {
     pub password: Option<StoredCredential>,
     /// The OS identity of a process on a Unix-socket listener.
     pub peer: Option<PeerRule>,
+    /// A token (sent as the password) from a `[[jwt_issuer]]`, with what it must say.
+    pub jwt: Option<JwtRule>,
     /// Roles this client may use; the first is its default.
     pub roles: Vec<String>,
 }
@@ -25,6 +28,7 @@ pub struct ClientConfig {
 pub enum Proof<'a> {
     Password(&'a StoredCredential),
     Peer(&'a PeerRule),
+    Jwt(&'a JwtRule),
 }
 
 impl Proof<'_> {
@@ -33,6 +37,7 @@ impl Proof<'_> {
         match self {
             Proof::Password(_) => "password",
             Proof::Peer(_) => "peer",
+            Proof::Jwt(_) => "jwt",
         }
     }
 }
@@ -70,9 +75,10 @@ impl PeerRule {
 impl ClientConfig {
     /// The client's one way of proving who it is (`validate` checks there is exactly one).
     pub fn proof(&self) -> Option<Proof<'_>> {
-        match (&self.password, &self.peer) {
-            (Some(p), None) => Some(Proof::Password(p)),
-            (None, Some(p)) => Some(Proof::Peer(p)),
+        match (&self.password, &self.peer, &self.jwt) {
+            (Some(p), None, None) => Some(Proof::Password(p)),
+            (None, Some(p), None) => Some(Proof::Peer(p)),
+            (None, None, Some(j)) => Some(Proof::Jwt(j)),
             _ => None,
         }
     }
@@ -84,9 +90,9 @@ impl ClientConfig {
         if self.roles.is_empty() {
             problems.push(Problem::new(format!("{at}.roles"), "at least one role is required"));
         }
-        let methods = [self.password.is_some(), self.peer.is_some()].iter().filter(|s| **s).count();
+        let methods = [self.password.is_some(), self.peer.is_some(), self.jwt.is_some()].iter().filter(|s| **s).count();
         if methods != 1 {
-            problems.push(Problem::new(at.to_string(), "a client proves who it is in exactly one way: password or peer"));
+            problems.push(Problem::new(at.to_string(), "a client proves who it is in exactly one way: password, peer or jwt"));
         }
         if let Some(peer) = &self.peer {
             peer.validate(at, problems);

@@ -47,6 +47,9 @@ pub struct Config {
     pub roles: Vec<RoleConfig>,
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientConfig>,
+    /// Who may sign the tokens `jwt` clients log in with (DESIGN.md §2a).
+    #[serde(default, rename = "jwt_issuer")]
+    pub jwt_issuers: Vec<JwtIssuerConfig>,
 }
 
 impl Config {
@@ -92,6 +95,14 @@ impl Config {
             }
             role.validate(&at, &mut problems);
         }
+        let mut seen_issuer = HashSet::new();
+        for (i, issuer) in self.jwt_issuers.iter().enumerate() {
+            let at = format!("jwt_issuer[{i}]");
+            if !seen_issuer.insert(issuer.name.as_str()) {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate jwt_issuer name {:?}", issuer.name)));
+            }
+            issuer.validate(&at, &mut problems);
+        }
         let mut seen_client = HashSet::new();
         for (i, client) in self.clients.iter().enumerate() {
             let at = format!("client[{i}]");
@@ -104,6 +115,9 @@ impl Config {
                 }
             }
             client.validate(&at, &mut problems);
+            if let Some(rule) = &client.jwt {
+                rule.validate(&format!("{at}.jwt"), &self.jwt_issuers, &mut problems);
+            }
         }
         // The orphan sweep drops users by prefix: on one server, no prefix may cover another's.
         for (i, a) in self.databases.iter().enumerate() {

@@ -45,6 +45,12 @@ pub fn render(why: &RefusalOf<Postgres>, login: &str) -> Option<BytesMut> {
                 "Peer authentication failed for user \"{login}\": it works on a Unix-socket connection only (host=/path/to/socket/dir)"
             ),
         ),
+        Refusal::Denied(Denial::PlaintextRefused) => fatal(
+            INVALID_AUTHORIZATION,
+            format!(
+                "user \"{login}\" logs in with a token, which is never sent over plain TCP: connect with sslmode=require (or over the Unix socket)"
+            ),
+        ),
         Refusal::Denied(_) => fatal(INVALID_PASSWORD, format!("password authentication failed for user \"{login}\"")),
         Refusal::TooManyClients => fatal(TOO_MANY_CONNECTIONS, "sorry, too many clients already".into()),
         Refusal::Lease(e) => Some(lease_error(e)),

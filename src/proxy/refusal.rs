@@ -21,8 +21,13 @@ pub enum Denial {
     NeedsTls,
     /// The client proves itself by its Unix peer credentials and came over TCP.
     NeedsUnixSocket,
-    /// The platform's identity (the Unix peer) is not the one the client's entry names.
+    /// The platform's identity (the Unix peer, a verified token) is not the one the client's
+    /// entry names.
     NoMatch,
+    /// A token (a password field's JWT) would travel over plain TCP.
+    PlaintextRefused,
+    /// The token did not verify; the `JwtFailure` reason (`expired`, `signature`, …).
+    Token(&'static str),
 }
 
 /// The server's own refusal of a login (unknown database, too many connections…), passed to
@@ -73,6 +78,8 @@ impl<C, U> Refusal<C, U> {
             Refusal::HandshakeTimeout(_) => "timeout",
             Refusal::Denied(Denial::ChannelBinding(_)) => "channel_binding",
             Refusal::Denied(Denial::NeedsUnixSocket | Denial::NoMatch) => "no_match",
+            Refusal::Denied(Denial::PlaintextRefused) => "plaintext_refused",
+            Refusal::Denied(Denial::Token(reason)) => reason,
             Refusal::Denied(_) => "password",
             Refusal::TlsRequired => "tls_required",
             Refusal::Client(_) => "protocol",

@@ -47,7 +47,7 @@ pub async fn run<P: Protocol>(app: App, l: Arc<Listener<P>>, socket: Stream, pee
         }
     };
     let admitted = async {
-        let authenticated = evictable(&place, authenticate(&l, &mut client, &peer, deadline)).await;
+        let authenticated = evictable(&place, authenticate(&app, &l, &mut client, &peer, deadline)).await;
         let (identity, origin) = authenticated.unwrap_or(Err(Refusal::HandshakeTimeout(l.db.handshake_timeout)))?;
         drop(place);
         let guard = app.leases.grant(&identity, Some(origin)).await?;
@@ -73,34 +73,54 @@ async fn evictable<F: std::future::Future>(place: &Place, step: F) -> Option<F::
 }
 
 /// Checks the client's proof for the name it logged in with, within the handshake deadline:
-/// a password through the protocol's exchange, a Unix peer against the kernel's credentials.
+/// a password through the protocol's exchange, a Unix peer against the kernel's credentials, a
+/// token (sent as the password, inside TLS or on a Unix socket) against its issuer's keys.
 async fn authenticate<P: Protocol>(
+    app: &App,
     l: &Listener<P>,
     client: &mut P::Client,
     peer: &Peer,
     deadline: Instant,
 ) -> Result<(Identity, Origin), RefusalOf<P>> {
-    if l.db.client_tls_mode() == crate::config::ClientTlsMode::Required && !P::is_tls(client) && peer.unix().is_none() {
+    let private = P::is_tls(client) || peer.unix().is_some();
+    if l.db.client_tls_mode() == crate::config::ClientTlsMode::Required && !private {
         return Err(Refusal::TlsRequired);
     }
     let login = P::login(client).to_string();
     let found = auth::lookup(&l.config, &l.db.name, &login);
-    let subject = match found.password() {
-        Some(check) => {
-            tokio::time::timeout_at(deadline, P::check_password(l, client, check))
-                .await
-                .map_err(|_| Refusal::HandshakeTimeout(l.db.handshake_timeout))??;
+    let timed_out = |_| Refusal::HandshakeTimeout(l.db.handshake_timeout);
+    let subject = match (found.password(), found.proof()) {
+        (Some(check), _) => {
+            tokio::time::timeout_at(deadline, P::check_password(l, client, check)).await.map_err(timed_out)??;
             None
         }
-        None => match (found.proof(), peer.unix()) {
-            (Some(Proof::Peer(rule)), Some(cred)) if rule.matches(cred) => Some(format!("uid={}", cred.uid)),
-            (Some(Proof::Peer(_)), None) => return Err(Refusal::Denied(Denial::NeedsUnixSocket)),
-            _ => return Err(Refusal::Denied(Denial::NoMatch)),
+        (None, Some(Proof::Peer(rule))) => match peer.unix() {
+            Some(cred) if rule.matches(cred) => Some(format!("uid={}", cred.uid)),
+            Some(_) => return Err(Refusal::Denied(Denial::NoMatch)),
+            None => return Err(Refusal::Denied(Denial::NeedsUnixSocket)),
         },
+        (None, Some(Proof::Jwt(rule))) => {
+            if !private {
+                return Err(Refusal::Denied(Denial::PlaintextRefused));
+            }
+            let token = tokio::time::timeout_at(deadline, P::read_cleartext(client)).await.map_err(timed_out)??;
+            let text = std::str::from_utf8(&token).map_err(|_| Refusal::Denied(Denial::Token("malformed")))?;
+            let verified = tokio::time::timeout_at(deadline, app.jwt.verify(text))
+                .await
+                .map_err(timed_out)?
+                .map_err(|e| Refusal::Denied(Denial::Token(e.reason())))?;
+            // A token for another client answers like a wrong password (28P01 / 1045).
+            if !verified.satisfies(rule) {
+                return Err(Refusal::Denied(Denial::Token("no_match")));
+            }
+            Some(verified.subject())
+        }
+        (None, _) => return Err(Refusal::Denied(Denial::WrongCredential)),
     };
     // A refused role got its client's own exchange and is refused here.
     let identity = found.identity().ok_or(Refusal::Denied(match found.proof() {
         Some(Proof::Peer(_)) => Denial::NoMatch,
+        Some(Proof::Jwt(_)) => Denial::Token("no_match"),
         _ => Denial::WrongCredential,
     }))?;
     let auth_method = found.proof().map_or("password", |p| p.method());
