@@ -109,11 +109,19 @@ pub struct ApiArgs {
     pub addr: String,
     #[arg(long, env = "LEASEGATE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token, read at each use: a CI job's OIDC token or a projected
+    /// service-account token (which rotate), or the admin token.
+    #[arg(long, env = "LEASEGATE_TOKEN_FILE", global = true, conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ApiArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiArgs").field("addr", &self.addr).field("token", &self.token.as_ref().map(|_| "[redacted]")).finish()
+        f.debug_struct("ApiArgs")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("token_file", &self.token_file)
+            .finish()
     }
 }
 
@@ -160,7 +168,7 @@ mod tests {
 
     #[test]
     fn the_admin_token_never_prints() {
-        let args = ApiArgs { addr: "127.0.0.1:9187".into(), token: Some("operator-token-0123456789".into()) };
+        let args = ApiArgs { addr: "127.0.0.1:9187".into(), token: Some("operator-token-0123456789".into()), token_file: None };
         let shown = format!("{args:?}");
         assert!(shown.contains("9187") && !shown.contains("operator-token"), "{shown}");
     }

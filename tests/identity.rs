@@ -302,3 +302,65 @@ fn mysql_clients_log_in_with_a_jwt_over_tls() {
     assert!(!out.status.success() && stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
     assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
 }
+
+#[test]
+fn a_ci_job_runs_exec_with_its_oidc_token_file_and_no_stored_secret() {
+    let keys = leasegate::devdb::TempDir::new("lg-jwt").unwrap();
+    let k = keys.path().to_str().unwrap().to_string();
+    tokens(&["keys", &k, "k1"]);
+    let migrator =
+        "\n[[role]]\nname = \"migrator\"\ndatabase = \"main\"\ndefault_ttl = \"10m\"\nmax_ttl = \"1h\"\nmember_of = [\"app_group\"]\n";
+    let setup = Setup { admin_api: true, extra_roles: vec![("migrator".into(), migrator.into())], ..Default::default() };
+    let lg = Lg::start_edited(setup, |text| {
+        text + &jwt_config(keys.path())
+            .replace("roles = [\"app\"]\njwt = { issuer = \"test\", claims", "roles = [\"migrator\"]\njwt = { issuer = \"test\", claims")
+    });
+    let token_file = keys.path().join("oidc-token");
+    let ci_claims = claims("repo:acme/shop:ref:refs/heads/main", r#""repository": "acme/shop", "ref": "refs/heads/main""#);
+    std::fs::write(&token_file, tokens(&["sign", &k, "k1", &ci_claims])).unwrap();
+    let exec = |role: &str, sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["exec", "--token-file"])
+            .arg(&token_file)
+            .args(["--role", role, "--", "psql", "-X", "-At", "-c", sql])
+            .env("LEASEGATE_ADDR", lg.admin_addr.unwrap().to_string())
+            .env_remove("LEASEGATE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // The pipeline step: a migration as a user of the job's own, revoked when it exits.
+    let out = exec("migrator", "CREATE TABLE migrated(x int); SELECT current_user");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\nlgt_ci_job_migrator_"), "{}", stdout(&out));
+    assert!(lg.minted_roles().is_empty(), "exec revokes at exit: {:?}", lg.minted_roles());
+    // A role the token's client may not use: 403, nothing minted.
+    let out = exec("app", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("may not use role"), "{}", stderr(&out));
+    // The job's token sees its own leases only; the operator's token sees all.
+    let listed = |token: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["leases", "list", "--json"])
+            .env("LEASEGATE_ADDR", lg.admin_addr.unwrap().to_string())
+            .env("LEASEGATE_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    };
+    let ci_user = Command::new("psql").arg(lg.url("ci", "")).args(["-X", "-At", "-c", "SELECT pg_sleep(3)"]).spawn().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_roles().len() == 1).is_some());
+    let job_token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(listed(&job_token).is_empty(), "the job sees another client's lease");
+    assert_eq!(listed(ADMIN_TOKEN).len(), 1);
+    // A token from nobody's issuer is no admin token.
+    let forged = tokens(&["sign", &k, "k1", &ci_claims.replace(ISSUER, "https://evil.test.invalid")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["leases", "list"])
+        .env("LEASEGATE_ADDR", lg.admin_addr.unwrap().to_string())
+        .env("LEASEGATE_TOKEN", forged)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("401"), "{}", stderr(&out));
+    let _ = ci_user.wait_with_output();
+}

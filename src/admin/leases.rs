@@ -1,9 +1,10 @@
 //! `/v1/leases…` and `/v1/creds/{role}`: list, show, renew and revoke leases, and hand out a
 //! credential for direct use (CI jobs, migrations).
 
-use super::{AdminState, ApiError};
+use super::{AdminState, ApiError, Caller};
 use crate::audit::rfc3339;
 use crate::lease::{Lease, LeaseError, LeaseState, RenewError};
+use axum::Extension;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
@@ -92,7 +93,11 @@ struct Filter {
 
 const STATES: [&str; 5] = ["minting", "active", "revoking", "revoke_failed", "ended"];
 
-async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Result<Json<Vec<LeaseView>>, ApiError> {
+async fn list(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Query(f): Query<Filter>,
+) -> Result<Json<Vec<LeaseView>>, ApiError> {
     if let Some(state) = &f.state
         && !STATES.contains(&state.as_str())
     {
@@ -103,6 +108,7 @@ async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Result<Js
         .leases
         .list()
         .iter()
+        .filter(|l| caller.owns(&l.identity.client))
         .map(|l| LeaseView::of(l))
         .filter(|v| f.role.as_ref().is_none_or(|r| &v.role == r) && f.state.as_ref().is_none_or(|st| &v.state == st))
         .collect();
@@ -112,9 +118,16 @@ async fn list(State(s): State<AdminState>, Query(f): Query<Filter>) -> Result<Js
 
 /// A live lease; for one that has ended, 409 (it exists, in the journal, but cannot be acted
 /// on); for an id never seen, 404.
-async fn find(s: &AdminState, id: &str) -> Result<Arc<Lease>, ApiError> {
+async fn find(s: &AdminState, caller: &Caller, id: &str) -> Result<Arc<Lease>, ApiError> {
     if let Some(lease) = s.app.leases.get(id) {
+        // Another client's lease does not exist for this caller.
+        if !caller.owns(&lease.identity.client) {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}")));
+        }
         return Ok(lease);
+    }
+    if !matches!(caller, Caller::Operator) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}")));
     }
     match s.app.leases.journal().get(id).await {
         Ok(Some(row)) => Err(ApiError(StatusCode::CONFLICT, format!("lease {id:?} has ended ({})", row.end_reason.unwrap_or(row.state)))),
@@ -123,11 +136,16 @@ async fn find(s: &AdminState, id: &str) -> Result<Arc<Lease>, ApiError> {
 }
 
 /// A live lease, or an ended one from the journal.
-async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
-    if let Some(lease) = s.app.leases.get(&id) {
+async fn show(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<LeaseView>, ApiError> {
+    if let Some(lease) = s.app.leases.get(&id).filter(|l| caller.owns(&l.identity.client)) {
         return Ok(Json(LeaseView::of(&lease)));
     }
     match s.app.leases.journal().get(&id).await {
+        Ok(Some(row)) if !caller.owns(&row.client) => Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}"))),
         Ok(Some(row)) => Ok(Json(LeaseView::ended(row))),
         _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}"))),
     }
@@ -151,6 +169,7 @@ struct RenewBody {
 
 async fn renew(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<RenewBody>, JsonRejection>,
 ) -> Result<Json<LeaseView>, ApiError> {
@@ -162,7 +181,7 @@ async fn renew(
     if body.increment > MAX_INCREMENT {
         return Err(ApiError(StatusCode::BAD_REQUEST, "increment must be at most 100 years".into()));
     }
-    let lease = find(&s, &id).await?;
+    let lease = find(&s, &caller, &id).await?;
     match s.app.leases.renew_by(&lease, body.increment).await {
         Ok(_) => Ok(Json(LeaseView::of(&lease))),
         Err(e @ RenewError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
@@ -170,8 +189,12 @@ async fn renew(
     }
 }
 
-async fn revoke(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
-    let lease = find(&s, &id).await?;
+async fn revoke(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<LeaseView>, ApiError> {
+    let lease = find(&s, &caller, &id).await?;
     revoked(&s, &lease).await.map(Json)
 }
 
@@ -195,8 +218,12 @@ struct PrefixBody {
 /// Revokes every lease whose role starts with `prefix`.
 async fn revoke_prefix(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<PrefixBody>, JsonRejection>,
 ) -> Result<Json<Vec<LeaseView>>, ApiError> {
+    if !matches!(caller, Caller::Operator) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "revoking by prefix needs the operator's admin token".into()));
+    }
     let Json(body) = body.map_err(bad_json)?;
     if body.prefix.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "prefix must not be empty".into()));
@@ -254,26 +281,31 @@ impl Drop for Creds {
 
 async fn creds(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(role): Path<String>,
 ) -> Result<Json<Creds>, ApiError> {
     let config = &s.app.config;
+    // A client's token grants its own roles only, as its database logins do.
+    let (client, origin) = match &caller {
+        Caller::Operator => {
+            (API_CLIENT.to_string(), crate::auth::Origin { peer: Some(peer.into()), auth_method: "admin_token", subject: None })
+        }
+        Caller::Client { name, roles, subject } => {
+            if !roles.contains(&role) {
+                return Err(ApiError(StatusCode::FORBIDDEN, format!("this token's client may not use role {role:?}")));
+            }
+            (name.clone(), crate::auth::Origin { peer: Some(peer.into()), auth_method: "jwt", subject: Some(subject.clone()) })
+        }
+    };
     let role_cfg = config.role(&role).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no role {role:?}")))?;
     let db = config.database(&role_cfg.database).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no database".into()))?;
     // In its own task: if the caller hangs up mid-mint, the mint still completes (or is rolled
     // back) instead of being dropped halfway with a user in the database.
     let leases = s.app.leases.clone();
-    let granted = tokio::spawn(async move {
-        leases
-            .grant_detached(
-                &role,
-                API_CLIENT,
-                Some(crate::auth::Origin { peer: Some(peer.into()), auth_method: "admin_token", subject: None }),
-            )
-            .await
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let granted = tokio::spawn(async move { leases.grant_detached(&role, &client, Some(origin)).await })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let lease = granted.map_err(|e| match e {
         LeaseError::TooMany(_) => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),

@@ -127,14 +127,55 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     "ready\n".into_response()
 }
 
-async fn require_token(State(s): State<AdminState>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    let Some(token) = &s.token else {
-        return ApiError(StatusCode::UNAUTHORIZED, "the admin API is disabled: set [admin].token_file".into()).into_response();
-    };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    let ok = given.len() == token.expose().len() && bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()));
-    if !ok {
-        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+/// Who called `/v1`: the operator (the `[admin].token_file` token, every right) or a `jwt`
+/// client whose token verified (its own roles and leases only).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Operator,
+    Client { name: String, roles: Vec<String>, subject: String },
+}
+
+impl Caller {
+    /// Whether this caller may see and act on leases of `client`.
+    pub fn owns(&self, client: &str) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Client { name, .. } => name == client,
+        }
     }
+}
+
+async fn require_token(State(s): State<AdminState>, headers: HeaderMap, mut request: Request, next: Next) -> Response {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let operator =
+        s.token.as_ref().is_some_and(|t| given.len() == t.expose().len() && bool::from(given.as_bytes().ct_eq(t.expose().as_bytes())));
+    let caller = if operator {
+        Caller::Operator
+    } else {
+        match client_of(&s, given).await {
+            Some(caller) => caller,
+            None if s.token.is_none() && s.app.config.jwt_issuers.is_empty() => {
+                return ApiError(StatusCode::UNAUTHORIZED, "the admin API is disabled: set [admin].token_file".into()).into_response();
+            }
+            None => return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response(),
+        }
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The `jwt` client a bearer token proves, if it is a token that verifies and matches one.
+async fn client_of(s: &AdminState, bearer: &str) -> Option<Caller> {
+    if bearer.is_empty() || s.app.config.jwt_issuers.is_empty() {
+        return None;
+    }
+    let verified = match s.app.jwt.verify(bearer).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(reason = e.reason(), "admin API: bearer token refused");
+            return None;
+        }
+    };
+    let client = s.app.config.clients.iter().find(|c| c.jwt.as_ref().is_some_and(|rule| verified.satisfies(rule)))?;
+    Some(Caller::Client { name: client.name.clone(), roles: client.roles.clone(), subject: verified.subject() })
 }

@@ -9,7 +9,12 @@ use crate::cli::{ApiArgs, LeasesCommand};
 use std::process::ExitCode;
 
 fn client(api: &ApiArgs) -> Result<Client, String> {
-    let token = api.token.clone().ok_or("no admin token: set LEASEGATE_TOKEN or pass --token")?;
+    let token = match &api.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("reading the token file {}: {e}", path.display()))?,
+        None => api.token.clone().ok_or("no token: set LEASEGATE_TOKEN or LEASEGATE_TOKEN_FILE, or pass --token or --token-file")?,
+    };
     // Accept what people paste: http://host:port/ as well as host:port.
     let addr = api.addr.trim_start_matches("http://").trim_end_matches('/').to_string();
     if addr.starts_with("https://") || !addr.contains(':') {

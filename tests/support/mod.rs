@@ -223,7 +223,13 @@ roles = ["app"{extra}]
 
 impl Lg {
     pub fn start(setup: Setup) -> Lg {
+        Self::start_edited(setup, |text| text)
+    }
+
+    /// Like `start`, with the config text changed by `edit` before leasegate reads it.
+    pub fn start_edited(setup: Setup, edit: impl FnOnce(String) -> String) -> Lg {
         let Prepared { pg, dir, client_password, text } = prepare(&setup, "127.0.0.1:0");
+        let text = edit(text);
         let leasegate = InProcess::start(&text);
         Lg {
             addr: leasegate.addr,
