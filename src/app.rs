@@ -65,6 +65,8 @@ pub enum AppError {
 struct Prepared {
     name: String,
     provisioner: Arc<dyn Provisioner>,
+    /// The client leg's TLS, watched for file changes while the service runs.
+    client_tls: Option<crate::net::reload::ReloadableTls>,
     serve: Box<dyn Fn(App, Bound, Shutdown, TaskTracker) -> tokio::task::JoinHandle<()> + Send>,
 }
 
@@ -154,6 +156,11 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
         }
         None => None,
     };
+    for db in &databases {
+        if let Some(tls) = &db.client_tls {
+            tokio::spawn(tls.clone().watch(db.name.clone(), signals.stopped.clone()));
+        }
+    }
     let connections = TaskTracker::new();
     let loops = spawn_listeners(&app, databases, listeners.databases, &signals, &connections);
 
@@ -324,9 +331,9 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
     }
     let client_tls = match &db.client_tls {
         Some(t) if db.client_tls_mode() != crate::config::ClientTlsMode::Disabled => match (&t.cert, &t.key) {
-            (Some(cert), Some(key)) => {
-                tls::server_tls(cert, key, P::ALPN).map_err(|e| problems.push(Problem::new(format!("{at}.client_tls"), e.to_string()))).ok()
-            }
+            (Some(cert), Some(key)) => crate::net::reload::ReloadableTls::load(cert.clone(), key.clone(), t.client_ca.clone(), P::ALPN)
+                .map_err(|e| problems.push(Problem::new(format!("{at}.client_tls"), e.to_string())))
+                .ok(),
             _ => None,
         },
         _ => None,
@@ -352,11 +359,13 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
     };
     let (state, provisioner) = P::prepare(config, db, &admin_password);
     let handshakes = crate::net::handshakes::Handshakes::new(db.max_handshakes);
-    let listener = Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls, target, handshakes, state });
+    let listener =
+        Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls: client_tls.clone(), target, handshakes, state });
     let limit = db.max_client_connections.map(|n| Arc::new(Semaphore::new(n)));
     Ok(Prepared {
         name: db.name.clone(),
         provisioner,
+        client_tls,
         // One bound on connections for all of the listener's addresses.
         serve: Box::new(move |app, socket, stop, tasks| serve(listener.clone(), app, socket, stop, tasks, limit.clone())),
     })

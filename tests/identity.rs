@@ -364,3 +364,89 @@ fn a_ci_job_runs_exec_with_its_oidc_token_file_and_no_stored_secret() {
     assert!(!out.status.success() && stderr(&out).contains("401"), "{}", stderr(&out));
     let _ = ci_user.wait_with_output();
 }
+
+/// A CA the test makes, and leaf certificates it signs for clients.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// An X.509 SVID: one spiffe:// URI SAN, client-auth usage; written as `<dir>/<file>.crt|.key`.
+    fn svid(&self, spiffe_id: &str, dir: &std::path::Path, file: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, file);
+        params.subject_alt_names = vec![rcgen::SanType::URI(rcgen::string::Ia5String::try_from(spiffe_id).unwrap())];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (crt, k) = (dir.join(format!("{file}.crt")), dir.join(format!("{file}.key")));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (crt.display().to_string(), k.display().to_string())
+    }
+}
+
+#[test]
+fn spiffe_svids_log_in_and_a_replaced_ca_bundle_takes_effect_without_a_restart() {
+    let certs = leasegate::devdb::TempDir::new("lg-svid").unwrap();
+    let (ca1, ca2) = (TestCa::new("ca one"), TestCa::new("ca two"));
+    let bundle = certs.path().join("client-ca.pem");
+    std::fs::write(&bundle, ca1.pem()).unwrap();
+    let id = "spiffe://test.example/ns/shop/sa/billing";
+    let good = ca1.svid(id, certs.path(), "billing");
+    let wrong = ca1.svid("spiffe://test.example/ns/shop/sa/other", certs.path(), "other");
+    let foreign = ca2.svid(id, certs.path(), "foreign");
+    let lg = LgProcess::start_edited(Setup { admin_api: true, ..Default::default() }, |text, _| {
+        text.replace("mode = \"optional\" }", &format!("mode = \"optional\", client_ca = \"{}\" }}", bundle.display()))
+            + &format!("\n[[client]]\nname = \"billing\"\nroles = [\"app\"]\ncert = {{ spiffe_id = \"{id}\" }}\n")
+    });
+    let port = lg.addr.port();
+    let psql = |login: &str, (crt, key): &(String, String)| {
+        Command::new("psql")
+            .args(["-X", "-At", "-c", "SELECT current_user"])
+            .arg(format!("host=localhost port={port} user={login} dbname=postgres sslmode=require sslcert={crt} sslkey={key}"))
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let out = psql("billing", &good);
+    assert!(out.status.success(), "the SVID logs in: {}", stderr(&out));
+    assert!(stdout(&out).starts_with("lgt_billing_"), "{}", stdout(&out));
+    let out = psql("billing", &wrong);
+    assert!(!out.status.success() && stderr(&out).contains("certificate authentication failed"), "{}", stderr(&out));
+    let out = psql("billing", &foreign);
+    assert!(!out.status.success(), "a certificate of another CA logged in");
+    // Without a certificate: told what is needed. A password client still needs none.
+    let out = Command::new("psql")
+        .args(["-X", "-At", "-c", "SELECT 1"])
+        .arg(format!("host=localhost port={port} user=billing dbname=postgres sslmode=require"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("requires a valid client certificate"), "{}", stderr(&out));
+    let out = psql_as(None, &lg.url("ci", "sslmode=require"), "SELECT 1");
+    assert!(out.status.success(), "password client over TLS: {}", stderr(&out));
+
+    // The CA rotates: the bundle file now holds only the second CA. No restart.
+    std::fs::write(&bundle, ca2.pem()).unwrap();
+    let switched = wait_until(std::time::Duration::from_secs(15), || psql("billing", &foreign).status.success());
+    assert!(switched.is_some(), "the new CA bundle did not take effect: {}", lg.log());
+    assert!(!psql("billing", &good).status.success(), "the removed CA still admits its certificates");
+
+    let audit = audit_lines(lg.dir.path());
+    let grant = audit.iter().find(|e| e["event"] == "granted" && e["client"] == "billing").unwrap();
+    assert_eq!((grant["auth_method"].as_str(), grant["subject"].as_str()), (Some("cert"), Some(id)));
+    assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+}

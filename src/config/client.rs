@@ -19,6 +19,8 @@ pub struct ClientConfig {
     pub peer: Option<PeerRule>,
     /// A token (sent as the password) from a `[[jwt_issuer]]`, with what it must say.
     pub jwt: Option<JwtRule>,
+    /// A TLS client certificate from `client_tls.client_ca`, naming this SPIFFE ID or CN.
+    pub cert: Option<CertRule>,
     /// Roles this client may use; the first is its default.
     pub roles: Vec<String>,
 }
@@ -29,6 +31,7 @@ pub enum Proof<'a> {
     Password(&'a StoredCredential),
     Peer(&'a PeerRule),
     Jwt(&'a JwtRule),
+    Cert(&'a CertRule),
 }
 
 impl Proof<'_> {
@@ -38,6 +41,7 @@ impl Proof<'_> {
             Proof::Password(_) => "password",
             Proof::Peer(_) => "peer",
             Proof::Jwt(_) => "jwt",
+            Proof::Cert(_) => "cert",
         }
     }
 }
@@ -72,13 +76,34 @@ impl PeerRule {
     }
 }
 
+/// `cert = { spiffe_id = "spiffe://…" }` or `{ subject_cn = "…" }`: what a client certificate
+/// (verified against `client_tls.client_ca`) must name.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertRule {
+    pub spiffe_id: Option<String>,
+    pub subject_cn: Option<String>,
+}
+
+impl CertRule {
+    /// `spiffe_id`: the certificate's one SPIFFE ID (none when it has several or is a CA).
+    pub fn matches(&self, spiffe_id: Option<&str>, subject_cn: Option<&str>) -> bool {
+        match (&self.spiffe_id, &self.subject_cn) {
+            (Some(want), None) => spiffe_id == Some(want.as_str()),
+            (None, Some(want)) => subject_cn == Some(want.as_str()),
+            _ => false,
+        }
+    }
+}
+
 impl ClientConfig {
     /// The client's one way of proving who it is (`validate` checks there is exactly one).
     pub fn proof(&self) -> Option<Proof<'_>> {
-        match (&self.password, &self.peer, &self.jwt) {
-            (Some(p), None, None) => Some(Proof::Password(p)),
-            (None, Some(p), None) => Some(Proof::Peer(p)),
-            (None, None, Some(j)) => Some(Proof::Jwt(j)),
+        match (&self.password, &self.peer, &self.jwt, &self.cert) {
+            (Some(p), None, None, None) => Some(Proof::Password(p)),
+            (None, Some(p), None, None) => Some(Proof::Peer(p)),
+            (None, None, Some(j), None) => Some(Proof::Jwt(j)),
+            (None, None, None, Some(c)) => Some(Proof::Cert(c)),
             _ => None,
         }
     }
@@ -90,9 +115,15 @@ impl ClientConfig {
         if self.roles.is_empty() {
             problems.push(Problem::new(format!("{at}.roles"), "at least one role is required"));
         }
-        let methods = [self.password.is_some(), self.peer.is_some(), self.jwt.is_some()].iter().filter(|s| **s).count();
+        let methods =
+            [self.password.is_some(), self.peer.is_some(), self.jwt.is_some(), self.cert.is_some()].iter().filter(|s| **s).count();
         if methods != 1 {
-            problems.push(Problem::new(at.to_string(), "a client proves who it is in exactly one way: password, peer or jwt"));
+            problems.push(Problem::new(at.to_string(), "a client proves who it is in exactly one way: password, peer, jwt or cert"));
+        }
+        if let Some(cert) = &self.cert
+            && cert.spiffe_id.is_some() == cert.subject_cn.is_some()
+        {
+            problems.push(Problem::new(format!("{at}.cert"), "exactly one of spiffe_id or subject_cn"));
         }
         if let Some(peer) = &self.peer {
             peer.validate(at, problems);

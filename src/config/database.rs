@@ -30,6 +30,9 @@ pub enum ClientTlsMode {
 pub struct ClientTls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// PEM bundle of the CAs client certificates must chain to (`cert` clients); reloaded
+    /// with `cert` and `key` when the files change.
+    pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub mode: ClientTlsMode,
 }

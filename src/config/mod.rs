@@ -12,7 +12,7 @@ mod role;
 mod secret_source;
 mod sections;
 
-pub use client::{ClientConfig, PeerRule, Proof};
+pub use client::{CertRule, ClientConfig, PeerRule, Proof};
 pub use database::{
     ClientAuthPlugin, ClientTls, ClientTlsMode, DatabaseConfig, DbKind, HostPort, SweepOrphans, UpstreamTls, UpstreamTlsMode,
 };

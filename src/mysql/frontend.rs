@@ -282,19 +282,7 @@ impl ClientConn {
             _ => None,
         };
         if let Some(plugin) = target {
-            // A client without CLIENT_PLUGIN_AUTH cannot be switched.
-            if !self.hello.capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
-                return Err(FrontendError::Denied { using_password: !self.response.is_empty() });
-            }
-            self.nonce = scramble::nonce();
-            let mut switch = vec![packet::EOF_OR_SWITCH];
-            switch.extend_from_slice(plugin.as_bytes());
-            switch.push(0);
-            switch.extend_from_slice(&self.nonce);
-            switch.push(0);
-            self.send(&switch).await?;
-            self.response = self.receive().await?;
-            self.plugin = plugin.to_string();
+            self.switch_to(plugin).await?;
         }
         if self.response.is_empty() {
             return Err(FrontendError::Denied { using_password: false });
@@ -338,18 +326,7 @@ impl ClientConn {
             return Ok(text);
         }
         if self.plugin != CACHING_SHA2 || self.response.is_empty() {
-            if !self.hello.capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
-                return Err(FrontendError::Denied { using_password: !self.response.is_empty() });
-            }
-            self.nonce = scramble::nonce();
-            let mut switch = vec![packet::EOF_OR_SWITCH];
-            switch.extend_from_slice(CACHING_SHA2.as_bytes());
-            switch.push(0);
-            switch.extend_from_slice(&self.nonce);
-            switch.push(0);
-            self.send(&switch).await?;
-            self.response = self.receive().await?;
-            self.plugin = CACHING_SHA2.to_string();
+            self.switch_to(CACHING_SHA2).await?;
         }
         // A client with no password answers the scramble with nothing.
         if self.response.is_empty() {
@@ -369,6 +346,24 @@ impl ClientConn {
             text.pop();
         }
         Ok(text)
+    }
+
+    /// AuthSwitchRequest to `plugin` with a fresh nonce, and the client's answer to it. A client
+    /// without CLIENT_PLUGIN_AUTH cannot be switched: refused as a wrong login.
+    async fn switch_to(&mut self, plugin: &str) -> Result<(), FrontendError> {
+        if !self.hello.capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+            return Err(FrontendError::Denied { using_password: !self.response.is_empty() });
+        }
+        self.nonce = scramble::nonce();
+        let mut switch = vec![packet::EOF_OR_SWITCH];
+        switch.extend_from_slice(plugin.as_bytes());
+        switch.push(0);
+        switch.extend_from_slice(&self.nonce);
+        switch.push(0);
+        self.send(&switch).await?;
+        self.response = self.receive().await?;
+        self.plugin = plugin.to_string();
+        Ok(())
     }
 
     /// caching_sha2_password's slow path: the cleartext password, accepted only inside TLS and
@@ -436,6 +431,11 @@ impl ClientConn {
 
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
+    }
+
+    /// The client's TLS certificate, when it presented one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.stream.peer_certificate()
     }
 }
 

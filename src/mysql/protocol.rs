@@ -82,7 +82,8 @@ impl Protocol for Mysql {
             Err(e) => return Opened::Failed(upstream_refusal(e), Some(ReplyTo::instead_of_greeting(socket))),
         };
         let wanted = l.db.client_auth_plugin.map(|p| p.name());
-        let opened = frontend::open(socket, &upstream.hello, l.client_tls.as_ref(), l.db.client_tls_mode(), wanted);
+        let tls = l.client_tls.as_ref().map(|t| t.current());
+        let opened = frontend::open(socket, &upstream.hello, tls.as_deref(), l.db.client_tls_mode(), wanted);
         match tokio::time::timeout_at(deadline, opened).await {
             Ok(Ok(conn)) => Opened::Client(MyClient { conn, upstream: Some(upstream) }),
             Ok(Err(failed)) => {
@@ -102,6 +103,10 @@ impl Protocol for Mysql {
 
     fn is_tls(c: &MyClient) -> bool {
         c.conn.is_tls()
+    }
+
+    fn client_certificate(c: &MyClient) -> Option<&[u8]> {
+        c.conn.peer_certificate()
     }
 
     /// mysql_native_password or caching_sha2_password against the client's hashes; an unknown

@@ -7,6 +7,7 @@ pub mod handshakes;
 pub mod hold;
 pub mod listener;
 pub mod pump;
+pub mod reload;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

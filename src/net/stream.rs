@@ -24,6 +24,15 @@ impl Stream {
         matches!(self, Stream::ServerTls(_) | Stream::ClientTls(_))
     }
 
+    /// The first certificate a TLS client presented (verified by the server config's client
+    /// verifier), as DER.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::ServerTls(s) => s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref()),
+            _ => None,
+        }
+    }
+
     /// A Unix-socket connection: as private as TLS, and the only kind with a peer's credentials.
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))

@@ -41,7 +41,14 @@ pub struct ServerTls {
     pub end_point_hash: Vec<u8>,
 }
 
+/// The client leg's TLS from PEM files. With `client_ca`, clients may present a certificate,
+/// which rustls verifies (chain to one of those CAs, client-auth usage, validity); clients
+/// without one are still served (password and token clients), and the session decides.
 pub fn server_tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<ServerTls, TlsError> {
+    server_tls_with(cert, key, None, alpn)
+}
+
+pub fn server_tls_with(cert: &Path, key: &Path, client_ca: Option<&Path>, alpn: &[&[u8]]) -> Result<ServerTls, TlsError> {
     let pem_err = |path: &Path| {
         let path = path.display().to_string();
         move |source| TlsError::Pem { path, source }
@@ -51,10 +58,25 @@ pub fn server_tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<ServerTls, 
     let first = certs.first().ok_or_else(|| TlsError::NoCertificate { path: cert.display().to_string() })?;
     let end_point_hash = tls_server_end_point(first.as_ref());
     let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(pem_err(ca))? {
+                roots.add(c.map_err(pem_err(ca))?)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate { path: ca.display().to_string() });
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(ServerTls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), end_point_hash })
 }

@@ -239,6 +239,11 @@ impl ClientConn {
         Ok(text)
     }
 
+    /// The client's TLS certificate, when it presented one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.io.get_ref().peer_certificate()
+    }
+
     /// A Unix-socket connection (no TLS there, and none needed).
     pub fn is_unix(&self) -> bool {
         self.io.get_ref().is_unix()

@@ -71,7 +71,8 @@ impl Protocol for Postgres {
     }
 
     async fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> Opened<Self> {
-        let opened = frontend::open(socket, l.client_tls.as_ref(), l.db.client_tls_mode());
+        let tls = l.client_tls.as_ref().map(|t| t.current());
+        let opened = frontend::open(socket, tls.as_deref(), l.db.client_tls_mode());
         match tokio::time::timeout_at(deadline, opened).await {
             Err(_) => Opened::Failed(Refusal::HandshakeTimeout(l.db.handshake_timeout), None),
             Ok(Err(OpenError { error, reply_to })) => Opened::Failed(refusal(error), reply_to),
@@ -98,6 +99,10 @@ impl Protocol for Postgres {
 
     fn is_tls(c: &ClientConn) -> bool {
         c.is_tls()
+    }
+
+    fn client_certificate(c: &ClientConn) -> Option<&[u8]> {
+        c.peer_certificate()
     }
 
     /// SCRAM-SHA-256(-PLUS) against the client's verifier; an unknown client runs a mock

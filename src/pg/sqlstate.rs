@@ -45,6 +45,16 @@ pub fn render(why: &RefusalOf<Postgres>, login: &str) -> Option<BytesMut> {
                 "Peer authentication failed for user \"{login}\": it works on a Unix-socket connection only (host=/path/to/socket/dir)"
             ),
         ),
+        // Postgres's own wording for a failed `cert` line of pg_hba.conf.
+        Refusal::Denied(Denial::CertNoMatch) => {
+            fatal(INVALID_AUTHORIZATION, format!("certificate authentication failed for user \"{login}\""))
+        }
+        Refusal::Denied(Denial::NoCertificate) => fatal(
+            INVALID_AUTHORIZATION,
+            format!(
+                "connection requires a valid client certificate for user \"{login}\" (sslcert/sslkey, from a CA in client_tls.client_ca)"
+            ),
+        ),
         Refusal::Denied(Denial::PlaintextRefused) => fatal(
             INVALID_AUTHORIZATION,
             format!(

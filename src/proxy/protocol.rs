@@ -12,8 +12,8 @@ use crate::config::{Config, DatabaseConfig};
 use crate::lease::{DrainReason, SessionGuard};
 use crate::net::handshakes::Handshakes;
 use crate::net::pump::Observer;
+use crate::net::reload::ReloadableTls;
 use crate::net::stream::Stream;
-use crate::net::tls::ServerTls;
 use crate::net::upstream::Target;
 use crate::peer::Peer;
 use crate::provision::Provisioner;
@@ -32,7 +32,7 @@ pub struct Listener<P: Protocol> {
     /// The whole config: clients and roles, for looking logins up.
     pub config: Arc<Config>,
     /// The certificate clients get when they ask for TLS (`None`: TLS not offered).
-    pub client_tls: Option<ServerTls>,
+    pub client_tls: Option<ReloadableTls>,
     pub target: Target,
     /// Handshakes in progress, bounded by `max_handshakes`.
     pub handshakes: Arc<Handshakes>,
@@ -100,6 +100,10 @@ pub trait Protocol: Sized + Send + Sync + 'static {
     fn login(c: &Self::Client) -> &str;
 
     fn is_tls(c: &Self::Client) -> bool;
+
+    /// The certificate the client presented in its TLS handshake (DER), verified by rustls
+    /// against `client_tls.client_ca`.
+    fn client_certificate(c: &Self::Client) -> Option<&[u8]>;
 
     /// Runs the protocol's password exchange. An unknown login or a refused role runs the
     /// same exchange and fails, so a prober learns nothing. (Identities the platform gives —

@@ -26,6 +26,10 @@ pub enum Denial {
     NoMatch,
     /// A token (a password field's JWT) would travel over plain TCP.
     PlaintextRefused,
+    /// The client's certificate names another identity than its entry's.
+    CertNoMatch,
+    /// A `cert` client presented no certificate (or one rustls did not verify).
+    NoCertificate,
     /// The token did not verify; the `JwtFailure` reason (`expired`, `signature`, …).
     Token(&'static str),
 }
@@ -79,6 +83,8 @@ impl<C, U> Refusal<C, U> {
             Refusal::Denied(Denial::ChannelBinding(_)) => "channel_binding",
             Refusal::Denied(Denial::NeedsUnixSocket | Denial::NoMatch) => "no_match",
             Refusal::Denied(Denial::PlaintextRefused) => "plaintext_refused",
+            Refusal::Denied(Denial::CertNoMatch) => "no_match",
+            Refusal::Denied(Denial::NoCertificate) => "no_certificate",
             Refusal::Denied(Denial::Token(reason)) => reason,
             Refusal::Denied(_) => "password",
             Refusal::TlsRequired => "tls_required",

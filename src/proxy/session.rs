@@ -115,12 +115,21 @@ async fn authenticate<P: Protocol>(
             }
             Some(verified.subject())
         }
+        (None, Some(Proof::Cert(rule))) => {
+            let named = P::client_certificate(client).and_then(crate::identity::cert::identity_of);
+            match named {
+                Some(id) if rule.matches(id.spiffe_id.as_deref(), id.subject_cn.as_deref()) => Some(id.subject()),
+                Some(_) => return Err(Refusal::Denied(Denial::CertNoMatch)),
+                None => return Err(Refusal::Denied(Denial::NoCertificate)),
+            }
+        }
         (None, _) => return Err(Refusal::Denied(Denial::WrongCredential)),
     };
     // A refused role got its client's own exchange and is refused here.
     let identity = found.identity().ok_or(Refusal::Denied(match found.proof() {
         Some(Proof::Peer(_)) => Denial::NoMatch,
         Some(Proof::Jwt(_)) => Denial::Token("no_match"),
+        Some(Proof::Cert(_)) => Denial::CertNoMatch,
         _ => Denial::WrongCredential,
     }))?;
     let auth_method = found.proof().map_or("password", |p| p.method());
