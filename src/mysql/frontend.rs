@@ -332,10 +332,17 @@ impl ClientConn {
         if self.response.is_empty() {
             return Err(FrontendError::Denied { using_password: false });
         }
+        self.ask_full_authentication().await
+    }
+
+    /// caching_sha2_password's "perform full authentication", and the cleartext the client
+    /// answers with (at most [`MAX_CLEARTEXT`] bytes, its trailing NUL removed).
+    async fn ask_full_authentication(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, FrontendError> {
         self.send(&[packet::AUTH_MORE_DATA, packet::PERFORM_FULL_AUTHENTICATION]).await?;
         let (seq, payload) = match packet_io::read(&mut self.stream, MAX_CLEARTEXT).await {
             Ok(packet) => packet,
             Err(e) => {
+                // The refusal answers the client's packet, which took the next sequence id.
                 self.seq = self.seq.wrapping_add(1);
                 return Err(e.into());
             }
@@ -374,20 +381,7 @@ impl ClientConn {
         if !self.stream.is_tls() && !self.stream.is_unix() {
             return Err(FrontendError::FullAuthNeedsTls);
         }
-        self.send(&[packet::AUTH_MORE_DATA, packet::PERFORM_FULL_AUTHENTICATION]).await?;
-        let (seq, payload) = match packet_io::read(&mut self.stream, MAX_CLEARTEXT).await {
-            Ok(packet) => packet,
-            Err(e) => {
-                // The refusal answers the client's packet, which took the next sequence id.
-                self.seq = self.seq.wrapping_add(1);
-                return Err(e.into());
-            }
-        };
-        self.seq = seq.wrapping_add(1);
-        let mut cleartext = zeroize::Zeroizing::new(payload);
-        if cleartext.last() == Some(&0) {
-            cleartext.pop();
-        }
+        let cleartext = self.ask_full_authentication().await?;
         let expected = match credential {
             Some(c) => c.scram.clone(),
             None => crate::credential::ScramVerifier {
