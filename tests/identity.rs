@@ -149,14 +149,19 @@ fn claims(sub: &str, extra: &str) -> String {
     format!(r#"{{"iss": "{ISSUER}", "sub": "{sub}", "aud": ["leasegate"], "exp_in": 300, "iat_in": -5, "jti": "j-{sub}"{sep}{extra}}}"#)
 }
 
-/// The issuer and two jwt clients, appended to a test config.
+/// The issuer and two jwt clients, appended to a test config; the keys from `DIR/jwks.json`.
 fn jwt_config(keys: &std::path::Path) -> String {
+    jwt_config_with(&format!("jwks_file = \"{}\"", keys.join("jwks.json").display()))
+}
+
+/// The issuer and two jwt clients, with `keys` saying where the issuer's keys come from.
+fn jwt_config_with(keys: &str) -> String {
     format!(
         r#"
 [[jwt_issuer]]
 name = "test"
 issuer = "{ISSUER}"
-jwks_file = "{jwks}"
+{keys}
 audiences = ["leasegate"]
 leeway = "5s"
 max_token_age = "10m"
@@ -170,9 +175,58 @@ jwt = {{ issuer = "test", subject = "system:serviceaccount:shop:billing" }}
 name = "ci-job"
 roles = ["app"]
 jwt = {{ issuer = "test", claims = {{ repository = "acme/*", ref = "refs/heads/main" }} }}
-"#,
-        jwks = keys.join("jwks.json").display()
+"#
     )
+}
+
+/// The test issuer's OIDC discovery document and JWKS over HTTPS on 127.0.0.1
+/// (tests/clients/jwks_server.py), with a certificate from a CA the test makes. It serves
+/// `DIR/jwks.json` as it is at each request: rewriting the file switches the keys it serves.
+struct JwksServer {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+    requests: std::path::PathBuf,
+}
+
+impl JwksServer {
+    fn start(dir: &std::path::Path) -> JwksServer {
+        use std::io::BufRead;
+        let ca = TestCa::new("jwks ca");
+        let (cert, key) = ca.server_cert("localhost", dir, "jwks-server");
+        let ca_file = dir.join("jwks-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let mut child = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jwks_server.py"))
+            .args([dir.to_str().unwrap(), &cert, &key, ISSUER])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("jwks_server.py printed {line:?}"));
+        JwksServer { child, port, ca: ca_file, requests: dir.join("requests.log") }
+    }
+
+    fn discovery_line(&self) -> String {
+        format!("discovery_url = \"https://localhost:{}/.well-known/openid-configuration\"\nca = \"{}\"", self.port, self.ca.display())
+    }
+
+    fn jwks_url_line(&self) -> String {
+        format!("jwks_url = \"https://localhost:{}/jwks\"\nca = \"{}\"", self.port, self.ca.display())
+    }
+
+    /// How many times the key set was fetched.
+    fn jwks_fetches(&self) -> usize {
+        std::fs::read_to_string(&self.requests).unwrap_or_default().lines().filter(|l| *l == "/jwks").count()
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -180,7 +234,12 @@ fn postgres_clients_log_in_with_a_jwt_and_every_bad_token_is_refused() {
     let keys = leasegate::devdb::TempDir::new("lg-jwt").unwrap();
     let k = keys.path().to_str().unwrap().to_string();
     tokens(&["keys", &k, "k1"]);
-    let lg = LgProcess::start_edited(Setup { admin_api: true, ..Default::default() }, |text, _| text + &jwt_config(keys.path()));
+    // Keys found as a real OIDC issuer publishes them: discovery document, then JWKS, over HTTPS.
+    let jwks = JwksServer::start(keys.path());
+    let lg =
+        LgProcess::start_edited(Setup { admin_api: true, ..Default::default() }, |text, _| text + &jwt_config_with(&jwks.discovery_line()));
+    let fetched = wait_until(std::time::Duration::from_secs(10), || jwks.jwks_fetches() == 1);
+    assert!(fetched.is_some(), "the key set is fetched at start: {}", lg.log());
     let port = lg.addr.port();
     let cert = lg.dir.path().join("tls.crt");
     let psql = |login: &str, token: &str, ssl: &str| {
@@ -213,6 +272,15 @@ fn postgres_clients_log_in_with_a_jwt_and_every_bad_token_is_refused() {
     );
     let out = Command::new("python3").args(["-c", &script]).output().unwrap();
     assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "asyncpg: {}{}", stdout(&out), stderr(&out));
+    // pgJDBC over TLS (sslmode=require), the token as its password.
+    let out = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/PgJdbcLogin.java")])
+        .arg(format!("jdbc:postgresql://localhost:{port}/postgres?sslmode=require"))
+        .arg("billing")
+        .env("LG_PASSWORD", &good)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "pgJDBC: {}{}", stdout(&out), stderr(&out));
 
     // Over plain TCP the token is never asked for.
     let plain = psql("billing", &good, "sslmode=disable");
@@ -242,12 +310,13 @@ fn postgres_clients_log_in_with_a_jwt_and_every_bad_token_is_refused() {
         assert!(stderr(&out).contains("password authentication failed"), "{reason}: {}", stderr(&out));
     }
 
-    // Key rotation: the issuer now signs with k2 only. A k2 token makes leasegate read the key
-    // set again; a token of the removed k1 is then refused.
+    // Key rotation: the issuer's server now serves k2 only. A k2 token makes leasegate fetch
+    // the key set again; a token of the removed k1 is then refused.
     tokens(&["keys", &k, "k2"]);
     let rotated = tokens(&["sign", &k, "k2", &claims(sub, "")]);
     let out = psql("billing", &rotated, "sslmode=require");
     assert!(out.status.success(), "new kid after rotation: {}", stderr(&out));
+    assert_eq!(jwks.jwks_fetches(), 2, "an unknown kid fetches the key set once more");
     let out = psql("billing", &good, "sslmode=require");
     assert!(!out.status.success(), "a removed key still works");
     // A kid no key set ever had: one refetch (rate-limited), then refused.
@@ -282,7 +351,9 @@ fn mysql_clients_log_in_with_a_jwt_over_tls() {
     let keys = leasegate::devdb::TempDir::new("lg-jwt").unwrap();
     let k = keys.path().to_str().unwrap().to_string();
     tokens(&["keys", &k, "k1"]);
-    let lg = support::my::MyLg::start(support::my::MySetup { extra_clients: jwt_config(keys.path()), ..Default::default() });
+    // The key set from a JWKS URL (HTTPS, the test's own CA).
+    let jwks = JwksServer::start(keys.path());
+    let lg = support::my::MyLg::start(support::my::MySetup { extra_clients: jwt_config_with(&jwks.jwks_url_line()), ..Default::default() });
     let good = tokens(&["sign", &k, "k1", &claims("system:serviceaccount:shop:billing", "")]);
     // PyMySQL: caching_sha2_password full authentication inside TLS.
     let script = format!(
@@ -293,6 +364,14 @@ fn mysql_clients_log_in_with_a_jwt_over_tls() {
     // The mariadb client over TLS.
     let out = lg.mariadb("billing", &good, &["--ssl", "--ssl-verify-server-cert=0"], "SELECT CURRENT_USER()");
     assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "mariadb: {}{}", stdout(&out), stderr(&out));
+    // A client that picks mysql_clear_password itself (as LDAP/PAM setups configure it).
+    let out = lg.mariadb(
+        "billing",
+        &good,
+        &["--ssl", "--ssl-verify-server-cert=0", "--default-auth=mysql_clear_password"],
+        "SELECT CURRENT_USER()",
+    );
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "mysql_clear_password: {}{}", stdout(&out), stderr(&out));
     // Without TLS the token is refused as a server refuses a login.
     let out = lg.mariadb("billing", &good, &["--skip-ssl"], "SELECT 1");
     assert!(!out.status.success() && stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
@@ -383,12 +462,24 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// A TLS server's certificate for `dns`; written as `<dir>/<file>.crt|.key`.
+    fn server_cert(&self, dns: &str, dir: &std::path::Path, file: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, dns);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params, dir, file)
+    }
+
     /// An X.509 SVID: one spiffe:// URI SAN, client-auth usage; written as `<dir>/<file>.crt|.key`.
     fn svid(&self, spiffe_id: &str, dir: &std::path::Path, file: &str) -> (String, String) {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, file);
         params.subject_alt_names = vec![rcgen::SanType::URI(rcgen::string::Ia5String::try_from(spiffe_id).unwrap())];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, dir, file)
+    }
+
+    fn sign(&self, params: rcgen::CertificateParams, dir: &std::path::Path, file: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let (crt, k) = (dir.join(format!("{file}.crt")), dir.join(format!("{file}.key")));
@@ -449,4 +540,37 @@ fn spiffe_svids_log_in_and_a_replaced_ca_bundle_takes_effect_without_a_restart()
     let grant = audit.iter().find(|e| e["event"] == "granted" && e["client"] == "billing").unwrap();
     assert_eq!((grant["auth_method"].as_str(), grant["subject"].as_str()), (Some("cert"), Some(id)));
     assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
+}
+
+#[test]
+fn mysql_clients_log_in_with_a_spiffe_svid() {
+    let certs = leasegate::devdb::TempDir::new("lg-svid").unwrap();
+    let ca = TestCa::new("mysql ca");
+    let bundle = certs.path().join("client-ca.pem");
+    std::fs::write(&bundle, ca.pem()).unwrap();
+    let id = "spiffe://test.example/ns/shop/sa/billing";
+    let (crt, key) = ca.svid(id, certs.path(), "billing");
+    let (wrong_crt, wrong_key) = ca.svid("spiffe://test.example/ns/shop/sa/other", certs.path(), "other");
+    let lg = support::my::MyLg::start(support::my::MySetup {
+        client_ca: Some(bundle),
+        extra_clients: format!("\n[[client]]\nname = \"billing\"\nroles = [\"app\"]\ncert = {{ spiffe_id = \"{id}\" }}\n"),
+        ..Default::default()
+    });
+    // The mariadb client with its certificate and no password.
+    let out =
+        lg.mariadb("billing", "", &["--ssl", "--ssl-verify-server-cert=0", "--ssl-cert", &crt, "--ssl-key", &key], "SELECT CURRENT_USER()");
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "mariadb: {}{}", stdout(&out), stderr(&out));
+    // PyMySQL, the same certificate.
+    let script = format!(
+        "import os, pymysql\nc = pymysql.connect(host=os.environ['HOST'], port=int(os.environ['PORT']), user='billing', ssl={{'check_hostname': False, 'verify_mode': 0, 'cert': '{crt}', 'key': '{key}'}})\ncur = c.cursor(); cur.execute('SELECT CURRENT_USER()'); print(cur.fetchone()[0])"
+    );
+    let out = lg.python(&script);
+    assert!(out.status.success() && stdout(&out).starts_with("lgt_billing_"), "PyMySQL: {}{}", stdout(&out), stderr(&out));
+    // Another workload's SVID, and no certificate at all, are refused as a server refuses a login.
+    let out =
+        lg.mariadb("billing", "", &["--ssl", "--ssl-verify-server-cert=0", "--ssl-cert", &wrong_crt, "--ssl-key", &wrong_key], "SELECT 1");
+    assert!(!out.status.success() && stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
+    let out = lg.mariadb("billing", "", &["--ssl", "--ssl-verify-server-cert=0"], "SELECT 1");
+    assert!(!out.status.success() && stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
+    assert!(wait_until(std::time::Duration::from_secs(10), || lg.minted_users().is_empty()).is_some(), "{:?}", lg.minted_users());
 }

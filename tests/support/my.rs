@@ -30,6 +30,8 @@ pub struct MySetup {
     /// A Unix socket the listener also serves, and `[[client]]` tables appended to the config.
     pub socket: Option<std::path::PathBuf>,
     pub extra_clients: String,
+    /// `client_tls.client_ca`: client certificates signed by this bundle are verified.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for MySetup {
@@ -45,6 +47,7 @@ impl Default for MySetup {
             admin_api: false,
             socket: None,
             extra_clients: String::new(),
+            client_ca: None,
         }
     }
 }
@@ -111,7 +114,7 @@ upstream = "{upstream}"
 admin_user = "{admin_user}"
 admin_password_file = "{dir}/admin.secret"
 name_prefix = "{PREFIX}"
-client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}" }}
+client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "{mode}"{client_ca} }}
 upstream_tls = {upstream_tls}
 connect_timeout = "3s"
 {database_extra}
@@ -150,6 +153,7 @@ roles = ["app"]
             upstream = db.addr(),
             admin_user = db.admin_user,
             mode = setup.client_tls_mode,
+            client_ca = setup.client_ca.as_ref().map(|p| format!(", client_ca = \"{}\"", p.display())).unwrap_or_default(),
             upstream_tls = setup
                 .upstream_tls
                 .as_deref()
