@@ -35,19 +35,49 @@ fn prometheus_config_and_alert_rules_check_and_pass_their_tests() {
 #[test]
 fn the_kubernetes_manifests_parse_and_carry_a_valid_config() {
     let script = r#"
-import sys, yaml
+import json, sys, yaml
 docs = [d for d in yaml.safe_load_all(open("deploy/kubernetes/sidecar.yaml")) if d]
 kinds = sorted(d["kind"] for d in docs)
-assert kinds == ["ConfigMap", "Deployment", "Secret", "Secret"], kinds
+assert kinds == ["ConfigMap", "Deployment", "Secret"], kinds
 pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
-lg = next(c for c in pod["spec"]["containers"] if c["name"] == "leasegate")
+containers = {c["name"]: c for c in pod["spec"]["containers"]}
+lg, app = containers["leasegate"], containers["app"]
 assert lg["readinessProbe"]["httpGet"]["path"] == "/readyz"
 assert lg["livenessProbe"]["httpGet"]["path"] == "/healthz"
 assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-sys.stdout.write(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["leasegate.toml"])
+mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+# The app holds no secret: no Secret reaches it, by env or by volume.
+assert all("valueFrom" not in e for e in app.get("env", [])), app["env"]
+assert all("secret" not in volumes[n] for n in mounts(app)), mounts(app)
+token = [s["serviceAccountToken"] for n in mounts(app) for s in volumes[n].get("projected", {}).get("sources", [])]
+json.dump({
+    "toml": next(d for d in docs if d["kind"] == "ConfigMap")["data"]["leasegate.toml"],
+    "app_uid": app["securityContext"]["runAsUser"],
+    "app_url": next(e["value"] for e in app["env"] if e["name"] == "DATABASE_URL"),
+    "shared_socket_dir": [mounts(app).get(n) for n in mounts(lg) if n in mounts(app)],
+    "token_audiences": [t["audience"] for t in token],
+}, sys.stdout)
 "#;
-    let toml = ok(Command::new("python3").args(["-c", script]));
-    leasegate::config::Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("the sidecar's config does not parse: {e}"));
+    let facts: serde_json::Value = serde_json::from_str(&ok(Command::new("python3").args(["-c", script]))).unwrap();
+    let config = leasegate::config::Config::from_toml_str(facts["toml"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("the sidecar's config does not parse: {e}"));
+    // No client proves itself with a stored password.
+    assert!(config.clients.iter().all(|c| c.password.is_none()), "a password client in the sidecar example");
+    // The app container's uid is the peer client's, on a socket in a volume both containers mount.
+    let uid = facts["app_uid"].as_u64().unwrap() as u32;
+    let peer = config.clients.iter().find_map(|c| c.peer.as_ref()).expect("a peer client");
+    assert_eq!(peer.uid, Some(uid), "the peer client is not the app container's uid");
+    let url = facts["app_url"].as_str().unwrap();
+    assert!(url.starts_with("postgresql:///") && !url.contains("password"), "{url}");
+    let dir = url.split("host=").nth(1).and_then(|r| r.split('&').next()).unwrap();
+    assert!(facts["shared_socket_dir"].as_array().unwrap().iter().any(|d| d == dir), "{facts}");
+    let db = &config.databases[0];
+    assert!(db.listen.0.iter().any(|a| a.to_string() == format!("unix:{dir}/.s.PGSQL.6432")), "{:?}", db.listen);
+    // The projected token is minted for the audience the issuer accepts.
+    let audiences = &config.jwt_issuers[0].audiences;
+    assert!(facts["token_audiences"].as_array().unwrap().iter().all(|a| audiences.iter().any(|x| a == x.as_str())), "{facts}");
+    assert!(!facts["token_audiences"].as_array().unwrap().is_empty());
 }
 
 #[test]
