@@ -248,7 +248,7 @@ peer = {{ uid = {uid} }}
 roles = ["dev_rw"]
 "#,
         me = local_client_name(),
-        uid = unsafe_uid(),
+        uid = crate::peer::current_uid(),
         mysql_role = if with_mysql { ", \"dev_mysql_rw\"" } else { "" },
         dir = dir.display()
     )
@@ -256,12 +256,9 @@ roles = ["dev_rw"]
 
 /// The peer client's name: this OS user's name, so psql's default user name is already right.
 fn local_client_name() -> String {
-    crate::peer::user_name(unsafe_uid()).filter(|n| !n.is_empty() && !n.contains(['/', '"', '\\'])).unwrap_or_else(|| "local".into())
-}
-
-fn unsafe_uid() -> u32 {
-    // SAFETY: getuid cannot fail and touches no memory.
-    unsafe { libc::getuid() }
+    crate::peer::user_name(crate::peer::current_uid())
+        .filter(|n| !n.is_empty() && !n.contains(['/', '"', '\\']))
+        .unwrap_or_else(|| "local".into())
 }
 
 /// Turns terminal echo off while alive (for `hash-password`'s prompt).

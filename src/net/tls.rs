@@ -33,6 +33,25 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Trust anchors: every certificate in the PEM bundle `ca` (an error when it holds none), or
+/// the web PKI roots when there is no `ca`.
+pub fn load_roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem_err = |source| TlsError::Pem { path: path.display().to_string(), source };
+            for cert in CertificateDer::pem_file_iter(path).map_err(pem_err)? {
+                roots.add(cert.map_err(pem_err)?)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate { path: path.display().to_string() });
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(roots)
+}
+
 /// What the client leg needs to offer TLS.
 #[derive(Clone)]
 pub struct ServerTls {
@@ -62,14 +81,7 @@ pub fn server_tls_with(cert: &Path, key: &Path, client_ca: Option<&Path>, alpn: 
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).map_err(pem_err(ca))? {
-                roots.add(c.map_err(pem_err(ca))?)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCertificate { path: ca.display().to_string() });
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(Some(ca))?), provider())
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
@@ -92,17 +104,7 @@ pub fn client_tls(mode: UpstreamTlsMode, ca: Option<&Path>) -> Result<Option<tok
             .with_custom_certificate_verifier(Arc::new(Unverified(provider.signature_verification_algorithms)))
             .with_no_client_auth(),
         UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            match ca {
-                Some(path) => {
-                    let pem_err = |source| TlsError::Pem { path: path.display().to_string(), source };
-                    for cert in CertificateDer::pem_file_iter(path).map_err(pem_err)? {
-                        roots.add(cert.map_err(pem_err)?)?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
                 .build()
                 .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
             let verifier: Arc<dyn ServerCertVerifier> =

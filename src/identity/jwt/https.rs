@@ -6,8 +6,7 @@ use super::failure::FetchError;
 use crate::net::tls::TlsError;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,19 +23,7 @@ pub fn parse_https(text: &str) -> Option<Url> {
 
 /// The TLS client for an issuer: its `ca` PEM when given, else the web PKI roots.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let pem_err = |source| TlsError::Pem { path: path.display().to_string(), source };
-            for cert in CertificateDer::pem_file_iter(path).map_err(pem_err)? {
-                roots.add(cert.map_err(pem_err)?)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCertificate { path: path.display().to_string() });
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = crate::net::tls::load_roots(ca)?;
     let mut config = rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
