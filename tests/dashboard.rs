@@ -122,13 +122,15 @@ fn every_grafana_panel_returns_data_from_a_real_prometheus_scraping_leasegate() 
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert!(!lg.psql(&lg.url("ci", "").replace(&lg.client_password, "wrong"), "SELECT 1").status.success());
-    let sleeper = psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT pg_sleep(30)"]).stderr(Stdio::null()).spawn().unwrap();
-    // The sleeper's own lease: the one with a live session (the earlier ones may still be
-    // being revoked in the background).
+    // The sleeper's own lease is the one with a live session. An earlier psql's session is
+    // counted until leasegate has seen its client leave, so first wait for those to end: a
+    // loaded machine once revoked an earlier lease here and left the sleeper running.
     let live_lease = || {
         let leases: Vec<serde_json::Value> = serde_json::from_str(&api.call("GET", "/v1/leases", None).unwrap()).unwrap();
         leases.into_iter().find(|l| l["sessions"] == 1).and_then(|l| l["id"].as_str().map(String::from))
     };
+    assert!(wait_until(Duration::from_secs(10), || live_lease().is_none()).is_some(), "earlier sessions still counted");
+    let sleeper = psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT pg_sleep(30)"]).stderr(Stdio::null()).spawn().unwrap();
     let mut sleeping = None;
     assert!(
         wait_until(Duration::from_secs(10), || {
