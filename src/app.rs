@@ -303,6 +303,12 @@ async fn shut_down(
     left
 }
 
+/// Every database's provisioner (admin connections open lazily), built as `serve` builds them:
+/// what `leasegate doctor` checks.
+pub fn provisioners(config: &Arc<Config>) -> Result<Vec<crate::provision::Named>, AppError> {
+    Ok(build_databases(config)?.into_iter().map(|p| (p.name, p.provisioner)).collect())
+}
+
 fn build_databases(config: &Arc<Config>) -> Result<Vec<Prepared>, AppError> {
     let mut problems = Vec::new();
     let mut prepared = Vec::new();

@@ -58,6 +58,12 @@ pub enum Command {
     CheckConfig { file: PathBuf },
     /// Read a password on stdin and print the value for `[[client]].password`.
     HashPassword,
+    /// Connect to each database as its admin, check every privilege leasegate needs, and print
+    /// the GRANT statements for what is missing; exit 0 when all are held, 1 when not.
+    Doctor {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// List, show, renew and revoke leases (admin API).
     Leases {
         #[command(flatten)]

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::HashPassword => hash_password(),
+        Command::Doctor { config } => doctor(&config),
         Command::Leases { api, command } => commands::leases(&api, &command),
         Command::Creds { api, role, json } => commands::creds(&api, &role, json),
         Command::Exec { api, role, command } => commands::exec(&api, &role, &command),
@@ -102,6 +103,17 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     } else {
         problems.iter().for_each(|p| eprintln!("{}: {p}", path.display()));
         ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn doctor(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match runtime(1) {
+        Ok(rt) => rt.block_on(commands::doctor(config)),
+        Err(code) => code,
     }
 }
 

@@ -81,7 +81,37 @@ pub trait Provisioner: Send + Sync {
 
     /// Closes every admin connection (shutdown).
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Each privilege the admin needs to serve `roles` (this database's), held or not, with the
+    /// statement that grants it: what `leasegate doctor` prints.
+    fn privileges<'a>(&'a self, roles: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<Privilege>>;
 }
+
+/// One privilege the admin needs, as the server names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privilege {
+    /// e.g. `CREATEROLE`, `PROCESS`, `ADMIN OPTION on app_group`.
+    pub name: String,
+    /// What leasegate does with it.
+    pub needed_for: &'static str,
+    pub held: bool,
+    /// The statement (for a superuser to run) that grants it.
+    pub grant: String,
+}
+
+/// The distinct `member_of` groups of `roles`, in first-seen order.
+pub fn groups_of(roles: &[RoleConfig]) -> Vec<&str> {
+    let mut groups: Vec<&str> = Vec::new();
+    for group in roles.iter().flat_map(|r| r.member_of.iter()) {
+        if !groups.contains(&group.as_str()) {
+            groups.push(group);
+        }
+    }
+    groups
+}
+
+/// A `[[database]]`'s name and its provisioner.
+pub type Named = (String, Arc<dyn Provisioner>);
 
 /// Every `[[database]]`'s provisioner, by database name.
 pub type Provisioners = HashMap<String, Arc<dyn Provisioner>>;

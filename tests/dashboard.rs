@@ -102,7 +102,7 @@ fn every_grafana_panel_returns_data_from_a_real_prometheus_scraping_leasegate() 
     assert!(panels.len() >= 12, "{} queries", panels.len());
     let lg = Lg::start(Setup {
         admin_api: true,
-        prepare: vec!["CREATE SEQUENCE revoke_gate".into()],
+        prepare: vec![format!("CREATE SEQUENCE revoke_gate; GRANT USAGE ON SEQUENCE revoke_gate TO {PG_ADMIN}")],
         extra_roles: vec![("gated".into(), GATED_ROLE.into()), ("short".into(), SHORT_ROLE.into())],
         ..Setup::default()
     });

@@ -163,7 +163,7 @@ fn a_missing_group_is_not_a_missing_user() {
     let lease: serde_json::Value = serde_json::from_str(&client.call("GET", &format!("/v1/leases/{id}"), None).unwrap()).unwrap();
     assert_eq!(lease["state"], "revoke_failed", "{lease}");
     // With the group back, the retried revocation goes through.
-    lg.admin("CREATE ROLE app_group NOLOGIN");
+    lg.admin(&format!("CREATE ROLE app_group NOLOGIN; GRANT app_group TO {PG_ADMIN} WITH ADMIN OPTION"));
     assert!(wait_until(Duration::from_secs(20), || lg.minted_roles().is_empty()).is_some(), "retried to the end");
 }
 
@@ -194,4 +194,41 @@ fn the_orphan_sweep_spares_superusers_and_groups_that_carry_the_prefix() {
     );
     let left = lg.minted_roles();
     assert!(left.contains(&format!("{PREFIX}super")) && left.contains(&format!("{PREFIX}group")), "{left:?}");
+}
+
+/// A server certificate made by `openssl x509 -req` (X.509 v1, the MySQL manual's recipe):
+/// `prefer` and `require` encrypt without judging it, as libpq and the mysql client do, on the
+/// admin connections and on every session; `verify-ca` says why it cannot check it.
+#[test]
+fn an_x509_v1_server_certificate_serves_prefer_and_require() {
+    let (cert, ca) = openssl_v1_cert();
+    for mode in ["prefer", "require"] {
+        let mut setup = setup("scram-sha-256", &format!("{{ mode = \"{mode}\" }}"), "");
+        setup.pg.cert = Some(cert.clone());
+        let lg = Lg::start(setup);
+        let out = lg.psql(&lg.url("ci", "sslmode=disable"), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "t", "{mode}: the upstream session is encrypted");
+    }
+    let dir = leasegate::devdb::TempDir::new("leasegate-v1ca").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let mut setup = setup("scram-sha-256", &format!("{{ mode = \"verify-ca\", ca = \"{}/ca.pem\" }}", dir.path().display()), "");
+    setup.pg.cert = Some(cert);
+    let lg = Lg::start(setup);
+    let out = lg.psql(&lg.url("ci", "sslmode=disable"), "SELECT 1");
+    assert!(!out.status.success(), "verify-ca accepted a certificate it cannot check");
+    assert!(captured_logs().contains("X.509 v1"), "the log says why");
+}
+
+#[test]
+fn an_x509_v1_server_certificate_serves_mysql_logins() {
+    let lg = my::MyLg::start(my::MySetup {
+        upstream_tls: Some("{ mode = \"require\" }".into()),
+        upstream_cert: Some(openssl_v1_cert().0),
+        ..Default::default()
+    });
+    let o = lg.mariadb("ci", &lg.client_password, &[], "SHOW SESSION STATUS LIKE 'Ssl_cipher'");
+    assert!(o.status.success(), "{}", my::out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!text.split_whitespace().nth(1).unwrap_or_default().is_empty(), "the upstream session is encrypted: {text}");
 }

@@ -167,8 +167,11 @@ ca = a.cursor(); ca.execute("SELECT 1"); print("a alive", ca.fetchone()[0])
 
 #[test]
 fn sysbench_point_selects_with_prepared_statements_run_without_errors() {
-    let lg = MyLg::start(MySetup::default());
-    // The table is made directly on the server, as the admin.
+    // The table is made directly on the server by its owner (leasegate's admin may not).
+    let lg = MyLg::start(MySetup {
+        prepare: vec!["CREATE USER 'sb_owner'@'%' IDENTIFIED BY 'sb-owner-pw'; GRANT ALL ON appdb.* TO 'sb_owner'@'%'".into()],
+        ..MySetup::default()
+    });
     let direct = |cmd: &str, user: &str, password: &str, port: u16| {
         std::process::Command::new("sysbench")
             .args([
@@ -187,7 +190,7 @@ fn sysbench_point_selects_with_prepared_statements_run_without_errors() {
             .output()
             .unwrap()
     };
-    let prepared = direct("prepare", &lg.db.admin_user, lg.db.admin_password.expose(), lg.db.port());
+    let prepared = direct("prepare", "sb_owner", "sb-owner-pw", lg.db.port());
     assert!(prepared.status.success(), "{}", out(&prepared));
     let run = direct("run", "ci", &lg.client_password, lg.addr.port());
     let text = String::from_utf8_lossy(&run.stdout).to_string();
@@ -445,7 +448,12 @@ fn a_backslash_in_a_statement_is_a_plain_character() {
 fn an_account_on_another_host_is_still_dropped() {
     let role = "\n[[role]]\nname = \"local\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"2h\"\ncreation_statements = [\
                 '''CREATE USER '{{name}}'@'127.0.0.1' IDENTIFIED BY PASSWORD '{{password}}' ''', '''GRANT SELECT ON appdb.* TO '{{name}}'@'127.0.0.1' ''']\n";
-    let lg = MyLg::start(MySetup { extra_roles: vec![("local".into(), role.into())], ..MySetup::default() });
+    // What the template grants, the admin holds WITH GRANT OPTION (docs/privileges.md).
+    let lg = MyLg::start(MySetup {
+        extra_roles: vec![("local".into(), role.into())],
+        prepare: vec!["GRANT SELECT ON appdb.* TO 'leasegate_admin'@'%' WITH GRANT OPTION".into()],
+        ..MySetup::default()
+    });
     let o = lg.mariadb("ci/local", &lg.client_password, &[], "SELECT CURRENT_USER(), COUNT(*) FROM appdb.items");
     assert!(o.status.success(), "{}", out(&o));
     assert!(out(&o).contains("@127.0.0.1"), "{}", out(&o));

@@ -77,6 +77,8 @@ fn vaults_postgres_example_and_an_imported_role_mint_working_users_that_are_revo
     assert!(imported.status.success(), "{}", stderr(&imported));
     let lg = Lg::start(Setup {
         extra_roles: vec![role("vault_pg", &[VAULT_PG]), ("vault_imported".into(), format!("\n{}", stdout(&imported)))],
+        // What Vault's statements grant, the admin holds WITH GRANT OPTION (docs/privileges.md).
+        prepare: vec![format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PG_ADMIN} WITH GRANT OPTION")],
         ..Setup::default()
     });
     for role in ["vault_pg", "vault_imported"] {
@@ -92,7 +94,11 @@ fn vaults_postgres_example_and_an_imported_role_mint_working_users_that_are_revo
 #[test]
 fn vaults_mysql_and_mariadb_examples_mint_working_users_with_no_password_in_the_general_log() {
     let lg = MyLg::start(MySetup {
-        prepare: vec!["CREATE DATABASE fooapp_one; CREATE TABLE fooapp_one.t(x INT); INSERT INTO fooapp_one.t VALUES (42)".into()],
+        prepare: vec![
+            "CREATE DATABASE fooapp_one; CREATE TABLE fooapp_one.t(x INT); INSERT INTO fooapp_one.t VALUES (42)".into(),
+            // What Vault's statements grant, the admin holds WITH GRANT OPTION (docs/privileges.md).
+            "GRANT SELECT ON *.* TO 'leasegate_admin'@'%' WITH GRANT OPTION".into(),
+        ],
         extra_roles: vec![
             role_with("vault_mysql", &[VAULT_MYSQL], &VAULT_MYSQL_REVOCATION),
             role("vault_wildcard", &[VAULT_MYSQL_WILDCARD]),

@@ -1,7 +1,11 @@
 //! The admin-API commands of the CLI: `leases …`, `creds`, `exec`. Each prints what it did and
 //! returns the process exit code. What `creds` and `exec` put in the environment is `env`'s.
+//! `doctor` talks to the databases instead: the admin's privileges.
 
+mod doctor;
 mod env;
+
+pub use doctor::doctor;
 
 use crate::admin::client::{Client, ClientError};
 use crate::admin::leases::{Creds, LeaseView};

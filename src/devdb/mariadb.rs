@@ -4,15 +4,19 @@
 //! (issue 4) and its tests; `leasegate dev` does not start it yet.
 
 use super::keeper::Keeper;
-use super::{DevDbError, TempDir, chown_tree, free_port, io_err, run_as, service_account};
+use super::{CertPem, DevDbError, TempDir, chown_tree, free_port, io_err, run_as, service_account};
 use crate::secret::Secret;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What the admin account is granted (`{admin}` is its quoted name).
+pub const ADMIN_GRANTS: [&str; 2] =
+    ["GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {admin}", "GRANT SELECT ON mysql.user TO {admin}"];
+
 pub struct PrivateMariaDb {
     dir: TempDir,
-    /// Serve TLS with a self-signed certificate for localhost/127.0.0.1 (`tls_cert_path`).
+    /// Serve TLS with the certificate at `tls_cert_path`.
     tls: bool,
     owner: Option<(u32, u32)>,
     server: Option<Keeper>,
@@ -23,11 +27,11 @@ pub struct PrivateMariaDb {
 
 impl PrivateMariaDb {
     pub fn start() -> Result<Self, DevDbError> {
-        Self::start_with(false)
+        Self::start_with(None)
     }
 
-    /// `tls`: also serve TLS, with the certificate at [`PrivateMariaDb::tls_cert_path`].
-    pub fn start_with(tls: bool) -> Result<Self, DevDbError> {
+    /// `tls`: also serve TLS with this certificate (written to [`PrivateMariaDb::tls_cert_path`]).
+    pub fn start_with(tls: Option<CertPem>) -> Result<Self, DevDbError> {
         let owner = service_account("mysql")?;
         let dir = TempDir::new("leasegate-mariadb")?;
         std::fs::create_dir_all(dir.path().join("data")).map_err(io_err("creating the data directory"))?;
@@ -42,15 +46,13 @@ impl PrivateMariaDb {
             DevDbError::Io { .. } => DevDbError::Missing("mariadb-install-db not found: install mariadb-server".into()),
             other => other,
         })?;
-        if tls {
-            let (cert, key) = crate::net::tls::self_signed(&["localhost", "127.0.0.1"])
-                .map_err(|e| DevDbError::Missing(format!("a test certificate: {e}")))?;
-            std::fs::write(dir.path().join("server.crt"), cert).map_err(io_err("writing the certificate"))?;
-            std::fs::write(dir.path().join("server.key"), key).map_err(io_err("writing the key"))?;
+        if let Some(cert) = &tls {
+            std::fs::write(dir.path().join("server.crt"), &cert.cert).map_err(io_err("writing the certificate"))?;
+            std::fs::write(dir.path().join("server.key"), &cert.key).map_err(io_err("writing the key"))?;
             chown_tree(dir.path(), owner)?;
         }
         let mut db = PrivateMariaDb {
-            tls,
+            tls: tls.is_some(),
             dir,
             owner,
             server: None,
@@ -68,11 +70,12 @@ impl PrivateMariaDb {
         if db.server.is_none() {
             return Err(last.unwrap_or_else(|| DevDbError::Missing("mariadbd did not start".into())));
         }
-        db.root_sql(&format!(
-            "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; GRANT ALL PRIVILEGES ON *.* TO '{u}'@'%' WITH GRANT OPTION;",
-            u = db.admin_user,
-            p = db.admin_password.expose()
-        ))?;
+        // Exactly the privileges docs/privileges.md lists (roles add ADMIN OPTION on their
+        // `member_of` roles); tests/least_privilege.rs checks the document says the same.
+        db.root_sql(&format!("CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'", u = db.admin_user, p = db.admin_password.expose()))?;
+        for grant in ADMIN_GRANTS {
+            db.root_sql(&grant.replace("{admin}", &format!("'{}'@'%'", db.admin_user)))?;
+        }
         Ok(db)
     }
 

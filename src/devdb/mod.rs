@@ -25,6 +25,22 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| DevDbError::Io { what, source }
 }
 
+/// A server certificate and its key (PEM) for a private server's TLS.
+#[derive(Clone)]
+pub struct CertPem {
+    pub cert: String,
+    pub key: String,
+}
+
+impl CertPem {
+    /// A self-signed v3 certificate for `localhost` and `127.0.0.1`.
+    pub fn self_signed() -> Result<Self, DevDbError> {
+        let (cert, key) = crate::net::tls::self_signed(&["localhost", "127.0.0.1"])
+            .map_err(|e| DevDbError::Missing(format!("generating a certificate: {e}")))?;
+        Ok(CertPem { cert, key })
+    }
+}
+
 /// A directory removed on drop (unless kept).
 pub struct TempDir {
     path: PathBuf,

@@ -2,7 +2,7 @@
 //! `postgres` server as a child process on a free port.
 
 use super::keeper::Keeper;
-use super::{DevDbError, TempDir, chown_tree, free_port, io_err, run_as, service_account};
+use super::{CertPem, DevDbError, TempDir, chown_tree, free_port, io_err, run_as, service_account};
 use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +26,8 @@ pub struct PgOptions {
     /// Serve TLS with a self-signed certificate for `localhost` and `127.0.0.1`
     /// (its PEM is at [`PrivatePostgres::tls_cert_path`]).
     pub tls: bool,
+    /// The certificate `tls` serves instead of a self-signed one.
+    pub cert: Option<CertPem>,
     /// Replaces the pg_hba.conf initdb wrote (e.g. to ask minted users for a cleartext password).
     pub hba: Option<String>,
 }
@@ -93,7 +95,11 @@ impl PrivatePostgres {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         if options.tls {
-            settings.extend(self.write_tls_files()?);
+            let cert = match &options.cert {
+                Some(cert) => cert.clone(),
+                None => CertPem::self_signed()?,
+            };
+            settings.extend(self.write_tls_files(&cert)?);
         }
         settings.extend(options.settings.iter().cloned());
         for (k, v) in &settings {
@@ -133,13 +139,11 @@ impl PrivatePostgres {
         Err(DevDbError::NotReady(limit, self.log()))
     }
 
-    fn write_tls_files(&self) -> Result<Vec<(String, String)>, DevDbError> {
+    fn write_tls_files(&self, cert: &CertPem) -> Result<Vec<(String, String)>, DevDbError> {
         use std::os::unix::fs::PermissionsExt;
-        let (cert, key) = crate::net::tls::self_signed(&["localhost", "127.0.0.1"])
-            .map_err(|e| DevDbError::Missing(format!("generating a certificate: {e}")))?;
         let key_path = self.dir.path().join("server.key");
-        std::fs::write(self.tls_cert_path(), cert).map_err(io_err("writing server.crt"))?;
-        std::fs::write(&key_path, key).map_err(io_err("writing server.key"))?;
+        std::fs::write(self.tls_cert_path(), &cert.cert).map_err(io_err("writing server.crt"))?;
+        std::fs::write(&key_path, &cert.key).map_err(io_err("writing server.key"))?;
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod server.key"))?;
         chown_tree(&key_path, self.owner)?;
         chown_tree(&self.tls_cert_path(), self.owner)?;

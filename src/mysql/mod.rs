@@ -14,6 +14,7 @@ pub mod gate;
 pub mod idle;
 pub mod packet;
 pub mod packet_io;
+mod privileges;
 pub mod protocol;
 pub mod provision;
 pub mod scramble;

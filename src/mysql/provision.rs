@@ -13,14 +13,14 @@
 use super::vault;
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::credential::MysqlHashes;
-use crate::provision::{ProvisionError, ProvisionFuture, Provisioner};
+use crate::provision::{Privilege, ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
-use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Bound on one admin batch.
@@ -37,14 +37,17 @@ const NO_SUCH_THREAD: &str = "1094";
 const CANNOT_USER: &str = "1396";
 
 pub struct MyProvisioner {
-    pool: MySqlPool,
+    pub(super) pool: MySqlPool,
     options: MySqlConnectOptions,
+    user_options: MySqlConnectOptions,
     addr: String,
     connect_timeout: Duration,
     /// The server's user-name limit, probed on first use (0: not yet known).
     max_user_len: AtomicUsize,
     /// Whether the server is MariaDB, read on first use (0: not yet known, 1: MySQL, 2: MariaDB).
     flavour: AtomicU8,
+    /// The admin was seen to hold PROCESS and CONNECTION ADMIN (or SUPER): `privileges.rs`.
+    pub(super) sessions_visible: AtomicBool,
 }
 
 impl MyProvisioner {
@@ -69,6 +72,12 @@ impl MyProvisioner {
         if let Some(ca) = &tls.ca {
             options = options.ssl_ca(ca);
         }
+        // How a minted user itself connects (`take_default_role`): no database, which it may
+        // not be allowed to use.
+        let mut user_options = MySqlConnectOptions::new().host(&host).port(port).ssl_mode(ssl_mode).disable_statement_logging();
+        if let Some(ca) = &tls.ca {
+            user_options = user_options.ssl_ca(ca);
+        }
         let pool = MySqlPoolOptions::new()
             .max_connections(4)
             .min_connections(0)
@@ -82,11 +91,32 @@ impl MyProvisioner {
         MyProvisioner {
             pool,
             options,
+            user_options,
             addr: db.upstream.clone(),
             connect_timeout: db.connect_timeout,
             max_user_len: AtomicUsize::new(0),
             flavour: AtomicU8::new(0),
+            sessions_visible: AtomicBool::new(false),
         }
+    }
+
+    /// MariaDB: the new user makes `group` its own default role, over a connection of its own.
+    /// `SET DEFAULT ROLE … FOR <other user>` needs UPDATE on the whole `mysql` schema (which
+    /// would let the admin rewrite any grant), while a user may set its own without privileges.
+    /// MariaDB has one default role: with several `member_of` roles, the first one.
+    async fn take_default_role(&self, user: &str, password: &Secret, group: &str) -> Result<(), ProvisionError> {
+        let options = self.user_options.clone().username(user).password(password.expose());
+        let set = async {
+            let mut conn = options.connect().await?;
+            conn.execute(AssertSqlSafe(format!("SET DEFAULT ROLE {}", quote_ident(group)))).await?;
+            conn.close().await
+        };
+        self.bounded("setting the default role", set).await.map_err(|e| match e {
+            ProvisionError::Connect { addr, message } => {
+                ProvisionError::Connect { addr, message: message.replace(password.expose(), "[redacted]") }
+            }
+            other => other,
+        })
     }
 
     /// Kills a query (or the connection) of a session leasegate proxies: a client's `KILL` from
@@ -136,7 +166,7 @@ impl MyProvisioner {
         self.bounded("listing sessions", q).await
     }
 
-    async fn is_mariadb(&self) -> Result<bool, ProvisionError> {
+    pub(super) async fn is_mariadb(&self) -> Result<bool, ProvisionError> {
         match self.flavour.load(Ordering::Relaxed) {
             1 => return Ok(false),
             2 => return Ok(true),
@@ -175,7 +205,11 @@ impl MyProvisioner {
         }
     }
 
-    async fn bounded<T>(&self, step: &'static str, f: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, ProvisionError> {
+    pub(super) async fn bounded<T>(
+        &self,
+        step: &'static str,
+        f: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, ProvisionError> {
         match tokio::time::timeout(BATCH_TIMEOUT, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(sqlx::Error::PoolTimedOut)) => {
@@ -210,6 +244,8 @@ impl Provisioner for MyProvisioner {
                         Err(_) => Err(ProvisionError::Unreachable { addr: self.addr.clone(), message: "connect timed out".into() }),
                     }
                 }
+                // Not ready while revocation could not end sessions (checked once it holds).
+                Ok(()) => self.require_session_privileges().await,
                 other => other,
             }
         })
@@ -240,20 +276,27 @@ impl Provisioner for MyProvisioner {
 
     fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, _valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
+            // A user leasegate could not end the sessions of is never made.
+            self.require_session_privileges().await?;
             let hash = format!("*{}", crate::credential::hex(&MysqlHashes::of(password.expose().as_bytes()).native).to_uppercase());
             if !role.creation_statements.is_empty() {
                 let flavour = if self.is_mariadb().await? { vault::Flavour::MariaDb } else { vault::Flavour::Mysql };
                 let sql = Vars { name: user, password: &hash }.render_all(&vault::prepare(&role.creation_statements, flavour));
                 return self.run("creation statements", vault::fill_cleartext(sql, password), Some(password.expose())).await;
             }
-            let sql = if self.is_mariadb().await? {
-                Vars { name: user, password: &hash }.render(&default_creation(&role.member_of, true))
+            if self.is_mariadb().await? {
+                let sql = Vars { name: user, password: &hash }.render(&default_creation(&role.member_of, true));
+                self.run("creation statements", sql, Some(password.expose())).await?;
+                match role.member_of.first() {
+                    Some(group) => self.take_default_role(user, password, group).await,
+                    None => Ok(()),
+                }
             } else {
                 // MySQL 8 has no IDENTIFIED BY PASSWORD; it hashes the cleartext with its default
                 // plugin and masks it in its general, slow and binary logs (unlike MariaDB).
-                Vars { name: user, password: password.expose() }.render(&default_creation(&role.member_of, false))
-            };
-            self.run("creation statements", sql, Some(password.expose())).await
+                let sql = Vars { name: user, password: password.expose() }.render(&default_creation(&role.member_of, false));
+                self.run("creation statements", sql, Some(password.expose())).await
+            }
         })
     }
 
@@ -312,6 +355,7 @@ impl Provisioner for MyProvisioner {
                     other => other?,
                 }
             }
+            self.require_session_privileges().await?;
             for id in self.threads(user).await? {
                 match self.batch("killing sessions", format!("KILL CONNECTION {id}")).await {
                     Err(ProvisionError::Statement { code, .. }) if code == NO_SUCH_THREAD => {}
@@ -351,10 +395,15 @@ impl Provisioner for MyProvisioner {
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.pool.close())
     }
+
+    fn privileges<'a>(&'a self, roles: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<Privilege>> {
+        Box::pin(self.read_privileges(roles))
+    }
 }
 
 /// The creation statement used when a role gives none: a user that may only log in, with the
-/// role's `member_of` roles granted and made default (MariaDB and MySQL 8 spell that differently).
+/// role's `member_of` roles granted, and on MySQL 8 made default (on MariaDB the user sets its
+/// own default role: `take_default_role`).
 fn default_creation(member_of: &[String], mariadb: bool) -> String {
     let mut sql = if mariadb {
         "CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'"
@@ -365,9 +414,6 @@ fn default_creation(member_of: &[String], mariadb: bool) -> String {
     for group in member_of {
         let group = quote_ident(group);
         sql.push_str(&format!(";\nGRANT {group} TO '{{{{name}}}}'@'%'"));
-        if mariadb {
-            sql.push_str(&format!(";\nSET DEFAULT ROLE {group} FOR '{{{{name}}}}'@'%'"));
-        }
     }
     if !mariadb && !member_of.is_empty() {
         sql.push_str(";\nSET DEFAULT ROLE ALL TO '{{name}}'@'%'");
@@ -377,7 +423,7 @@ fn default_creation(member_of: &[String], mariadb: bool) -> String {
 
 /// `'user'@'host'`, quoted for a statement (admin sessions run with NO_BACKSLASH_ESCAPES, so
 /// doubling `'` is all the escaping there is).
-fn account_on(user: &str, host: &str) -> String {
+pub(super) fn account_on(user: &str, host: &str) -> String {
     format!("'{}'@'{}'", user.replace('\'', "''"), host.replace('\'', "''"))
 }
 
@@ -418,7 +464,7 @@ mod tests {
         assert_eq!(
             vars.render(&default_creation(&["app_ro".into()], true)),
             "CREATE USER 'lg_a'@'%' IDENTIFIED BY PASSWORD '*B69027D44F6E5EDC07F1AEAD1477967B16F28227';\n\
-             GRANT `app_ro` TO 'lg_a'@'%';\nSET DEFAULT ROLE `app_ro` FOR 'lg_a'@'%'"
+             GRANT `app_ro` TO 'lg_a'@'%'"
         );
         assert!(vars.render(&default_creation(&["r".into()], false)).ends_with("SET DEFAULT ROLE ALL TO 'lg_a'@'%'"));
         assert_eq!(account_on("lg_x", "%"), "'lg_x'@'%'");

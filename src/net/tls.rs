@@ -3,16 +3,15 @@
 //!
 //! Client leg: a rustls `ServerConfig` from PEM files, and the `tls-server-end-point` hash of
 //! our certificate for SCRAM-SHA-256-PLUS. Upstream leg: a rustls `ClientConfig` per libpq
-//! sslmode (`prefer`/`require` encrypt without verifying, as libpq does; `verify-ca` checks the
-//! chain; `verify-full` the chain and the name).
+//! sslmode, judged as `server_cert` says.
 
+use super::der;
+use super::server_cert::{Unverified, Verified};
 use crate::config::UpstreamTlsMode;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use std::path::Path;
 use std::sync::Arc;
@@ -107,8 +106,7 @@ pub fn client_tls(mode: UpstreamTlsMode, ca: Option<&Path>) -> Result<Option<tok
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
                 .build()
                 .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-            let verifier: Arc<dyn ServerCertVerifier> =
-                if mode == UpstreamTlsMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
+            let verifier = Arc::new(Verified { webpki, check_name: mode == UpstreamTlsMode::VerifyFull });
             builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
         }
     };
@@ -124,122 +122,10 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
 pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
     const SHA384: [&[u8]; 2] = [&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c], &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]];
     const SHA512: [&[u8]; 2] = [&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d], &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04]];
-    match signature_algorithm_oid(cert_der) {
+    match der::signature_algorithm_oid(cert_der) {
         Some(oid) if SHA384.contains(&oid) => Sha384::digest(cert_der).to_vec(),
         Some(oid) if SHA512.contains(&oid) => Sha512::digest(cert_der).to_vec(),
         _ => Sha256::digest(cert_der).to_vec(),
-    }
-}
-
-/// The OID of `Certificate.signatureAlgorithm`, read with a minimal DER walk.
-fn signature_algorithm_oid(der: &[u8]) -> Option<&[u8]> {
-    let (outer, _) = der_tlv(der, 0x30)?;
-    let (_tbs, rest) = der_tlv(outer, 0x30)?;
-    let (alg, _) = der_tlv(rest, 0x30)?;
-    let (oid, _) = der_tlv(alg, 0x06)?;
-    Some(oid)
-}
-
-/// Splits one TLV with the expected tag off `input`: (value, rest).
-fn der_tlv(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    if *input.first()? != tag {
-        return None;
-    }
-    let first = *input.get(1)? as usize;
-    let (len, header) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = input.get(2..2 + n)?.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
-        (len, 2 + n)
-    };
-    let end = header.checked_add(len)?;
-    Some((input.get(header..end)?, &input[end..]))
-}
-
-/// libpq's `require`/`prefer`: encryption without authentication of the server.
-#[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-/// libpq's `verify-ca`: the chain must lead to a trusted CA; the name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 
@@ -260,8 +146,7 @@ mod tests {
         let (pem, _) = self_signed(&["localhost"]).unwrap();
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         // rcgen signs with ECDSA P-256 / SHA-256.
-        assert_eq!(signature_algorithm_oid(&der), Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02][..]));
+        assert_eq!(der::signature_algorithm_oid(&der), Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02][..]));
         assert_eq!(tls_server_end_point(&der), Sha256::digest(&der).to_vec());
-        assert_eq!(signature_algorithm_oid(b"\x30\x80garbage"), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod frontend;
 pub mod idle;
 pub mod message;
+mod privileges;
 pub mod protocol;
 pub mod provision;
 pub mod scram;

@@ -13,7 +13,7 @@
 
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::pg::scram;
-use crate::provision::{ProvisionError, ProvisionFuture, Provisioner};
+use crate::provision::{Privilege, ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions};
@@ -32,6 +32,7 @@ const MAX_USER_LEN: usize = 63;
 
 pub struct PgProvisioner {
     base: PgConnectOptions,
+    pub(super) admin_user: String,
     addr: String,
     admin_database: String,
     pools: Mutex<HashMap<String, PgPool>>,
@@ -65,6 +66,7 @@ impl PgProvisioner {
         }
         PgProvisioner {
             base,
+            admin_user: db.admin_user.clone(),
             addr: db.upstream.clone(),
             admin_database: db.admin_database.clone(),
             pools: Mutex::new(HashMap::new()),
@@ -88,7 +90,7 @@ impl PgProvisioner {
             .clone()
     }
 
-    fn admin(&self) -> PgPool {
+    pub(super) fn admin(&self) -> PgPool {
         self.pool(&self.admin_database)
     }
 
@@ -133,7 +135,7 @@ impl PgProvisioner {
         matches!(tokio::time::timeout(BATCH_TIMEOUT, q).await, Ok(Ok(0)))
     }
 
-    fn error(&self, step: &'static str, e: sqlx::Error, redact: Option<&str>) -> ProvisionError {
+    pub(super) fn error(&self, step: &'static str, e: sqlx::Error, redact: Option<&str>) -> ProvisionError {
         let scrub = |s: String| match redact {
             Some(secret) if !secret.is_empty() => s.replace(secret, "[redacted]"),
             _ => s,
@@ -318,6 +320,15 @@ impl Provisioner for PgProvisioner {
             let pools: Vec<PgPool> = self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
             for pool in pools {
                 pool.close().await;
+            }
+        })
+    }
+
+    fn privileges<'a>(&'a self, roles: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<Privilege>> {
+        Box::pin(async move {
+            match tokio::time::timeout(BATCH_TIMEOUT, self.read_privileges(roles)).await {
+                Ok(found) => found,
+                Err(_) => Err(ProvisionError::Connect { addr: self.addr.clone(), message: "reading privileges timed out".into() }),
             }
         })
     }

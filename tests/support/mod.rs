@@ -54,6 +54,16 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&init_logs().lock().unwrap()).into_owned()
 }
 
+/// The Postgres admin's privileges as docs/privileges.md gives them (app_group is the test
+/// roles' `member_of` group); tests/least_privilege.rs checks the document says the same.
+/// (The private server's superuser is `leasegate_admin`: this one is another role.)
+pub const PG_ADMIN: &str = "leasegate_minter";
+pub const PG_ADMIN_GRANTS: [&str; 3] = [
+    "ALTER ROLE leasegate_minter CREATEROLE",
+    "GRANT pg_signal_backend TO leasegate_minter",
+    "GRANT app_group TO leasegate_minter WITH ADMIN OPTION",
+];
+
 pub struct Setup {
     /// `client_tls.mode`; a self-signed certificate is always generated.
     pub client_tls_mode: &'static str,
@@ -139,15 +149,30 @@ pub fn prepare(setup: &Setup, listen: &str) -> Prepared {
             "GRANT ALL ON ALL TABLES IN SCHEMA public TO app_group",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO app_group",
         ];
-        for sql in setup_sql.iter().map(|s| s.to_string()).chain(setup.prepare.iter().cloned()) {
-            admin_psql(&pg, &sql);
+        for sql in setup_sql {
+            admin_psql(&pg, sql);
+        }
+        // By default the admin holds exactly what docs/privileges.md lists, no more.
+        let (admin_user, admin_pw) = match setup.admin.clone() {
+            Some(admin) => admin,
+            None => {
+                let pw = format!("admin-{}", leasegate::name::password().expose());
+                admin_psql(&pg, &format!("CREATE ROLE {PG_ADMIN} LOGIN PASSWORD '{pw}'"));
+                for grant in PG_ADMIN_GRANTS {
+                    admin_psql(&pg, grant);
+                }
+                (PG_ADMIN.to_string(), pw)
+            }
+        };
+        for sql in &setup.prepare {
+            admin_psql(&pg, sql);
         }
         let client_password = format!("pw-{}", leasegate::name::password().expose());
         let verifier = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
         let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
-        let (admin_user, admin_pw) = setup.admin.clone().unwrap_or((pg.superuser.clone(), pg.password.expose().to_string()));
+
         std::fs::write(dir.path().join("admin.secret"), admin_pw).unwrap();
         let extra_names: Vec<String> = setup.extra_roles.iter().map(|(n, _)| format!("\"{n}\"")).collect();
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
@@ -230,6 +255,8 @@ impl Lg {
     pub fn start_edited(setup: Setup, edit: impl FnOnce(String) -> String) -> Lg {
         let Prepared { pg, dir, client_password, text } = prepare(&setup, "127.0.0.1:0");
         let text = edit(text);
+        // For commands that read a config file (`leasegate doctor`).
+        std::fs::write(dir.path().join("leasegate.toml"), &text).unwrap();
         let leasegate = InProcess::start(&text);
         Lg {
             addr: leasegate.addr,
@@ -496,4 +523,25 @@ pub fn loadable_example_config(dir: &std::path::Path) -> String {
         .replace("\"admin.token\"", &format!("{:?}", dir.join("admin.token").display().to_string()))
         .replace("client_tls = { cert = \"tls/server.crt\", key = \"tls/server.key\", mode = \"optional\" }", "")
         .replace(", ca = \"tls/upstream-ca.pem\"", "")
+}
+
+/// A server certificate made as the MySQL manual's recipe makes it: a CA from `openssl req
+/// -x509`, then `openssl x509 -req` without extensions, which gives an X.509 v1 leaf. Returns
+/// the leaf with its key, and the CA (PEM).
+pub fn openssl_v1_cert() -> (leasegate::devdb::CertPem, String) {
+    let dir = TempDir::new("leasegate-v1cert").unwrap();
+    let steps = [
+        "openssl genrsa -out ca-key.pem 2048",
+        "openssl req -new -x509 -nodes -days 3600 -key ca-key.pem -out ca.pem -subj /CN=leasegate-test-ca",
+        "openssl req -newkey rsa:2048 -days 3600 -nodes -keyout server-key.pem -out server-req.pem -subj /CN=localhost",
+        "openssl x509 -req -in server-req.pem -days 3600 -CA ca.pem -CAkey ca-key.pem -set_serial 01 -out server-cert.pem",
+    ];
+    for step in steps {
+        let out = Command::new("sh").arg("-c").arg(step).current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{step}: {}", stderr(&out));
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let text = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(dir.path().join("server-cert.pem")).output().unwrap();
+    assert!(stdout(&text).contains("Version: 1 (0x0)"), "openssl made a v3 certificate: {}", stdout(&text));
+    (leasegate::devdb::CertPem { cert: read("server-cert.pem"), key: read("server-key.pem") }, read("ca.pem"))
 }

@@ -2,6 +2,7 @@
 //! `kind = "mysql"` listener in front of it, plus helpers for the mariadb client and PyMySQL.
 
 use super::{InProcess, init_logs};
+use leasegate::devdb::CertPem;
 use leasegate::devdb::TempDir;
 use leasegate::devdb::mariadb::PrivateMariaDb;
 use leasegate::service::App;
@@ -23,6 +24,8 @@ pub struct MySetup {
     pub prepare: Vec<String>,
     /// The server serves TLS; `upstream_tls` (its `{ca}` replaced by the server's certificate).
     pub upstream_tls: Option<String>,
+    /// The certificate the server serves with `upstream_tls` (default: a self-signed v3 one).
+    pub upstream_cert: Option<CertPem>,
     /// Extra `[[role]]` tables (name, TOML) on database "main", which the client `ci` may use too.
     pub extra_roles: Vec<(String, String)>,
     /// Serve the admin API (token [`super::ADMIN_TOKEN`]).
@@ -43,6 +46,7 @@ impl Default for MySetup {
             ttl: ("1h", "24h"),
             prepare: vec![],
             upstream_tls: None,
+            upstream_cert: None,
             extra_roles: vec![],
             admin_api: false,
             socket: None,
@@ -72,7 +76,11 @@ impl MyLg {
         static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let db = {
             let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-            PrivateMariaDb::start_with(setup.upstream_tls.is_some()).expect("private mariadb starts")
+            let cert = setup.upstream_tls.as_ref().map(|_| match &setup.upstream_cert {
+                Some(cert) => cert.clone(),
+                None => CertPem::self_signed().expect("a certificate"),
+            });
+            PrivateMariaDb::start_with(cert).expect("private mariadb starts")
         };
         let dir = TempDir::new("leasegate-mytest").unwrap();
         db.root_sql(
@@ -168,6 +176,8 @@ roles = ["app"]
             text.push_str(role);
         }
         text.push_str(&setup.extra_clients);
+        // For commands that read a config file (`leasegate doctor`).
+        std::fs::write(dir.path().join("leasegate.toml"), &text).unwrap();
         let leasegate = InProcess::start(&text);
         MyLg { addr: leasegate.addr, admin_addr: leasegate.admin_addr, app: leasegate.app.clone(), client_password, leasegate, dir, db }
     }

@@ -178,4 +178,8 @@ impl Provisioner for FakeProvisioner {
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
     }
+
+    fn privileges<'a>(&'a self, _: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<crate::provision::Privilege>> {
+        Box::pin(async { Ok(vec![]) })
+    }
 }
