@@ -48,6 +48,8 @@ pub mod config;
 pub mod credential;
 pub mod dev;
 pub mod devdb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod lease;
 pub mod metrics;

@@ -198,7 +198,11 @@ pub async fn open(
 }
 
 /// The client's HandshakeResponse41: what to send upstream, its plugin and its answer.
-fn parse_response(payload: &[u8], server: &ServerHello, offer_tls: bool) -> Result<(ClientHello, String, Vec<u8>), FrontendError> {
+pub(crate) fn parse_response(
+    payload: &[u8],
+    server: &ServerHello,
+    offer_tls: bool,
+) -> Result<(ClientHello, String, Vec<u8>), FrontendError> {
     let response: HandshakeResponse<'_> = ParseBuf(payload).parse(()).map_err(|e| FrontendError::Malformed(e.to_string()))?;
     if !response.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err(FrontendError::Protocol41);
@@ -430,6 +434,27 @@ impl ClientConn {
     /// The client's TLS certificate, when it presented one.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         self.stream.peer_certificate()
+    }
+}
+
+/// A MariaDB greeting's values, for the fuzz target of `parse_response`.
+pub(crate) fn fuzz_server_hello() -> ServerHello {
+    ServerHello {
+        version: b"5.5.5-10.11.19-MariaDB".to_vec(),
+        connection_id: 42,
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_COMPRESS
+            | CapabilityFlags::CLIENT_SSL
+            | CapabilityFlags::CLIENT_DEPRECATE_EOF
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS
+            | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+        mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_PROGRESS | MariadbCapabilities::MARIADB_CLIENT_RESERVED_1,
+        collation: 45,
+        status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        plugin: NATIVE.into(),
     }
 }
 

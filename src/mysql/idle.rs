@@ -39,8 +39,8 @@ impl Shared {
         self.infile.load(Ordering::Relaxed)
     }
 
-    #[cfg(test)]
-    pub fn for_test(status: u16, pending: usize) -> Arc<Shared> {
+    /// A state as the tracker would leave it (unit tests and the gate's fuzz target).
+    pub(crate) fn for_test(status: u16, pending: usize) -> Arc<Shared> {
         let s = Shared::default();
         s.status.store(status, Ordering::Relaxed);
         s.pending.store(pending, Ordering::Relaxed);

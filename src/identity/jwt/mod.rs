@@ -12,10 +12,10 @@
 mod checks;
 mod failure;
 mod https;
-mod jwks;
+pub(crate) mod jwks;
 mod keys;
 mod source;
-mod token;
+pub(crate) mod token;
 
 pub use failure::{FetchError, JwtFailure, JwtSetupError, KeysError};
 pub use jwks::Alg;
