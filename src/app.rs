@@ -128,7 +128,7 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     }
     let journal_path = config.journal_path();
     let journal_err = |source| AppError::Journal { path: journal_path.display().to_string(), source };
-    let journal = Journal::open(&journal_path).await.map_err(journal_err)?;
+    let journal = Journal::open(&journal_path, config.journal_instance()).await.map_err(journal_err)?;
     let audit_path = config.audit.as_ref().map(|a| a.path.clone());
     let audit = Audit::open(audit_path.as_deref())
         .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;

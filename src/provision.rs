@@ -56,14 +56,26 @@ pub trait Provisioner: Send + Sync {
     /// as one transaction), so the engine must revoke it rather than forget it.
     fn mint_is_atomic(&self) -> bool;
 
-    /// Creates `user` with the role's creation statements (or the server's safe default).
-    fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, valid_until: SystemTime) -> ProvisionFuture<'a, ()>;
+    /// Creates `user` with the role's creation statements (or the server's safe default),
+    /// marked as minted by `instance` where the server has a place for it ([`Provisioner::marks_users`]).
+    fn mint<'a>(
+        &'a self,
+        role: &'a RoleConfig,
+        user: &'a str,
+        password: &'a Secret,
+        valid_until: SystemTime,
+        instance: &'a str,
+    ) -> ProvisionFuture<'a, ()>;
+
+    /// True when minted users carry their instance's mark (Postgres: a role comment), so the
+    /// orphan sweep can prove which users are its own. Without marks it sweeps nothing.
+    fn marks_users(&self) -> bool;
 
     /// Moves the user's expiry (where the server has one) or runs the role's renew statements.
     fn renew<'a>(&'a self, role: &'a RoleConfig, user: &'a str, valid_until: SystemTime) -> ProvisionFuture<'a, ()>;
 
-    /// Every user whose name starts with `prefix` (the orphan sweep).
-    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>>;
+    /// Every user whose name starts with `prefix`, with the instance marked on it (the orphan sweep).
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<Found>>;
 
     /// Undoes a creation that failed part-way.
     fn rollback<'a>(&'a self, role: &'a RoleConfig, user: &'a str) -> ProvisionFuture<'a, ()>;
@@ -86,6 +98,25 @@ pub trait Provisioner: Send + Sync {
     /// statement that grants it: what `leasegate doctor` prints.
     fn privileges<'a>(&'a self, roles: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<Privilege>>;
 }
+
+/// A user the orphan sweep found: its name, and the instance whose mark it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub user: String,
+    pub instance: Option<String>,
+}
+
+/// The mark text a minted user carries (a Postgres role comment).
+pub fn mark(instance: &str) -> String {
+    format!("{MARK_PREFIX}{instance}")
+}
+
+/// The instance a mark names, if `text` is one.
+pub fn marked_instance(text: &str) -> Option<&str> {
+    text.strip_prefix(MARK_PREFIX)
+}
+
+const MARK_PREFIX: &str = "minted by leasegate instance ";
 
 /// One privilege the admin needs, as the server names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

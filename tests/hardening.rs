@@ -184,6 +184,13 @@ fn the_orphan_sweep_spares_superusers_and_groups_that_carry_the_prefix() {
             format!("CREATE ROLE {PREFIX}super SUPERUSER LOGIN"),
             format!("CREATE ROLE {PREFIX}group NOLOGIN"),
             format!("CREATE ROLE {PREFIX}orphan LOGIN"),
+            marked_as_ours(&format!("{PREFIX}super")),
+            marked_as_ours(&format!("{PREFIX}group")),
+            marked_as_ours(&format!("{PREFIX}orphan")),
+            // Carrying the prefix, but minted by another instance, or by no leasegate at all.
+            format!("CREATE ROLE {PREFIX}sibling LOGIN"),
+            format!("COMMENT ON ROLE {PREFIX}sibling IS '{}'", leasegate::provision::mark("another-instance")),
+            format!("CREATE ROLE {PREFIX}stranger LOGIN"),
         ],
         ..Setup::default()
     });
@@ -193,7 +200,9 @@ fn the_orphan_sweep_spares_superusers_and_groups_that_carry_the_prefix() {
         lg.minted_roles()
     );
     let left = lg.minted_roles();
-    assert!(left.contains(&format!("{PREFIX}super")) && left.contains(&format!("{PREFIX}group")), "{left:?}");
+    for spared in ["super", "group", "sibling", "stranger"] {
+        assert!(left.contains(&format!("{PREFIX}{spared}")), "{spared}: {left:?}");
+    }
 }
 
 /// A server certificate made by `openssl x509 -req` (X.509 v1, the MySQL manual's recipe):
@@ -231,4 +240,36 @@ fn an_x509_v1_server_certificate_serves_mysql_logins() {
     assert!(o.status.success(), "{}", my::out(&o));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(!text.split_whitespace().nth(1).unwrap_or_default().is_empty(), "the upstream session is encrypted: {text}");
+}
+
+/// Two leasegates with the same config and their own journals (two replicas before the shared
+/// store), the orphan sweep on: starting the second leaves the first's live user and its
+/// session alone (it used to drop the user and kill the session: 57P01).
+#[test]
+fn a_second_instance_with_its_own_journal_never_sweeps_the_firsts_users() {
+    let lg = Lg::start(Setup { database_extra: "sweep_orphans = true".into(), ..Setup::default() });
+    let session = psql_cmd(&lg.url("ci", ""))
+        .args(["-Atc", "SELECT pg_sleep(6)", "-c", "SELECT 'survived'"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 1).is_some(), "the session's user exists");
+    let user = &lg.minted_roles()[0];
+    let mark = lg.admin(&format!("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{user}'"));
+    assert_eq!(mark, leasegate::provision::mark(INSTANCE), "the mint marked the user with its instance");
+    let text = std::fs::read_to_string(lg.dir.path().join("leasegate.toml"))
+        .unwrap()
+        .replace("journal.db", "second-journal.db")
+        .replace(&format!("instance = \"{INSTANCE}\""), "instance = \"second-instance\"");
+    let mut second = InProcess::start(&text);
+    let looked = wait_until(Duration::from_secs(15), || {
+        captured_logs().lines().any(|l| l.contains("orphan sweep done") && l.contains("instance=second-instance"))
+    });
+    assert!(looked.is_some(), "the second instance's sweep ran");
+    assert_eq!(lg.minted_roles().len(), 1, "the first instance's user is still there");
+    let out = session.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).ends_with("survived"), "{}", stdout(&out));
+    second.shutdown();
 }

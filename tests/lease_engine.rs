@@ -56,7 +56,11 @@ fn kill_9_with_50_sessions_then_restart_revokes_every_user() {
 #[test]
 fn orphans_with_the_prefix_are_dropped_and_others_never_touched() {
     let lg = Lg::start(Setup {
-        prepare: vec![format!("CREATE ROLE {PREFIX}left_behind LOGIN"), "CREATE ROLE keep_me LOGIN".into()],
+        prepare: vec![
+            format!("CREATE ROLE {PREFIX}left_behind LOGIN"),
+            marked_as_ours(&format!("{PREFIX}left_behind")),
+            "CREATE ROLE keep_me LOGIN".into(),
+        ],
         database_extra: "sweep_orphans = true".into(),
         ..Setup::default()
     });
@@ -68,7 +72,7 @@ fn orphans_with_the_prefix_are_dropped_and_others_never_touched() {
 #[test]
 fn dry_run_only_logs_orphans() {
     let lg = Lg::start(Setup {
-        prepare: vec![format!("CREATE ROLE {PREFIX}dry_orphan LOGIN")],
+        prepare: vec![format!("CREATE ROLE {PREFIX}dry_orphan LOGIN"), marked_as_ours(&format!("{PREFIX}dry_orphan"))],
         database_extra: "sweep_orphans = \"dry-run\"".into(),
         ..Setup::default()
     });

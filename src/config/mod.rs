@@ -133,6 +133,11 @@ impl Config {
                 }
             }
         }
+        if let Some(instance) = self.journal_instance()
+            && !crate::lease::journal::valid_instance(instance)
+        {
+            problems.push(Problem::new("journal.instance", "1 to 64 letters, digits, '.', '_' or '-'"));
+        }
         if self.databases.is_empty() {
             problems.push(Problem::new("database", "at least one [[database]] is required"));
         }
@@ -195,6 +200,11 @@ impl Config {
 
     pub fn journal_retention(&self) -> std::time::Duration {
         self.journal.as_ref().map_or_else(JournalSection::default_retention, |j| j.retain_ended)
+    }
+
+    /// `[journal].instance`, when the config sets it.
+    pub fn journal_instance(&self) -> Option<&str> {
+        self.journal.as_ref().and_then(|j| j.instance.as_deref())
     }
 
     pub fn journal_path(&self) -> std::path::PathBuf {

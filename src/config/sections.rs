@@ -19,6 +19,9 @@ pub struct AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct JournalSection {
     pub path: PathBuf,
+    /// This instance's stable id, marked on every user it mints so that its orphan sweep only
+    /// ever drops users it can prove it made. Default: generated once and kept in the journal.
+    pub instance: Option<String>,
     /// Ended leases are deleted from the journal this long after they ended.
     #[serde(default = "default_retain_ended", with = "humantime_serde")]
     pub retain_ended: std::time::Duration,

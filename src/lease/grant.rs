@@ -88,7 +88,7 @@ impl LeaseManager {
         let Admitted { provisioner, _slot, lease } = self.admit(identity, role, origin).await?;
         self.record_intent(&lease, role).await?;
         let started = std::time::Instant::now();
-        if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.expires_at()).await {
+        if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.expires_at(), self.journal().instance()).await {
             tracing::error!(lease = %lease.id, user = %lease.user, role = %role.name, error = %source, "mint failed");
             // A refused or never-sent atomic batch created nothing; a lost connection, or a
             // server whose DDL commits statement by statement, leaves the outcome unknown, so

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone)]
 pub struct Journal {
     pool: SqlitePool,
+    /// The instance id marked on every user minted with this journal (`meta`).
+    instance: String,
 }
 
 const SCHEMA: &str = "
@@ -34,7 +36,13 @@ CREATE TABLE IF NOT EXISTS leases (
     used_databases TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS leases_open ON leases(state) WHERE state <> 'ended';
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
+
+/// `[journal].instance`: what may appear in a role comment and a log line unquoted.
+pub fn valid_instance(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
 
 pub fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -45,7 +53,9 @@ pub fn from_millis(ms: i64) -> SystemTime {
 }
 
 impl Journal {
-    pub async fn open(path: &Path) -> Result<Journal, JournalError> {
+    /// Opens (creating) the journal. `instance` is the configured id; without one, the id made
+    /// at the journal's creation is kept, so a restart marks users as the same instance.
+    pub async fn open(path: &Path, instance: Option<&str>) -> Result<Journal, JournalError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -55,7 +65,13 @@ impl Journal {
         // One writer: transitions are serialized and never contend for the file lock.
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(Journal { pool })
+        let generated = format!("lg-{}", crate::name::lease_id());
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)").bind(&generated).execute(&pool).await?;
+        if let Some(configured) = instance {
+            sqlx::query("UPDATE meta SET value = ? WHERE key = 'instance'").bind(configured).execute(&pool).await?;
+        }
+        let instance = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance'").fetch_one(&pool).await?;
+        Ok(Journal { pool, instance })
     }
 
     async fn insert(&self, i: &Intent<'_>, state: &str) -> Result<(), JournalError> {
@@ -96,6 +112,10 @@ impl Journal {
 }
 
 impl LeaseStore for Journal {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
     fn intent<'a>(&'a self, i: &'a Intent<'a>) -> StoreFuture<'a, ()> {
         Box::pin(self.insert(i, "minting"))
     }
@@ -220,7 +240,7 @@ mod tests {
         let path = dir.0.join("j.db");
         let now = SystemTime::now();
         {
-            let j = Journal::open(&path).await.unwrap();
+            let j = Journal::open(&path, None).await.unwrap();
             let intent = Intent {
                 id: "l1",
                 database: "main",
@@ -239,7 +259,7 @@ mod tests {
             j.ended("l2", "closed").await.unwrap();
             j.close().await;
         }
-        let j = Journal::open(&path).await.unwrap();
+        let j = Journal::open(&path, None).await.unwrap();
         let open = j.unfinished().await.unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].db_user, "lg_x");

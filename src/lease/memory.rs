@@ -89,6 +89,10 @@ fn ready<T: Send + 'static>(r: Result<T, JournalError>) -> StoreFuture<'static, 
 }
 
 impl LeaseStore for MemoryStore {
+    fn instance(&self) -> &str {
+        "memory"
+    }
+
     fn intent<'a>(&'a self, intent: &'a Intent<'a>) -> StoreFuture<'a, ()> {
         ready(self.insert(intent, "minting"))
     }

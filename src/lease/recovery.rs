@@ -2,14 +2,17 @@
 //!
 //! Every lease the journal shows not ended had its connections die with the old process, so it
 //! is revoked (reason `recovered`) through the normal revocation path, retrying until it
-//! succeeds. Then, per `[[database]]` with `sweep_orphans`, users whose names carry its prefix
-//! but that no lease knows are dropped (reason `orphan`), or only logged in dry-run mode.
+//! succeeds. Then, per `[[database]]` with `sweep_orphans`, users whose names carry its prefix,
+//! that no lease knows and that carry this instance's mark (the journal's `instance`, set on
+//! each user at its mint) are dropped (reason `orphan`), or only logged in dry-run mode. A user
+//! another instance minted, or one without a mark, is never touched.
 
 use super::store::JournalError;
 use super::{EndReason, Lease, LeaseManager};
 use crate::auth::Identity;
 use crate::config::{DatabaseConfig, SweepOrphans};
 use crate::name;
+use crate::provision::Found;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -35,6 +38,16 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
         return;
     }
     let Some(provisioner) = manager.provisioner(&db.name) else { return };
+    // Only users this instance can prove it minted are ever dropped: another leasegate with the
+    // same prefix and its own journal must never lose its users to this sweep.
+    if !provisioner.marks_users() {
+        tracing::warn!(
+            database = %db.name,
+            "orphan sweep skipped: this server's users carry no instance mark, so leasegate cannot prove which are its own"
+        );
+        return;
+    }
+    let ours = manager.journal().instance().to_string();
     let mut delay = Duration::from_secs(1);
     let users = loop {
         match provisioner.users_with_prefix(&db.name_prefix).await {
@@ -57,7 +70,20 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
     };
     // Never a role the config names for another purpose, even one that carries the prefix.
     let protected = protected_roles(&manager, &db);
-    for user in users.into_iter().filter(|u| !known.contains(u) && !protected.contains(u)) {
+    let unknown = users.into_iter().filter(|f| !known.contains(&f.user) && !protected.contains(&f.user));
+    let (mine, others): (Vec<Found>, Vec<Found>) = unknown.partition(|f| f.instance.as_deref() == Some(ours.as_str()));
+    if !others.is_empty() {
+        let unmarked = others.iter().filter(|f| f.instance.is_none()).count();
+        tracing::info!(
+            database = %db.name,
+            instance = %ours,
+            users = others.len(),
+            unmarked,
+            "users with the prefix that another instance minted (or that carry no mark) are left alone"
+        );
+    }
+    let found = mine.len();
+    for user in mine.into_iter().map(|f| f.user) {
         if db.sweep_orphans == SweepOrphans::DryRun {
             tracing::warn!(database = %db.name, user = %user, "orphan user found (dry-run: not dropped)");
             continue;
@@ -71,6 +97,7 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
         let lease = Lease::unfinished(id, Identity { client: String::new(), role: String::new() }, db.name.clone(), user);
         manager.adopt_for_revocation(lease, EndReason::Orphan);
     }
+    tracing::info!(database = %db.name, instance = %ours, orphans = found, spared = others.len(), "orphan sweep done");
 }
 
 /// The admin user and every `member_of` group of the database's roles.

@@ -66,6 +66,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JournalError
 /// Every write is durable when its future resolves: the engine relies on the intent being
 /// stored before it creates the user.
 pub trait LeaseStore: Send + Sync {
+    /// The id this instance marks on the users it mints (the sweep drops only users with it).
+    fn instance(&self) -> &str;
+
     /// Records a lease in state `minting`, before its user is created.
     fn intent<'a>(&'a self, intent: &'a Intent<'a>) -> StoreFuture<'a, ()>;
 

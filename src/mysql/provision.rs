@@ -13,7 +13,7 @@
 use super::vault;
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::credential::MysqlHashes;
-use crate::provision::{Privilege, ProvisionError, ProvisionFuture, Provisioner};
+use crate::provision::{Found, Privilege, ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
@@ -274,7 +274,19 @@ impl Provisioner for MyProvisioner {
         false
     }
 
-    fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, _valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
+    /// MariaDB has no place on an account for a mark (MySQL 8's ATTRIBUTE is not used yet).
+    fn marks_users(&self) -> bool {
+        false
+    }
+
+    fn mint<'a>(
+        &'a self,
+        role: &'a RoleConfig,
+        user: &'a str,
+        password: &'a Secret,
+        _valid_until: SystemTime,
+        _instance: &'a str,
+    ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             // A user leasegate could not end the sessions of is never made.
             self.require_session_privileges().await?;
@@ -311,7 +323,7 @@ impl Provisioner for MyProvisioner {
         })
     }
 
-    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<Found>> {
         Box::pin(async move {
             // LEFT(), not LIKE, where `_` would be a wildcard.
             // Never the admin itself, whatever its name.
@@ -322,7 +334,8 @@ impl Provisioner for MyProvisioner {
             .bind(prefix)
             .bind(prefix)
             .fetch_all(&self.pool);
-            self.bounded("listing users", q).await
+            let users: Vec<String> = self.bounded("listing users", q).await?;
+            Ok(users.into_iter().map(|user| Found { user, instance: None }).collect())
         })
     }
 

@@ -86,6 +86,16 @@ pub fn notes(config: &Config) -> Vec<(String, String)> {
             }
         }
     }
+    for (i, db) in config.databases.iter().enumerate() {
+        if db.kind == DbKind::Mysql && db.sweep_orphans != crate::config::SweepOrphans::Off {
+            notes.push((
+                format!("database[{i}].sweep_orphans"),
+                "does nothing on MySQL/MariaDB: accounts carry no instance mark, so leasegate cannot prove a \
+                 user with the prefix is its own rather than another instance's; it drops none"
+                    .into(),
+            ));
+        }
+    }
     notes
 }
 

@@ -13,7 +13,7 @@
 
 use crate::config::{DatabaseConfig, RoleConfig, UpstreamTlsMode};
 use crate::pg::scram;
-use crate::provision::{Privilege, ProvisionError, ProvisionFuture, Provisioner};
+use crate::provision::{Found, Privilege, ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions};
@@ -181,7 +181,14 @@ impl Provisioner for PgProvisioner {
     }
 
     /// Creates `user` with the role's creation statements (or the default), in one transaction.
-    fn mint<'a>(&'a self, role: &'a RoleConfig, user: &'a str, password: &'a Secret, valid_until: SystemTime) -> ProvisionFuture<'a, ()> {
+    fn mint<'a>(
+        &'a self,
+        role: &'a RoleConfig,
+        user: &'a str,
+        password: &'a Secret,
+        valid_until: SystemTime,
+        instance: &'a str,
+    ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let salt: [u8; 16] = rand::random();
             let verifier = scram::verifier(password.expose().as_bytes(), &salt, MINTED_SCRAM_ITERATIONS).to_string();
@@ -193,8 +200,14 @@ impl Provisioner for PgProvisioner {
                 // superuser could create the user but never terminate its sessions or drop it.
                 format!("{};\n{}", vars.render_all(&role.creation_statements), vars.render(ADMIN_MEMBERSHIP))
             };
+            // The mark, in the same transaction: a user exists only with it.
+            let sql = format!("{sql};\nCOMMENT ON ROLE {} IS {}", quote_ident(user), quote_literal(&crate::provision::mark(instance)));
             self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
         })
+    }
+
+    fn marks_users(&self) -> bool {
+        true
     }
 
     /// Moves the user's expiry: the role's renew statements, or `ALTER ROLE … VALID UNTIL`.
@@ -213,19 +226,20 @@ impl Provisioner for PgProvisioner {
 
     /// Every role whose name starts with `prefix` (for the orphan sweep). The prefix is compared
     /// with `left()`, not LIKE, where `_` would be a wildcard.
-    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<Found>> {
         Box::pin(async move {
-            let users: Vec<(String,)> =
+            let users: Vec<(String, Option<String>)> =
                 // Never a superuser or the admin itself, whatever its name: leasegate mints neither.
                 sqlx::query_as(
-                    "SELECT rolname::text FROM pg_roles WHERE left(rolname, length($1)) = $1 \
-                     AND NOT rolsuper AND rolname <> current_user ORDER BY 1",
+                    "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles \
+                     WHERE left(rolname, length($1)) = $1 AND NOT rolsuper AND rolname <> current_user ORDER BY 1",
                 )
                     .bind(prefix)
                     .fetch_all(&self.admin())
                     .await
                     .map_err(|e| self.error("listing users", e, None))?;
-            Ok(users.into_iter().map(|(u,)| u).collect())
+            let instance = |comment: Option<String>| comment.as_deref().and_then(crate::provision::marked_instance).map(str::to_string);
+            Ok(users.into_iter().map(|(user, comment)| Found { user, instance: instance(comment) }).collect())
         })
     }
 

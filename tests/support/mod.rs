@@ -56,6 +56,14 @@ pub fn captured_logs() -> String {
 
 /// The Postgres admin's privileges as docs/privileges.md gives them (app_group is the test
 /// roles' `member_of` group); tests/least_privilege.rs checks the document says the same.
+/// `[journal].instance` of every test's leasegate: the mark its minted roles carry.
+pub const INSTANCE: &str = "test-instance";
+
+/// SQL that marks `role` as minted by the test's instance, as a mint does (an orphan it may sweep).
+pub fn marked_as_ours(role: &str) -> String {
+    format!("COMMENT ON ROLE {role} IS '{}'", leasegate::provision::mark(INSTANCE))
+}
+
 /// (The private server's superuser is `leasegate_admin`: this one is another role.)
 pub const PG_ADMIN: &str = "leasegate_minter";
 pub const PG_ADMIN_GRANTS: [&str; 3] = [
@@ -190,6 +198,7 @@ pub fn prepare(setup: &Setup, listen: &str) -> Prepared {
 {admin_api}
 [journal]
 path = "{dir}/journal.db"
+instance = "{INSTANCE}"
 
 [service]
 shutdown_grace = "{shutdown_grace}"
@@ -466,6 +475,11 @@ impl LgProcess {
         assert!(up.is_some(), "leasegate did not start: {}", self.log());
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -487,14 +501,21 @@ impl LgProcess {
     }
 }
 
-impl Drop for LgProcess {
-    fn drop(&mut self) {
+impl LgProcess {
+    /// SIGTERM, as an operator stops it; SIGKILL if it has not exited within 15 s.
+    pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = wait_until(Duration::from_secs(15), || child.try_wait().ok().flatten().is_some());
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for LgProcess {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

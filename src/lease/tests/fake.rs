@@ -126,7 +126,11 @@ impl Provisioner for FakeProvisioner {
         self.atomic
     }
 
-    fn mint<'a>(&'a self, _: &'a RoleConfig, user: &'a str, _: &'a Secret, _: SystemTime) -> ProvisionFuture<'a, ()> {
+    fn marks_users(&self) -> bool {
+        true
+    }
+
+    fn mint<'a>(&'a self, _: &'a RoleConfig, user: &'a str, _: &'a Secret, _: SystemTime, _: &'a str) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let outcome = self.call(Op::Mint).await;
             // A lost connection or a non-atomic server may leave the user behind.
@@ -141,8 +145,12 @@ impl Provisioner for FakeProvisioner {
         Box::pin(self.call(Op::Renew))
     }
 
-    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<String>> {
-        Box::pin(async move { Ok(self.users().into_iter().filter(|u| u.starts_with(prefix)).collect()) })
+    /// Every user here was minted by the test's instance ("memory").
+    fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<crate::provision::Found>> {
+        Box::pin(async move {
+            let found = self.users().into_iter().filter(|u| u.starts_with(prefix));
+            Ok(found.map(|user| crate::provision::Found { user, instance: Some("memory".into()) }).collect())
+        })
     }
 
     fn rollback<'a>(&'a self, _: &'a RoleConfig, user: &'a str) -> ProvisionFuture<'a, ()> {
