@@ -273,3 +273,33 @@ fn a_second_instance_with_its_own_journal_never_sweeps_the_firsts_users() {
     assert!(stdout(&out).ends_with("survived"), "{}", stdout(&out));
     second.shutdown();
 }
+
+/// Once the listener has seen the server's greeting, a MySQL client is greeted from it: a
+/// connection that never logs in holds no server connection (it used to hold one each until
+/// its handshake timed out), and its connection id is one of leasegate's own.
+#[test]
+fn silent_mysql_clients_hold_no_server_connection() {
+    use std::io::Read;
+    let lg = my::MyLg::start(my::MySetup { database_extra: "handshake_timeout = \"30s\"".into(), ..Default::default() });
+    let o = lg.mariadb("ci", &lg.client_password, &[], "SELECT 1");
+    assert!(o.status.success(), "{}", my::out(&o));
+    let unauthenticated = || {
+        let sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'unauthenticated user'";
+        lg.db.root_sql(sql).unwrap().trim().parse::<u32>().unwrap()
+    };
+    let mut silent: Vec<std::net::TcpStream> = (0..20).map(|_| std::net::TcpStream::connect(lg.addr).unwrap()).collect();
+    for s in &mut silent {
+        // The greeting: length, sequence id, protocol 10, version, NUL, then the connection id.
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap();
+        let version_end = buf[5..n].iter().position(|&b| b == 0).unwrap() + 5;
+        let id = u32::from_le_bytes(buf[version_end + 1..version_end + 5].try_into().unwrap());
+        assert!(id >= 1 << 31, "greeted with a virtual connection id, not the server's ({id})");
+    }
+    assert_eq!(unauthenticated(), 0, "silent clients hold server connections");
+    // Logins still work; inside the session the thread id is the server's own.
+    let o = lg.mariadb("ci", &lg.client_password, &[], "SELECT CONNECTION_ID() < 2147483648");
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1", "{}", my::out(&o));
+    drop(silent);
+}

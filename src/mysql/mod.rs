@@ -11,6 +11,7 @@ pub mod backend;
 pub mod errcode;
 pub mod frontend;
 pub mod gate;
+pub mod greeting;
 pub mod idle;
 pub mod packet;
 pub mod packet_io;

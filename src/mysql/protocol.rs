@@ -3,13 +3,15 @@
 //! the error map (`errcode.rs`) wired to the pipeline's steps.
 //!
 //! The server speaks first and its greeting carries what a client keeps (connection id,
-//! version, capabilities), so `open` connects upstream before greeting the client and the
-//! client holds that connection until it is logged in or given up.
+//! version, capabilities): `open` greets from the last server greeting (`greeting.rs`), so the
+//! client authenticates before any server connection is opened for it, in Postgres's order.
+//! Only the first client after start, before any greeting was seen, waits for one.
 
 use super::backend::{self, BackendError, Pending};
 use super::errcode;
 use super::frontend::{self, ClientConn, FrontendError, ReplyTo};
 use super::gate::{Gate, Kill, KillHandler};
+use super::greeting::{self, GreetingCache};
 use super::idle::MyIdle;
 use super::packet::{command, err_payload};
 use super::packet_io;
@@ -35,11 +37,14 @@ pub struct Mysql;
 pub struct MyState {
     /// The server threads of live sessions, for KILL from a client's other connection.
     pub threads: Threads,
+    /// The greeting new clients get.
+    pub greeting: GreetingCache,
     /// The admin connection that runs such a KILL.
     pub admin: Arc<MyProvisioner>,
 }
 
-/// A greeted client and the server connection whose greeting it got.
+/// A greeted client, and the server connection whose greeting it got when it was not greeted
+/// from the cache.
 pub struct MyClient {
     conn: ClientConn,
     upstream: Option<Pending>,
@@ -50,6 +55,8 @@ pub struct MyServer {
     stream: Stream,
     ok: Vec<u8>,
     user: String,
+    /// The server's id for this session's thread.
+    thread: u32,
 }
 
 impl Protocol for Mysql {
@@ -69,31 +76,40 @@ impl Protocol for Mysql {
 
     fn prepare(_config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<dyn Provisioner>) {
         let admin = Arc::new(MyProvisioner::new(db, admin_password));
-        (MyState { threads: Threads::default(), admin: admin.clone() }, admin)
+        (MyState { threads: Threads::default(), greeting: GreetingCache::default(), admin: admin.clone() }, admin)
     }
 
     async fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> Opened<Self> {
         if admission == Admission::Full {
             return Opened::Failed(Refusal::TooManyClients, Some(ReplyTo::instead_of_greeting(socket)));
         }
-        // The client's greeting is the server's, so the server connection comes first.
-        let upstream = match backend::connect(&l.target).await {
-            Ok(p) => p,
-            Err(e) => return Opened::Failed(upstream_refusal(e), Some(ReplyTo::instead_of_greeting(socket))),
+        // Greeted from the cache: no server connection until the client has proven itself.
+        // Before any server was seen, the server connection comes first.
+        let (hello, upstream) = match l.state.greeting.greeting() {
+            Some(hello) => (hello, None),
+            None => match backend::connect(&l.target).await {
+                Ok(p) => {
+                    l.state.greeting.remember(&p.hello);
+                    (p.hello.clone(), Some(p))
+                }
+                Err(e) => return Opened::Failed(upstream_refusal(e), Some(ReplyTo::instead_of_greeting(socket))),
+            },
         };
         let wanted = l.db.client_auth_plugin.map(|p| p.name());
         let tls = l.client_tls.as_ref().map(|t| t.current());
-        let opened = frontend::open(socket, &upstream.hello, tls.as_deref(), l.db.client_tls_mode(), wanted);
-        match tokio::time::timeout_at(deadline, opened).await {
-            Ok(Ok(conn)) => Opened::Client(MyClient { conn, upstream: Some(upstream) }),
-            Ok(Err(failed)) => {
-                upstream.abandon();
-                Opened::Failed(refusal(failed.error), failed.reply_to)
+        let opened = frontend::open(socket, &hello, tls.as_deref(), l.db.client_tls_mode(), wanted);
+        let outcome = tokio::time::timeout_at(deadline, opened).await;
+        match outcome {
+            Ok(Ok(conn)) => return Opened::Client(MyClient { conn, upstream }),
+            _ => {
+                if let Some(upstream) = upstream {
+                    upstream.abandon();
+                }
             }
-            Err(_) => {
-                upstream.abandon();
-                Opened::Failed(Refusal::HandshakeTimeout(l.db.handshake_timeout), None)
-            }
+        }
+        match outcome {
+            Ok(Err(failed)) => Opened::Failed(refusal(failed.error), failed.reply_to),
+            _ => Opened::Failed(Refusal::HandshakeTimeout(l.db.handshake_timeout), None),
         }
     }
 
@@ -126,10 +142,23 @@ impl Protocol for Mysql {
 
     async fn connect_upstream(l: &Listener<Self>, c: &mut MyClient, guard: &SessionGuard) -> Result<MyServer, RefusalOf<Self>> {
         let lease = guard.lease();
-        let upstream = c.upstream.take().ok_or(Refusal::Upstream(BackendError::Protocol("the server connection was used twice".into())))?;
+        let upstream = match c.upstream.take() {
+            Some(upstream) => upstream,
+            None => {
+                let upstream = backend::connect(&l.target).await.map_err(upstream_refusal)?;
+                l.state.greeting.remember(&upstream.hello);
+                // Greeted from the cache: the server must still frame packets as the client expects.
+                if let Err(why) = greeting::fits(&c.conn.hello, &upstream.hello) {
+                    upstream.abandon();
+                    return Err(Refusal::Upstream(BackendError::Protocol(why)));
+                }
+                upstream
+            }
+        };
+        let thread = upstream.hello.connection_id;
         let (stream, ok) =
             upstream.login(&lease.user, &lease.password, &c.conn.hello, l.target.login_timeout()).await.map_err(upstream_refusal)?;
-        Ok(MyServer { stream, ok, user: lease.user.clone() })
+        Ok(MyServer { stream, ok, user: lease.user.clone(), thread })
     }
 
     /// A server connection not logged in yet is ended with a failed login, not a dropped
@@ -150,8 +179,8 @@ impl Protocol for Mysql {
     /// The server's OK, then the gate (COM_CHANGE_USER, KILL) and the idle tracker.
     async fn hand_off(l: &Listener<Self>, c: MyClient, s: MyServer, client: &str) -> Option<Live<Self>> {
         let hello = &c.conn.hello;
-        // The server thread of this session: the connection id both legs saw in the greeting.
-        let thread = c.conn.connection_id;
+        // The session's thread: the id the client's greeting showed, and the server's own.
+        let (seen, thread) = (c.conn.connection_id, s.thread);
         let query_attributes = hello.capabilities.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES);
         let deprecate_eof = hello.capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
         let session_track = hello.capabilities.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
@@ -163,8 +192,8 @@ impl Protocol for Mysql {
         // After max TTL (or at shutdown) the session closes between commands, outside a transaction.
         let login_status = s.ok.get(1..).and_then(super::idle::ok_status_after_header).unwrap_or(0);
         let observer = MyIdle::new(login_status, deprecate_eof, trackable);
-        let registration = l.state.threads.register(thread, client, &s.user, observer.activity());
-        let on_kill = kill_handler(&l.state, client, thread);
+        let registration = l.state.threads.register(seen, thread, client, &s.user, observer.activity());
+        let on_kill = kill_handler(&l.state, client, seen, thread);
         let server = Holdable::new(s.stream, observer.activity());
         let server = Gate::new(server, query_attributes, session_track, observer.shared(), on_kill);
         Some(Live { client: client_io, server, observer, registration })
@@ -202,14 +231,20 @@ fn upstream_refusal(e: BackendError) -> RefusalOf<Mysql> {
 /// A `KILL QUERY` runs only while that session is inside a command it was sent before the
 /// KILL (an idle session has no query to end; run late, it could end the next one), and that
 /// session's next command waits until the KILL is done.
-fn kill_handler(state: &MyState, client: &str, own: u32) -> KillHandler {
+/// The session's own thread by its server id goes to the server as sent (it allows that); by the
+/// id its greeting showed, which the server does not know, it runs through the admin connection
+/// like any other of the client's threads.
+fn kill_handler(state: &MyState, client: &str, seen: u32, own: u32) -> KillHandler {
     let threads = state.threads.clone();
     let admin = state.admin.clone();
     let client = client.to_string();
     Box::new(move |k: Kill| {
-        // Its own thread: the server allows that already.
         if k.thread == own {
             return None;
+        }
+        // Its own query, by the greeting's id: the only command running is this KILL.
+        if k.thread == seen && k.query_only {
+            return Some(Box::pin(async { Ok(()) }));
         }
         let target = threads.get(k.thread)?;
         if target.client != client {
@@ -224,7 +259,7 @@ fn kill_handler(state: &MyState, client: &str, own: u32) -> KillHandler {
         let admin = admin.clone();
         Some(Box::pin(async move {
             let _held = target.activity.hold();
-            admin.kill(k.thread, k.query_only, &target.user).await.map_err(|e| {
+            admin.kill(target.real, k.query_only, &target.user).await.map_err(|e| {
                 tracing::warn!(thread = k.thread, error = %e, "KILL for a client failed");
                 err_payload(errcode::NO_SUCH_THREAD, "HY000", &format!("Unknown thread id: {}", k.thread))
             })
