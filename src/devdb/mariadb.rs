@@ -19,6 +19,8 @@ pub struct PrivateMariaDb {
     /// Serve TLS with the certificate at `tls_cert_path`.
     tls: bool,
     owner: Option<(u32, u32)>,
+    /// `--max-connections` (300 unless set before a restart).
+    max_connections: u32,
     server: Option<Keeper>,
     port: u16,
     pub admin_user: String,
@@ -53,6 +55,7 @@ impl PrivateMariaDb {
         }
         let mut db = PrivateMariaDb {
             tls: tls.is_some(),
+            max_connections: 300,
             dir,
             owner,
             server: None,
@@ -101,7 +104,8 @@ impl PrivateMariaDb {
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.path().join("mysqld.pid").display()))
             .arg(format!("--log-error={}", self.log_path().display()))
-            .args(["--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=300", "--max-allowed-packet=64M"])
+            .args(["--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-allowed-packet=64M"])
+            .arg(format!("--max-connections={}", self.max_connections))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -149,6 +153,18 @@ impl PrivateMariaDb {
         if let Some(server) = self.server.take() {
             server.stop();
         }
+    }
+
+    /// `--max-connections` from the next (re)start on.
+    pub fn set_max_connections(&mut self, n: u32) {
+        self.max_connections = n;
+    }
+
+    /// Stops the server and starts it again on the same port (fault tests).
+    pub fn restart(&mut self) -> Result<(), DevDbError> {
+        self.stop();
+        let port = self.port;
+        self.spawn(port)
     }
 }
 
