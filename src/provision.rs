@@ -99,24 +99,32 @@ pub trait Provisioner: Send + Sync {
     fn privileges<'a>(&'a self, roles: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<Privilege>>;
 }
 
-/// A user the orphan sweep found: its name, and the instance whose mark it carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user the orphan sweep found: its name, and the instance and role its mark names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Found {
     pub user: String,
     pub instance: Option<String>,
+    /// The `[[role]]` it was minted for: an orphan is revoked as that role's leases are.
+    pub role: Option<String>,
 }
 
-/// The mark text a minted user carries (a Postgres role comment).
-pub fn mark(instance: &str) -> String {
-    format!("{MARK_PREFIX}{instance}")
+/// The mark a minted user carries (a Postgres role comment): who minted it, for which role.
+pub fn mark(instance: &str, role: &str) -> String {
+    format!("{MARK_PREFIX}{instance}{FOR_ROLE}{role}")
 }
 
-/// The instance a mark names, if `text` is one.
-pub fn marked_instance(text: &str) -> Option<&str> {
-    text.strip_prefix(MARK_PREFIX)
+/// `text` read as a mark: the user's name with what the mark says (nothing when it is none).
+pub fn found(user: String, text: Option<&str>) -> Found {
+    let Some(rest) = text.and_then(|t| t.strip_prefix(MARK_PREFIX)) else { return Found { user, ..Found::default() } };
+    let (instance, role) = match rest.split_once(FOR_ROLE) {
+        Some((instance, role)) => (instance, Some(role.to_string())),
+        None => (rest, None),
+    };
+    Found { user, instance: Some(instance.to_string()), role }
 }
 
 const MARK_PREFIX: &str = "minted by leasegate instance ";
+const FOR_ROLE: &str = " for role ";
 
 /// One privilege the admin needs, as the server names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,4 +171,17 @@ pub async fn admin_connections_ok(provisioners: &Provisioners) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_reads_back_as_its_instance_and_role() {
+        let f = found("lg_x".into(), Some(&mark("pod-a", "app ro")));
+        assert_eq!((f.instance.as_deref(), f.role.as_deref()), (Some("pod-a"), Some("app ro")));
+        assert_eq!(found("lg_y".into(), Some("a comment someone wrote")), Found { user: "lg_y".into(), ..Found::default() });
+        assert_eq!(found("lg_z".into(), None).instance, None);
+    }
 }

@@ -189,7 +189,7 @@ fn the_orphan_sweep_spares_superusers_and_groups_that_carry_the_prefix() {
             marked_as_ours(&format!("{PREFIX}orphan")),
             // Carrying the prefix, but minted by another instance, or by no leasegate at all.
             format!("CREATE ROLE {PREFIX}sibling LOGIN"),
-            format!("COMMENT ON ROLE {PREFIX}sibling IS '{}'", leasegate::provision::mark("another-instance")),
+            format!("COMMENT ON ROLE {PREFIX}sibling IS '{}'", leasegate::provision::mark("another-instance", "app")),
             format!("CREATE ROLE {PREFIX}stranger LOGIN"),
         ],
         ..Setup::default()
@@ -257,7 +257,7 @@ fn a_second_instance_with_its_own_journal_never_sweeps_the_firsts_users() {
     assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().len() == 1).is_some(), "the session's user exists");
     let user = &lg.minted_roles()[0];
     let mark = lg.admin(&format!("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{user}'"));
-    assert_eq!(mark, leasegate::provision::mark(INSTANCE), "the mint marked the user with its instance");
+    assert_eq!(mark, leasegate::provision::mark(INSTANCE, "app"), "the mint marked the user with its instance and role");
     let text = std::fs::read_to_string(lg.dir.path().join("leasegate.toml"))
         .unwrap()
         .replace("journal.db", "second-journal.db")

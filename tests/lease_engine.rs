@@ -59,6 +59,8 @@ fn orphans_with_the_prefix_are_dropped_and_others_never_touched() {
         prepare: vec![
             format!("CREATE ROLE {PREFIX}left_behind LOGIN"),
             marked_as_ours(&format!("{PREFIX}left_behind")),
+            // What it made goes to its role's group (REASSIGN OWNED), as at any revocation.
+            format!("CREATE TABLE made_by_orphan(x int); ALTER TABLE made_by_orphan OWNER TO {PREFIX}left_behind"),
             "CREATE ROLE keep_me LOGIN".into(),
         ],
         database_extra: "sweep_orphans = true".into(),
@@ -66,6 +68,7 @@ fn orphans_with_the_prefix_are_dropped_and_others_never_touched() {
     });
     assert!(wait_until(Duration::from_secs(10), || lg.minted_roles().is_empty()).is_some(), "{:?}", lg.minted_roles());
     assert_eq!(lg.admin("SELECT count(*) FROM pg_roles WHERE rolname = 'keep_me'"), "1");
+    assert_eq!(lg.admin("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_orphan'"), "app_group", "kept, not dropped");
     assert!(captured_logs().contains(&format!("dropping orphan user database=main user={PREFIX}left_behind")));
 }
 

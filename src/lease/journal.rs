@@ -120,10 +120,10 @@ impl LeaseStore for Journal {
         Box::pin(self.insert(i, "minting"))
     }
 
-    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
+    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, role: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let now = SystemTime::now();
-            let i = Intent { id, database, role: "", client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+            let i = Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
             self.insert(&i, "revoking").await
         })
     }

@@ -97,9 +97,9 @@ impl LeaseStore for MemoryStore {
         ready(self.insert(intent, "minting"))
     }
 
-    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
+    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, role: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
         let now = SystemTime::now();
-        let i = Intent { id, database, role: "", client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+        let i = Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
         ready(self.insert(&i, "revoking"))
     }
 

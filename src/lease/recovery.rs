@@ -83,18 +83,21 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
         );
     }
     let found = mine.len();
-    for user in mine.into_iter().map(|f| f.user) {
+    for Found { user, role, .. } in mine {
+        // Revoked as the leases of the role it was minted for (REASSIGN OWNED to its group, its
+        // revocation statements); a role no longer configured gets the default statements.
+        let role = role.unwrap_or_default();
         if db.sweep_orphans == SweepOrphans::DryRun {
             tracing::warn!(database = %db.name, user = %user, "orphan user found (dry-run: not dropped)");
             continue;
         }
         let id = name::lease_id();
-        if let Err(e) = manager.journal().orphan_intent(&id, &db.name, &user).await {
+        if let Err(e) = manager.journal().orphan_intent(&id, &db.name, &role, &user).await {
             tracing::error!(database = %db.name, user = %user, error = %e, "journal write failed; orphan left alone");
             continue;
         }
         tracing::info!(database = %db.name, user = %user, lease = %id, "dropping orphan user");
-        let lease = Lease::unfinished(id, Identity { client: String::new(), role: String::new() }, db.name.clone(), user);
+        let lease = Lease::unfinished(id, Identity { client: String::new(), role }, db.name.clone(), user);
         manager.adopt_for_revocation(lease, EndReason::Orphan);
     }
     tracing::info!(database = %db.name, instance = %ours, orphans = found, spared = others.len(), "orphan sweep done");

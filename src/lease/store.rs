@@ -74,7 +74,7 @@ pub trait LeaseStore: Send + Sync {
 
     /// Records a user found with our prefix that no lease knew (state `revoking`), before it is
     /// dropped.
-    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, db_user: &'a str) -> StoreFuture<'a, ()>;
+    fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, role: &'a str, db_user: &'a str) -> StoreFuture<'a, ()>;
 
     /// A new state; `last_error` replaces the stored error when given, keeps it otherwise.
     fn set_state<'a>(&'a self, id: &'a str, state: &'a str, last_error: Option<&'a str>) -> StoreFuture<'a, ()>;

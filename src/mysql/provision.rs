@@ -335,7 +335,7 @@ impl Provisioner for MyProvisioner {
             .bind(prefix)
             .fetch_all(&self.pool);
             let users: Vec<String> = self.bounded("listing users", q).await?;
-            Ok(users.into_iter().map(|user| Found { user, instance: None }).collect())
+            Ok(users.into_iter().map(|user| Found { user, ..Found::default() }).collect())
         })
     }
 

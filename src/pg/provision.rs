@@ -201,7 +201,11 @@ impl Provisioner for PgProvisioner {
                 format!("{};\n{}", vars.render_all(&role.creation_statements), vars.render(ADMIN_MEMBERSHIP))
             };
             // The mark, in the same transaction: a user exists only with it.
-            let sql = format!("{sql};\nCOMMENT ON ROLE {} IS {}", quote_ident(user), quote_literal(&crate::provision::mark(instance)));
+            let sql = format!(
+                "{sql};\nCOMMENT ON ROLE {} IS {}",
+                quote_ident(user),
+                quote_literal(&crate::provision::mark(instance, &role.name))
+            );
             self.batch("creation statements", &self.admin(), sql, Some(&verifier)).await
         })
     }
@@ -238,8 +242,7 @@ impl Provisioner for PgProvisioner {
                     .fetch_all(&self.admin())
                     .await
                     .map_err(|e| self.error("listing users", e, None))?;
-            let instance = |comment: Option<String>| comment.as_deref().and_then(crate::provision::marked_instance).map(str::to_string);
-            Ok(users.into_iter().map(|(user, comment)| Found { user, instance: instance(comment) }).collect())
+            Ok(users.into_iter().map(|(user, comment)| crate::provision::found(user, comment.as_deref())).collect())
         })
     }
 

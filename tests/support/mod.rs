@@ -59,9 +59,10 @@ pub fn captured_logs() -> String {
 /// `[journal].instance` of every test's leasegate: the mark its minted roles carry.
 pub const INSTANCE: &str = "test-instance";
 
-/// SQL that marks `role` as minted by the test's instance, as a mint does (an orphan it may sweep).
-pub fn marked_as_ours(role: &str) -> String {
-    format!("COMMENT ON ROLE {role} IS '{}'", leasegate::provision::mark(INSTANCE))
+/// SQL that marks `user` as minted by the test's instance for the role `app`, as a mint does
+/// (an orphan that instance may sweep).
+pub fn marked_as_ours(user: &str) -> String {
+    format!("COMMENT ON ROLE {user} IS '{}'", leasegate::provision::mark(INSTANCE, "app"))
 }
 
 /// (The private server's superuser is `leasegate_admin`: this one is another role.)

@@ -149,7 +149,7 @@ impl Provisioner for FakeProvisioner {
     fn users_with_prefix<'a>(&'a self, prefix: &'a str) -> ProvisionFuture<'a, Vec<crate::provision::Found>> {
         Box::pin(async move {
             let found = self.users().into_iter().filter(|u| u.starts_with(prefix));
-            Ok(found.map(|user| crate::provision::Found { user, instance: Some("memory".into()) }).collect())
+            Ok(found.map(|user| crate::provision::Found { user, instance: Some("memory".into()), role: None }).collect())
         })
     }
 
