@@ -90,34 +90,43 @@ pub fn mysql_handshake_response(data: &[u8]) {
 /// Client bytes written through the command gate (COM_CHANGE_USER, COM_MULTI, KILL), in
 /// chunks whose sizes the first byte picks, with the server side drained.
 pub fn mysql_gate(data: &[u8]) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    thread_local! {
+        // One runtime per thread: building one per input would be most of the target's time.
+        static RUNTIME: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
+    }
     let Some((&step, rest)) = data.split_first() else { return };
     let step = usize::from(step % 64) + 1;
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else { return };
-    rt.block_on(async {
-        let (ours, mut server) = tokio::io::duplex(1 << 20);
-        // One command outstanding (a KILL just read) or none: both ways the gate judges a KILL.
-        let session = crate::mysql::idle::Shared::for_test(2, usize::from(step % 2 == 0));
-        let on_kill: crate::mysql::gate::KillHandler = Box::new(|_| Some(Box::pin(async { Ok(()) }) as crate::mysql::gate::KillOutcome));
-        let mut gate = crate::mysql::gate::Gate::new(ours, true, true, session, on_kill);
-        let drain = tokio::spawn(async move {
-            let mut sink = vec![0u8; 64 * 1024];
-            while matches!(server.read(&mut sink).await, Ok(n) if n > 0) {}
-        });
-        let write = async {
-            for chunk in rest.chunks(step) {
-                if gate.write_all(chunk).await.is_err() {
-                    return;
-                }
-            }
-            let _ = gate.flush().await;
-            let _ = gate.shutdown().await;
-        };
-        // A gate that stops taking bytes must not hang the target: bounded.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
-        drop(gate);
-        let _ = drain.await;
+    RUNTIME.with(|rt| {
+        let Some(rt) = rt else { return };
+        rt.block_on(gate_run(step, rest))
     });
+}
+
+/// One gate over `rest`, written in chunks of `step` bytes.
+async fn gate_run(step: usize, rest: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, mut server) = tokio::io::duplex(1 << 20);
+    // One command outstanding (a KILL just read) or none: both ways the gate judges a KILL.
+    let session = crate::mysql::idle::Shared::for_test(2, usize::from(step.is_multiple_of(2)));
+    let on_kill: crate::mysql::gate::KillHandler = Box::new(|_| Some(Box::pin(async { Ok(()) }) as crate::mysql::gate::KillOutcome));
+    let mut gate = crate::mysql::gate::Gate::new(ours, true, true, session, on_kill);
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while matches!(server.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let write = async {
+        for chunk in rest.chunks(step) {
+            if gate.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = gate.flush().await;
+        let _ = gate.shutdown().await;
+    };
+    // A gate that stops taking bytes must not hang the target: bounded.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+    drop(gate);
+    let _ = drain.await;
 }
 
 /// Both idle trackers fed the same bytes as alternating client and server chunks (the first

@@ -134,7 +134,7 @@ impl Config {
             }
         }
         if let Some(instance) = self.journal_instance()
-            && !crate::lease::journal::valid_instance(instance)
+            && !sections::valid_instance(instance)
         {
             problems.push(Problem::new("journal.instance", "1 to 64 letters, digits, '.', '_' or '-'"));
         }

@@ -27,6 +27,11 @@ pub struct JournalSection {
     pub retain_ended: std::time::Duration,
 }
 
+/// `[journal].instance`: what may appear in a role comment and a log line unquoted.
+pub fn valid_instance(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 fn default_retain_ended() -> std::time::Duration {
     std::time::Duration::from_secs(7 * 24 * 3600)
 }

@@ -135,14 +135,11 @@ fn an_absurd_ttl_is_a_config_problem() {
 }
 
 #[test]
-fn the_journal_instance_is_a_plain_name_and_a_mysql_sweep_is_noted() {
+fn the_journal_instance_is_a_plain_name() {
     let with = |instance: &str| format!("[journal]\npath = \"j.db\"\ninstance = \"{instance}\"\n{}", minimal());
     assert_eq!(Config::from_toml_str(&with("pod-abc_1.x")).unwrap().journal_instance(), Some("pod-abc_1.x"));
     for bad in ["", "has space", "quote'd", &"x".repeat(65)] {
         let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&with(bad)) else { panic!("{bad:?} accepted") };
         assert!(problems.iter().any(|p| p.path == "journal.instance"), "{bad:?}: {problems:?}");
     }
-    let mysql = minimal().replace("kind = \"postgres\"", "kind = \"mysql\"").replace("name_prefix", "sweep_orphans = true\nname_prefix");
-    let notes = crate::mysql::vault::notes(&Config::from_toml_str(&mysql).unwrap());
-    assert!(notes.iter().any(|(at, note)| at == "database[0].sweep_orphans" && note.contains("drops none")), "{notes:?}");
 }

@@ -39,11 +39,6 @@ CREATE INDEX IF NOT EXISTS leases_open ON leases(state) WHERE state <> 'ended';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
-/// `[journal].instance`: what may appear in a role comment and a log line unquoted.
-pub fn valid_instance(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 pub fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -258,4 +258,12 @@ mod tests {
         assert_eq!(notes[0].0, "role[2].creation_statements[0]");
         assert!(notes[0].1.contains("IDENTIFIED BY PASSWORD"), "{}", notes[0].1);
     }
+
+    #[test]
+    fn check_config_notes_that_a_mysql_sweep_drops_nothing() {
+        let text = "[[database]]\nname = \"m\"\nkind = \"mysql\"\nlisten = \"127.0.0.1:3307\"\nupstream = \"127.0.0.1:3306\"\n\
+                    admin_user = \"a\"\nadmin_password_env = \"X\"\nname_prefix = \"lg_\"\nsweep_orphans = true\n";
+        let notes = notes(&Config::from_toml_str(text).unwrap());
+        assert!(notes.iter().any(|(at, note)| at == "database[0].sweep_orphans" && note.contains("drops none")), "{notes:?}");
+    }
 }
