@@ -32,7 +32,7 @@ pub async fn run(ports: Ports, keep: bool) -> anyhow::Result<()> {
     let (cert, key) = tls::self_signed(&["localhost", "127.0.0.1"])?;
     std::fs::write(dir.join("tls.crt"), cert)?;
     write_private(&dir.join("tls.key"), &key)?;
-    write_private(&dir.join("admin.secret"), pg.password.expose())?;
+
     let mut text = dev_config(port, pg.port(), admin_port, &dir, &verifier, maria.is_some());
     if let Some(m) = &maria {
         text.push_str(&dev_mysql_config(my_port, m, &dir));
@@ -88,7 +88,8 @@ async fn start_servers(keep: bool) -> anyhow::Result<(PrivatePostgres, Option<Pr
     if keep {
         pg.keep_files();
     }
-    prepare_cluster(&pg).await.context("preparing the private cluster")?;
+    let admin_password = prepare_cluster(&pg).await.context("preparing the private cluster")?;
+    write_private(&pg.dir().join("admin.secret"), admin_password.expose())?;
     eprintln!("leasegate dev: starting a private MariaDB…");
     let maria = match tokio::task::spawn_blocking(PrivateMariaDb::start).await? {
         Ok(m) => {
@@ -156,18 +157,26 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(text.as_bytes())
 }
 
-/// A group role the dev users join, with the rights an application usually has.
-async fn prepare_cluster(pg: &PrivatePostgres) -> anyhow::Result<()> {
+/// A group role the dev users join, with the rights an application usually has, and the admin
+/// leasegate uses: not the cluster's superuser, only what docs/privileges.md lists. Returns the
+/// admin's password.
+async fn prepare_cluster(pg: &PrivatePostgres) -> anyhow::Result<crate::secret::Secret> {
     use sqlx::Connection;
+    let password = crate::name::password();
     let mut conn = sqlx::PgConnection::connect(&pg.url("postgres")).await?;
-    sqlx::raw_sql(
-        "CREATE ROLE dev_app NOLOGIN; GRANT ALL ON SCHEMA public TO dev_app; GRANT CREATE, TEMPORARY ON DATABASE postgres TO dev_app",
-    )
-    .execute(&mut conn)
-    .await?;
+    let sql = format!(
+        "CREATE ROLE dev_app NOLOGIN; GRANT ALL ON SCHEMA public TO dev_app; GRANT CREATE, TEMPORARY ON DATABASE postgres TO dev_app;
+         CREATE ROLE {DEV_PG_ADMIN} LOGIN CREATEROLE PASSWORD {pw}; GRANT pg_signal_backend TO {DEV_PG_ADMIN};
+         GRANT dev_app TO {DEV_PG_ADMIN} WITH ADMIN OPTION",
+        pw = crate::pg::provision::quote_literal(password.expose())
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
     conn.close().await?;
-    Ok(())
+    Ok(password)
 }
+
+/// The Postgres admin `leasegate dev` configures (the cluster's superuser is `leasegate_admin`).
+const DEV_PG_ADMIN: &str = "leasegate_minter";
 
 /// A database and a role with the rights an application usually has, for the MySQL dev users.
 fn prepare_mariadb(m: &PrivateMariaDb) -> anyhow::Result<()> {
@@ -223,7 +232,7 @@ name = "dev"
 kind = "postgres"
 listen = ["127.0.0.1:{port}", "unix:{dir}/.s.PGSQL.{port}"]
 upstream = "127.0.0.1:{pg_port}"
-admin_user = "leasegate_admin"
+admin_user = "{DEV_PG_ADMIN}"
 admin_password_file = "{dir}/admin.secret"
 name_prefix = "lg_"
 client_tls = {{ cert = "{dir}/tls.crt", key = "{dir}/tls.key", mode = "optional" }}
