@@ -78,7 +78,7 @@ pub fn scram(data: &[u8]) {
 
 /// The client's HandshakeResponse41 (the first packet's payload), with and without TLS offered.
 pub fn mysql_handshake_response(data: &[u8]) {
-    let server = crate::mysql::frontend::fuzz_server_hello();
+    let server = crate::mysql::frontend::sample_server_hello();
     for offer_tls in [false, true] {
         let _ = crate::mysql::frontend::parse_response(data, &server, offer_tls);
     }

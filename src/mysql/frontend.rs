@@ -437,8 +437,8 @@ impl ClientConn {
     }
 }
 
-/// A MariaDB greeting's values, for the fuzz target of `parse_response`.
-pub(crate) fn fuzz_server_hello() -> ServerHello {
+/// A MariaDB greeting's values, for unit tests and the fuzz target of `parse_response`.
+pub(crate) fn sample_server_hello() -> ServerHello {
     ServerHello {
         version: b"5.5.5-10.11.19-MariaDB".to_vec(),
         connection_id: 42,
@@ -462,27 +462,10 @@ pub(crate) fn fuzz_server_hello() -> ServerHello {
 mod tests {
     use super::*;
 
-    fn server() -> ServerHello {
-        ServerHello {
-            version: b"5.5.5-10.11.19-MariaDB".to_vec(),
-            connection_id: 42,
-            capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
-                | CapabilityFlags::CLIENT_COMPRESS
-                | CapabilityFlags::CLIENT_SSL
-                | CapabilityFlags::CLIENT_DEPRECATE_EOF
-                | CapabilityFlags::CLIENT_PLUGIN_AUTH
-                | CapabilityFlags::CLIENT_SECURE_CONNECTION,
-            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_PROGRESS | MariadbCapabilities::MARIADB_CLIENT_RESERVED_1,
-            collation: 45,
-            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-            plugin: NATIVE.into(),
-        }
-    }
-
     #[test]
     fn greeting_mirrors_the_server_without_compression() {
         let nonce = *b"abcdefghijklmnopqrst";
-        let bytes = greeting(&server(), &nonce, false, NATIVE);
+        let bytes = greeting(&sample_server_hello(), &nonce, false, NATIVE);
         let parsed: HandshakePacket<'_> = ParseBuf(&bytes).parse(()).unwrap();
         assert_eq!(parsed.connection_id(), 42);
         assert_eq!(parsed.server_version_ref(), b"5.5.5-10.11.19-MariaDB");
@@ -493,7 +476,7 @@ mod tests {
         assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_COMPRESS));
         assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
         assert!(parsed.capabilities().contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
-        let bytes = greeting(&server(), &nonce, true, CACHING_SHA2);
+        let bytes = greeting(&sample_server_hello(), &nonce, true, CACHING_SHA2);
         let with_tls: HandshakePacket<'_> = ParseBuf(&bytes).parse(()).unwrap();
         assert!(with_tls.capabilities().contains(CapabilityFlags::CLIENT_SSL));
         assert_eq!(with_tls.auth_plugin_name_ref(), Some(CACHING_SHA2.as_bytes()));

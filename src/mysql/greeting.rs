@@ -72,7 +72,7 @@ mod tests {
     fn greets_from_the_last_server_with_ids_of_its_own() {
         let cache = GreetingCache::default();
         assert!(cache.greeting().is_none(), "no greeting before a server was seen");
-        let server = crate::mysql::frontend::fuzz_server_hello();
+        let server = crate::mysql::frontend::sample_server_hello();
         cache.remember(&server);
         let (a, b) = (cache.greeting().unwrap(), cache.greeting().unwrap());
         assert!(a.connection_id >= FIRST_VIRTUAL && b.connection_id >= FIRST_VIRTUAL);
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn a_client_fits_a_server_with_every_capability_it_took() {
-        let server = crate::mysql::frontend::fuzz_server_hello();
+        let server = crate::mysql::frontend::sample_server_hello();
         let mut client = ClientHello {
             capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF | CapabilityFlags::CLIENT_SSL,
             mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_PROGRESS,
