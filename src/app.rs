@@ -15,8 +15,11 @@
 
 use crate::admin::AdminState;
 use crate::audit::Audit;
+use crate::config::JournalStore;
 use crate::config::{Config, DatabaseConfig, DbKind, Problem};
+use crate::lease::LeaseStore;
 use crate::lease::journal::Journal;
+use crate::lease::pg_journal::PgJournal;
 use crate::lease::{EndReason, LeaseManager, recovery};
 use crate::metrics::Metrics;
 use crate::mysql::Mysql;
@@ -126,15 +129,14 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
             Err(e) => tracing::warn!(database = %name, error = %e, "admin connection failed; logins will fail until it works"),
         }
     }
-    let journal_path = config.journal_path();
-    let journal_err = |source| AppError::Journal { path: journal_path.display().to_string(), source };
-    let journal = Journal::open(&journal_path, config.journal_instance()).await.map_err(journal_err)?;
+    let (journal, journal_name) = open_store(&config).await?;
+    let journal_err = |source| AppError::Journal { path: journal_name.clone(), source };
     let audit_path = config.audit.as_ref().map(|a| a.path.clone());
     let audit = Audit::open(audit_path.as_deref())
         .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;
     let metrics = Metrics::default();
     metrics.prime(config.databases.iter().map(|d| d.name.as_str()), config.roles.iter().map(|r| (r.database.as_str(), r.name.as_str())));
-    let leases = LeaseManager::new(config.clone(), provisioners.clone(), Arc::new(journal), metrics.clone(), audit.clone());
+    let leases = LeaseManager::new(config.clone(), provisioners.clone(), journal, metrics.clone(), audit.clone());
     let jwt = crate::identity::jwt::Verifiers::new(&config.jwt_issuers)
         .map_err(|e| AppError::Config(vec![Problem::new("jwt_issuer", e.to_string())]))?;
     // The first fetch of keys from URLs; a failure is logged and retried on the refresh.
@@ -148,6 +150,7 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     }
     let sweeps: Vec<_> = config.databases.iter().map(|db| tokio::spawn(recovery::sweep_orphans(app.leases.clone(), db.clone()))).collect();
     tokio::spawn(prune_journal(app.leases.clone(), config.journal_retention(), signals.stopped.clone()));
+    tokio::spawn(app.leases.clone().live_in_fleet(config.journal_takeover_after(), signals.stopped.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(become_ready(app.leases.clone(), recovered, sweeps, ready.clone(), signals.begin.clone()));
     let admin = match listeners.admin {
@@ -176,6 +179,30 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
         left
     });
     Ok(Running { app: running_app, task })
+}
+
+/// Opens the lease store the config names: the SQLite file, or the shared Postgres store (its
+/// URL read from `url_file`/`url_env`). Returns it and a name for errors (never the URL: it may
+/// carry a password).
+async fn open_store(config: &Config) -> Result<(Arc<dyn LeaseStore>, String), AppError> {
+    match config.journal_store() {
+        JournalStore::Sqlite(path) => {
+            let name = path.display().to_string();
+            match Journal::open(&path, config.journal_instance()).await {
+                Ok(j) => Ok((Arc::new(j), name)),
+                Err(source) => Err(AppError::Journal { path: name, source }),
+            }
+        }
+        JournalStore::Postgres(source) => {
+            let name = "the shared store ([journal] url)".to_string();
+            let url = source.load().map_err(|e| AppError::Config(vec![Problem::new("journal.url_file", e.to_string())]))?;
+            let instance = config.journal_instance().map_or_else(crate::lease::pg_journal::generated_instance, str::to_string);
+            match PgJournal::open(url.expose(), &instance, config.journal_takeover_after()).await {
+                Ok(j) => Ok((Arc::new(j), name)),
+                Err(source) => Err(AppError::Journal { path: name, source }),
+            }
+        }
+    }
 }
 
 /// Deletes long-ended leases from the journal at start and then hourly, so it stays small.
@@ -297,6 +324,12 @@ async fn shut_down(
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     for p in provisioners.values() {
         p.close().await;
+    }
+    if left == 0
+        && let Some(fleet) = app.leases.journal().fleet()
+        && let Err(e) = fleet.deregister().await
+    {
+        tracing::warn!(error = %e, "could not mark this instance stopped in the shared store; others will find it silent and own nothing");
     }
     app.leases.journal().close().await;
     tracing::info!("shutdown complete");

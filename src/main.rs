@@ -94,7 +94,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     let problems = config.load_files();
-    for (at, note) in leasegate::mysql::vault::notes(&config) {
+    for (at, note) in leasegate::mysql::vault::notes(&config).into_iter().chain(config.sweep_hazards()) {
         println!("{}: {at}: {note}", path.display());
     }
     if problems.is_empty() {

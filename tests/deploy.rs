@@ -53,6 +53,7 @@ assert all("secret" not in volumes[n] for n in mounts(app)), mounts(app)
 token = [s["serviceAccountToken"] for n in mounts(app) for s in volumes[n].get("projected", {}).get("sources", [])]
 json.dump({
     "toml": next(d for d in docs if d["kind"] == "ConfigMap")["data"]["leasegate.toml"],
+    "replicas": next(d for d in docs if d["kind"] == "Deployment")["spec"]["replicas"],
     "app_uid": app["securityContext"]["runAsUser"],
     "app_url": next(e["value"] for e in app["env"] if e["name"] == "DATABASE_URL"),
     "shared_socket_dir": [mounts(app).get(n) for n in mounts(lg) if n in mounts(app)],
@@ -78,6 +79,27 @@ json.dump({
     let audiences = &config.jwt_issuers[0].audiences;
     assert!(facts["token_audiences"].as_array().unwrap().iter().all(|a| audiences.iter().any(|x| a == x.as_str())), "{facts}");
     assert!(!facts["token_audiences"].as_array().unwrap().is_empty());
+    // Replicas share lease state, so no replica's sweep can take another's users.
+    if facts["replicas"].as_u64().unwrap() > 1 {
+        assert!(matches!(config.journal_store(), leasegate::config::JournalStore::Postgres(_)), "replicas with a journal each");
+    }
+    assert!(config.sweep_hazards().is_empty(), "{:?}", config.sweep_hazards());
+}
+
+/// No config that ships can sweep (or fence) another instance: each either keeps an instance id
+/// per journal or shares one store, and none names an id that replicas would copy.
+#[test]
+fn no_shipped_config_can_sweep_another_instances_users() {
+    let example = include_str!("../config/leasegate.example.toml");
+    let config = leasegate::config::Config::from_toml_str(example).unwrap();
+    assert!(config.sweep_hazards().is_empty(), "{:?}", config.sweep_hazards());
+    // The hazard the check looks for is real: a named instance with a journal each and the sweep on.
+    let copied = example
+        .replace("path = \"leasegate.db\"", "path = \"leasegate.db\"\ninstance = \"pod-abc\"")
+        .replace("sweep_orphans = false", "sweep_orphans = true");
+    let hazards = leasegate::config::Config::from_toml_str(&copied).unwrap().sweep_hazards();
+    assert_eq!(hazards.len(), 1, "{copied}");
+    assert!(hazards[0].1.contains("would drop the other's"), "{hazards:?}");
 }
 
 #[test]

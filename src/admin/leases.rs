@@ -41,6 +41,9 @@ pub struct LeaseView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     pub sessions: usize,
+    /// The instance that owns the lease (with a shared store, possibly another one).
+    #[serde(default)]
+    pub instance: String,
     pub granted_at: String,
     pub expires_at: String,
     pub max_expires_at: String,
@@ -58,13 +61,14 @@ impl LeaseView {
             state: r.state,
             last_error: r.last_error,
             sessions: 0,
+            instance: r.instance,
             granted_at: rfc3339(r.granted_at),
             expires_at: rfc3339(r.expires_at),
             max_expires_at: rfc3339(r.max_expires_at),
         }
     }
 
-    fn of(l: &Lease) -> LeaseView {
+    fn of(l: &Lease, instance: &str) -> LeaseView {
         let state = l.state();
         LeaseView {
             id: l.id.clone(),
@@ -78,6 +82,7 @@ impl LeaseView {
                 _ => None,
             },
             sessions: l.live_sessions(),
+            instance: instance.to_string(),
             granted_at: rfc3339(l.granted_at),
             expires_at: rfc3339(l.expires_at()),
             max_expires_at: rfc3339(l.max_expires_at),
@@ -109,9 +114,18 @@ async fn list(
         .list()
         .iter()
         .filter(|l| caller.owns(&l.identity.client))
-        .map(|l| LeaseView::of(l))
-        .filter(|v| f.role.as_ref().is_none_or(|r| &v.role == r) && f.state.as_ref().is_none_or(|st| &v.state == st))
+        .map(|l| LeaseView::of(l, s.app.leases.journal().instance()))
         .collect();
+    // With a shared store, the other instances' leases too.
+    if s.app.leases.journal().fleet().is_some() {
+        let rows = s.app.leases.journal().open_leases().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let here: std::collections::HashSet<String> = leases.iter().map(|v| v.id.clone()).collect();
+        let ours = s.app.leases.journal().instance();
+        leases.extend(
+            rows.into_iter().filter(|r| r.instance != ours && !here.contains(&r.id) && caller.owns(&r.client)).map(LeaseView::ended),
+        );
+    }
+    leases.retain(|v| f.role.as_ref().is_none_or(|r| &v.role == r) && f.state.as_ref().is_none_or(|st| &v.state == st));
     leases.sort_by(|a, b| a.granted_at.cmp(&b.granted_at).then(a.id.cmp(&b.id)));
     Ok(Json(leases))
 }
@@ -142,7 +156,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<LeaseView>, ApiError> {
     if let Some(lease) = s.app.leases.get(&id).filter(|l| caller.owns(&l.identity.client)) {
-        return Ok(Json(LeaseView::of(&lease)));
+        return Ok(Json(LeaseView::of(&lease, s.app.leases.journal().instance())));
     }
     match s.app.leases.journal().get(&id).await {
         Ok(Some(row)) if !caller.owns(&row.client) => Err(ApiError(StatusCode::NOT_FOUND, format!("no lease {id:?}"))),
@@ -183,7 +197,7 @@ async fn renew(
     }
     let lease = find(&s, &caller, &id).await?;
     match s.app.leases.renew_by(&lease, body.increment).await {
-        Ok(_) => Ok(Json(LeaseView::of(&lease))),
+        Ok(_) => Ok(Json(LeaseView::of(&lease, s.app.leases.journal().instance()))),
         Err(e @ RenewError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
         Err(e @ RenewError::Provision(_)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
@@ -194,14 +208,48 @@ async fn revoke(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<LeaseView>, ApiError> {
+    if s.app.leases.get(&id).is_none()
+        && let Some(view) = revoke_elsewhere(&s, &caller, &id).await?
+    {
+        return Ok(Json(view));
+    }
     let lease = find(&s, &caller, &id).await?;
     revoked(&s, &lease).await.map(Json)
+}
+
+/// A lease another instance owns (shared store): ask its owner to revoke it and wait until the
+/// store says it ended. `None` when the store knows no open lease of another instance by this id.
+async fn revoke_elsewhere(s: &AdminState, caller: &Caller, id: &str) -> Result<Option<LeaseView>, ApiError> {
+    let journal = s.app.leases.journal();
+    let Some(fleet) = journal.fleet() else { return Ok(None) };
+    let unavailable = |e: crate::lease::JournalError| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let Some(row) = journal.get(id).await.map_err(unavailable)? else { return Ok(None) };
+    if row.state == "ended" || row.instance == journal.instance() || !caller.owns(&row.client) {
+        return Ok(None);
+    }
+    fleet.request_revoke(id).await.map_err(unavailable)?;
+    let deadline = tokio::time::Instant::now() + REVOKE_WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let row = journal.get(id).await.map_err(unavailable)?;
+        match row {
+            Some(r) if r.state == "ended" => return Ok(Some(LeaseView::ended(r))),
+            Some(r) if tokio::time::Instant::now() >= deadline => {
+                return Err(ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("instance {} was asked to revoke the lease and has not finished yet (state {})", r.instance, r.state),
+                ));
+            }
+            Some(_) => {}
+            None => return Ok(None),
+        }
+    }
 }
 
 /// Revokes and answers once the user is gone; 503 with the last error if it is not yet.
 async fn revoked(s: &AdminState, lease: &Arc<Lease>) -> Result<LeaseView, ApiError> {
     match s.app.leases.revoke_and_wait(lease, REVOKE_WAIT).await {
-        LeaseState::Ended => Ok(LeaseView::of(lease)),
+        LeaseState::Ended => Ok(LeaseView::of(lease, s.app.leases.journal().instance())),
         LeaseState::RevokeFailed(e) => {
             Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("revocation is failing and being retried: {e}")))
         }

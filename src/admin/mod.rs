@@ -121,6 +121,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if !s.ready.load(Ordering::Acquire) {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down".into()).into_response();
     }
+    if !s.app.leases.journal().health().reachable {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: the shared lease store is unreachable (new grants fail)".into())
+            .into_response();
+    }
     if !s.checked.get(|| crate::provision::admin_connections_ok(&s.provisioners)).await {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: an admin connection to a database fails".into()).into_response();
     }

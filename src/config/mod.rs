@@ -11,6 +11,7 @@ mod listen;
 mod role;
 mod secret_source;
 mod sections;
+mod sweep;
 
 pub use client::{CertRule, ClientConfig, PeerRule, Proof};
 pub use database::{
@@ -21,7 +22,7 @@ pub use jwt_issuer::{JwtIssuerConfig, JwtRule};
 pub use listen::{Listen, ListenAddr, UnixSocket};
 pub use role::{RoleConfig, Scope};
 pub use secret_source::SecretSource;
-pub use sections::{AdminSection, AuditSection, JournalSection, ServiceSection};
+pub use sections::{AdminSection, AuditSection, JournalSection, JournalStore, ServiceSection};
 
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -133,10 +134,8 @@ impl Config {
                 }
             }
         }
-        if let Some(instance) = self.journal_instance()
-            && !sections::valid_instance(instance)
-        {
-            problems.push(Problem::new("journal.instance", "1 to 64 letters, digits, '.', '_' or '-'"));
+        if let Some(j) = &self.journal {
+            j.validate(&mut problems);
         }
         if self.databases.is_empty() {
             problems.push(Problem::new("database", "at least one [[database]] is required"));
@@ -149,6 +148,16 @@ impl Config {
         let mut problems = Vec::new();
         if let Err(p) = self.admin_token() {
             problems.push(p);
+        }
+        if let JournalStore::Postgres(source) = self.journal_store() {
+            let key = if matches!(source, SecretSource::File(_)) { "journal.url_file" } else { "journal.url_env" };
+            match source.load() {
+                Err(e) => problems.push(Problem::new(key, e.to_string())),
+                Ok(url) if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) => {
+                    problems.push(Problem::new(key, "the store's URL must start with postgres:// or postgresql://"))
+                }
+                Ok(_) => {}
+            }
         }
         for (i, db) in self.databases.iter().enumerate() {
             let at = format!("database[{i}]");
@@ -207,8 +216,19 @@ impl Config {
         self.journal.as_ref().and_then(|j| j.instance.as_deref())
     }
 
-    pub fn journal_path(&self) -> std::path::PathBuf {
-        self.journal.as_ref().map_or_else(JournalSection::default_path, |j| j.path.clone())
+    /// Where lease state lives: the SQLite file, or a shared Postgres store.
+    pub fn journal_store(&self) -> JournalStore {
+        let Some(j) = &self.journal else { return JournalStore::Sqlite(JournalSection::default_path()) };
+        match (&j.url_file, &j.url_env) {
+            (Some(f), _) => JournalStore::Postgres(SecretSource::File(f.clone())),
+            (None, Some(e)) => JournalStore::Postgres(SecretSource::Env(e.clone())),
+            (None, None) => JournalStore::Sqlite(j.path.clone().unwrap_or_else(JournalSection::default_path)),
+        }
+    }
+
+    /// `[journal].takeover_after` (shared store only).
+    pub fn journal_takeover_after(&self) -> std::time::Duration {
+        self.journal.as_ref().map_or_else(JournalSection::default_takeover, |j| j.takeover_after)
     }
 
     pub fn client(&self, name: &str) -> Option<&ClientConfig> {

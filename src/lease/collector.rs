@@ -1,4 +1,5 @@
-//! The lease gauges (`leases_active` by role and state, `lease_remaining`), computed from the
+//! The lease gauges (`leases_active` by role and state, `lease_remaining`, the store's
+//! `journal_up` and `journal_queued_writes`), computed from the
 //! manager's leases on each scrape so they can never drift from the truth. The families that
 //! code paths update as things happen live in `metrics`; this collector is handed to
 //! `Metrics::registry` through [`LeaseManager::collector`].
@@ -65,6 +66,22 @@ impl Collector for LeaseCollector {
             remaining.metric_type(),
         )?;
         remaining.encode(e)?;
+        // The lease store: whether it answers and what waits for it (a shared store's outage
+        // shows here; a local file always answers).
+        let health = self.leases.journal().health();
+        let up: Gauge = Gauge::default();
+        up.set(i64::from(health.reachable));
+        let e = encoder.encode_descriptor("journal_up", "1 when the lease store answered its last round trip", None, up.metric_type())?;
+        up.encode(e)?;
+        let queued: Gauge = Gauge::default();
+        queued.set(health.queued_writes as i64);
+        let e = encoder.encode_descriptor(
+            "journal_queued_writes",
+            "Lease state changes waiting for the lease store to answer",
+            None,
+            queued.metric_type(),
+        )?;
+        queued.encode(e)?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! undoing a mint that failed (forgotten when surely nothing was created, revoked otherwise).
 
 use super::deadlines::Timer;
-use super::{EndReason, Lease, LeaseError, LeaseManager, NewLease, SessionGuard};
+use super::{EndReason, Lease, LeaseError, LeaseManager, LeaseState, NewLease, SessionGuard};
 use crate::auth::Identity;
 use crate::config::{RoleConfig, Scope};
 use crate::name;
@@ -111,7 +111,12 @@ impl LeaseManager {
             return Err(LeaseError::Mint { source });
         }
         let revoke_pending = lease.minted();
-        self.activate(&lease, role, share, started).await;
+        if !self.activate(&lease, role, share, started).await {
+            // This instance was declared dead while the user was being created: the instance
+            // that took the lease over may have looked before the user existed, so drop it here.
+            self.drop_unowned(&lease, role, provisioner.as_ref()).await;
+            return Err(LeaseError::Journal(super::JournalError::NotOwner));
+        }
         if revoke_pending {
             // Revocation (shutdown, the API) was asked for while the user was being created.
             let reason = if self.is_granting() { EndReason::Revoked } else { EndReason::Shutdown };
@@ -179,15 +184,30 @@ impl LeaseManager {
         Ok(())
     }
 
-    /// The user exists: journal it, publish it, start its deadlines, count and audit it.
-    async fn activate(&self, lease: &Arc<Lease>, role: &RoleConfig, share: bool, started: std::time::Instant) {
-        self.record_state(lease, None).await;
+    /// The user exists: journal it, publish it, start its deadlines, count and audit it. False
+    /// when the lease is no longer this instance's (let go of while minting, or the shared
+    /// store refused the write): nothing is published then.
+    async fn activate(&self, lease: &Arc<Lease>, role: &RoleConfig, share: bool, started: std::time::Instant) -> bool {
+        if lease.state() == LeaseState::Ended || matches!(self.record_state_checked(lease).await, Err(super::JournalError::NotOwner)) {
+            return false;
+        }
         if share {
             self.inner.current.insert(lease.identity.clone(), lease.clone());
         }
         self.schedule_expiry(lease, role, tokio::time::Instant::now());
         self.inner.timers.set(Timer::MaxTtl.key(lease), lease.max_deadline);
         self.record_granted(lease, role, started.elapsed());
+        true
+    }
+
+    /// Drops the user of a lease this instance no longer owns, without journaling (the row is
+    /// another instance's), and lets go of the lease.
+    async fn drop_unowned(&self, lease: &Arc<Lease>, role: &RoleConfig, provisioner: &dyn Provisioner) {
+        tracing::warn!(lease = %lease.id, user = %lease.user, "lease lost to another instance while minting; dropping its user here");
+        if let Err(e) = provisioner.rollback(role, &lease.user).await {
+            tracing::error!(lease = %lease.id, user = %lease.user, error = %e, "dropping the user of a lost lease failed; the orphan sweep will find it");
+        }
+        self.relinquish(lease);
     }
 
     /// A lease whose user surely does not exist: journal its end and drop it.

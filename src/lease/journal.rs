@@ -91,13 +91,13 @@ impl Journal {
     async fn rows(&self, filter: &'static str) -> Result<Vec<JournalRow>, JournalError> {
         let sql = format!("{SELECT_ROW} {filter} ORDER BY granted_at");
         let rows: Vec<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(RawRow::into_row).collect())
+        Ok(rows.into_iter().map(|r| r.into_row(&self.instance)).collect())
     }
 
     async fn rows_by_id(&self, id: &str) -> Result<Vec<JournalRow>, JournalError> {
         let sql = format!("{SELECT_ROW} WHERE id = ?");
         let rows: Vec<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(RawRow::into_row).collect())
+        Ok(rows.into_iter().map(|r| r.into_row(&self.instance)).collect())
     }
 
     /// Runs one UPDATE or DELETE; returns the rows it touched.
@@ -162,6 +162,10 @@ impl LeaseStore for Journal {
         Box::pin(async move { Ok(self.rows_by_id(id).await?.into_iter().next()) })
     }
 
+    fn open_leases(&self) -> StoreFuture<'_, Vec<JournalRow>> {
+        self.unfinished()
+    }
+
     fn open_users(&self) -> StoreFuture<'_, HashSet<String>> {
         Box::pin(async move {
             let users: Vec<(String,)> = sqlx::query_as("SELECT db_user FROM leases WHERE state <> 'ended'").fetch_all(&self.pool).await?;
@@ -180,16 +184,18 @@ impl LeaseStore for Journal {
     }
 }
 
-const SELECT_ROW: &str = "SELECT id, database, role, client, db_user, state, end_reason, last_error, used_databases, granted_at, expires_at, max_expires_at FROM leases";
+pub(super) const SELECT_ROW: &str = "SELECT id, database, role, client, db_user, state, end_reason, last_error, used_databases, granted_at, expires_at, max_expires_at FROM leases";
 
-type RawRow = (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64);
+/// A row as both journals select it (`SELECT_ROW`'s columns, in order).
+pub(super) type RawRow = (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64);
 
-trait IntoRow {
-    fn into_row(self) -> JournalRow;
+pub(super) trait IntoRow {
+    /// The row, owned by `instance`.
+    fn into_row(self, instance: &str) -> JournalRow;
 }
 
 impl IntoRow for RawRow {
-    fn into_row(self) -> JournalRow {
+    fn into_row(self, instance: &str) -> JournalRow {
         let (id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max) = self;
         JournalRow {
             id,
@@ -201,6 +207,7 @@ impl IntoRow for RawRow {
             end_reason,
             last_error,
             used_databases: used.lines().filter(|l| !l.is_empty()).map(str::to_string).collect(),
+            instance: instance.to_string(),
             granted_at: from_millis(granted),
             expires_at: from_millis(expires),
             max_expires_at: from_millis(max),

@@ -65,6 +65,7 @@ impl MemoryStore {
             end_reason: None,
             last_error: None,
             used_databases: BTreeSet::new(),
+            instance: "memory".into(),
             granted_at: i.granted_at,
             expires_at: i.expires_at,
             max_expires_at: i.max_expires_at,
@@ -134,6 +135,10 @@ impl LeaseStore for MemoryStore {
 
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<JournalRow>> {
         ready(Ok(self.row(id)))
+    }
+
+    fn open_leases(&self) -> StoreFuture<'_, Vec<JournalRow>> {
+        self.unfinished()
     }
 
     fn open_users(&self) -> StoreFuture<'_, HashSet<String>> {

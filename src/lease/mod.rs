@@ -14,7 +14,9 @@
 //! - `revoke`: ending leases (stop sessions, drop the user), retried with backoff until done;
 //! - `records`: what is written about a lease — store rows, audit events, counters;
 //! - `collector`: the lease gauges, computed at scrape time;
-//! - `store` (the [`LeaseStore`] trait), `journal` (SQLite, the real one), `memory` (tests);
+//! - `store` (the [`LeaseStore`] trait), `journal` (SQLite, one instance), `pg_journal`
+//!   (Postgres, shared by many), `memory` (tests);
+//! - `fleet`: heartbeats, taking over dead instances' leases, being fenced, revocation requests;
 //! - `scheduler`: the one timer structure; `recovery`: what a previous run left behind.
 //!
 //! Left to others: the SQL and its dialects (`provision` and each protocol's provisioner), the
@@ -24,11 +26,13 @@
 mod collector;
 mod deadlines;
 mod error;
+mod fleet;
 mod grant;
 pub mod journal;
 mod manager;
 #[cfg(test)]
 pub mod memory;
+pub mod pg_journal;
 mod records;
 pub mod recovery;
 mod renew;
@@ -42,7 +46,7 @@ mod tests;
 pub use error::{LeaseError, RenewError};
 pub use manager::LeaseManager;
 pub use state::{DrainReason, LeaseState, Signal};
-pub use store::{JournalError, JournalRow, LeaseStore};
+pub use store::{JournalError, JournalRow, LeaseStore, StoreHealth};
 
 use crate::auth::Identity;
 use crate::secret::Secret;

@@ -33,6 +33,18 @@ impl LeaseManager {
         logged(lease, self.inner.store.set_state(&lease.id, state.as_str(), error).await);
     }
 
+    /// Like `record_state`, and says what the store answered (a shared store refuses the write
+    /// of a lease another instance owns now).
+    pub(super) async fn record_state_checked(&self, lease: &Lease) -> Result<(), JournalError> {
+        let written = self.inner.store.set_state(&lease.id, lease.state().as_str(), None).await;
+        match &written {
+            Ok(()) | Err(JournalError::NotOwner) => {}
+            Err(JournalError::Queued) => tracing::debug!(lease = %lease.id, "journal write queued until the store answers"),
+            Err(e) => tracing::error!(lease = %lease.id, error = %e, "journal write failed"),
+        }
+        written
+    }
+
     /// The user exists.
     pub(super) fn record_granted(&self, lease: &Lease, role: &RoleConfig, mint_took: Duration) {
         tracing::info!(
@@ -107,10 +119,14 @@ impl LeaseManager {
     }
 }
 
-/// Logs a failed store write.
+/// Logs a failed store write (a queued one only at debug level: the store's outage is logged
+/// once, where it is noticed).
 fn logged(lease: &Lease, written: Result<(), JournalError>) {
-    if let Err(e) = written {
-        tracing::error!(lease = %lease.id, error = %e, "journal write failed");
+    match written {
+        Ok(()) => {}
+        Err(JournalError::Queued) => tracing::debug!(lease = %lease.id, "journal write queued until the store answers"),
+        Err(JournalError::NotOwner) => tracing::warn!(lease = %lease.id, "journal write refused: another instance owns this lease now"),
+        Err(e) => tracing::error!(lease = %lease.id, error = %e, "journal write failed"),
     }
 }
 

@@ -4,8 +4,9 @@
 //! is revoked (reason `recovered`) through the normal revocation path, retrying until it
 //! succeeds. Then, per `[[database]]` with `sweep_orphans`, users whose names carry its prefix,
 //! that no lease knows and that carry this instance's mark (the journal's `instance`, set on
-//! each user at its mint) are dropped (reason `orphan`), or only logged in dry-run mode. A user
-//! another instance minted, or one without a mark, is never touched.
+//! each user at its mint) — or, with a shared store, the mark of any instance registered in it,
+//! whose open leases the store lists too — are dropped (reason `orphan`), or only logged in
+//! dry-run mode. A user another instance minted, or one without a mark, is never touched.
 
 use super::store::JournalError;
 use super::{EndReason, Lease, LeaseManager};
@@ -48,6 +49,16 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
         return;
     }
     let ours = manager.journal().instance().to_string();
+    // With a shared store, every instance registered in it: their open leases are all known.
+    let family = loop {
+        match manager.journal().known_instances().await {
+            Ok(ids) => break ids,
+            Err(e) => {
+                tracing::warn!(database = %db.name, error = %e, "orphan sweep cannot read the instances; will retry");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
     let mut delay = Duration::from_secs(1);
     let users = loop {
         match provisioner.users_with_prefix(&db.name_prefix).await {
@@ -71,7 +82,7 @@ pub async fn sweep_orphans(manager: LeaseManager, db: DatabaseConfig) {
     // Never a role the config names for another purpose, even one that carries the prefix.
     let protected = protected_roles(&manager, &db);
     let unknown = users.into_iter().filter(|f| !known.contains(&f.user) && !protected.contains(&f.user));
-    let (mine, others): (Vec<Found>, Vec<Found>) = unknown.partition(|f| f.instance.as_deref() == Some(ours.as_str()));
+    let (mine, others): (Vec<Found>, Vec<Found>) = unknown.partition(|f| f.instance.as_ref().is_some_and(|i| family.contains(i)));
     if !others.is_empty() {
         let unmarked = others.iter().filter(|f| f.instance.is_none()).count();
         tracing::info!(

@@ -4,6 +4,7 @@
 //! journaled, counted, audited and shown as `RevokeFailed`; it is never dropped silently. A
 //! user that is already gone counts as dropped.
 
+use super::store::JournalError;
 use super::{EndReason, Lease, LeaseManager, LeaseState};
 use crate::config::RoleConfig;
 use crate::provision::{ProvisionError, Provisioner};
@@ -58,11 +59,18 @@ impl LeaseManager {
         };
         // A role removed from the config since is revoked with the default statements.
         let role = self.role(&lease.identity.role).cloned().unwrap_or_else(|| RoleConfig::fallback(&lease.database));
-        self.record_state(&lease, None).await;
+        if let Err(JournalError::NotOwner) = self.record_state_checked(&lease).await {
+            tracing::warn!(lease = %lease.id, user = %lease.user, "lease taken over by another instance; it revokes it, this one only closes its sessions");
+            return self.relinquish(&lease);
+        }
         let started = std::time::Instant::now();
         let mut delay = FIRST_RETRY;
         let mut attempt = 1u32;
-        while let Err(e) = revoke_once(provisioner.as_ref(), &role, &lease).await {
+        loop {
+            if !self.wait_until_may_act(&lease).await {
+                return;
+            }
+            let Err(e) = revoke_once(provisioner.as_ref(), &role, &lease).await else { break };
             tracing::warn!(lease = %lease.id, user = %lease.user, attempt, retry_in = ?delay, error = %e, "revocation failed; will retry");
             lease.revoke_failed(e.to_string());
             self.record_revoke_failed(&lease, &e.to_string()).await;
@@ -73,6 +81,23 @@ impl LeaseManager {
         let counted = lease.finish();
         self.record_ended(&lease, reason, attempt, started.elapsed()).await;
         self.remove(&lease, counted);
+    }
+
+    /// With a shared store cut off past `takeover_after`, another instance may have taken the
+    /// lease over: wait until the store confirms this instance alive again (or the lease was let
+    /// go of meanwhile: false) before dropping anything, so nothing is revoked twice.
+    async fn wait_until_may_act(&self, lease: &Lease) -> bool {
+        let mut told = false;
+        while !self.journal().may_act() {
+            if lease.state() == LeaseState::Ended {
+                return false;
+            }
+            if !std::mem::replace(&mut told, true) {
+                tracing::warn!(lease = %lease.id, "revocation waits: the shared store has not confirmed this instance alive lately");
+            }
+            tokio::time::sleep(FIRST_RETRY).await;
+        }
+        lease.state() != LeaseState::Ended
     }
 
     /// Ends `lease` and waits until its user is dropped, or `limit` passes.

@@ -7,11 +7,12 @@
 //! States are the contract's names (`minting`, `active`, `revoking`, `revoke_failed`,
 //! `ended`), as `LeaseState::as_str` gives them.
 //!
-//! Shaped for a shared store too (DESIGN §2b: a Postgres journal for many instances): rows are
-//! keyed by lease id alone, every method is one self-contained write or read, and
-//! [`LeaseStore::unfinished`] means "the leases *this instance* must revoke at start". A shared
-//! store will add the owning instance to the intent, heartbeats and takeover; the single-file
-//! store owns every row.
+//! Two stores are real: `journal` (SQLite, one instance per file, which owns every row) and
+//! `pg_journal` (Postgres, shared by many instances, DESIGN §2b). In the shared one every row
+//! has an owning instance and that owner's epoch (its fencing token); a write by an instance
+//! that no longer owns the row is refused with [`JournalError::NotOwner`], and what only a
+//! shared store does (heartbeats, taking over a dead instance's leases, revocation requests
+//! between instances) is behind [`LeaseStore::fleet`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
@@ -28,6 +29,22 @@ pub enum JournalError {
     /// fail, in tests).
     #[error("lease journal: {0}")]
     Unavailable(String),
+    /// The shared store says another instance owns this lease now (it took it over when this
+    /// one was silent), or this instance was declared dead: the write was not made.
+    #[error("lease journal: this lease belongs to another instance now")]
+    NotOwner,
+    /// The store is unreachable; the write is queued and made, in order, when it answers.
+    #[error("lease journal: the store is unreachable; the write is queued")]
+    Queued,
+}
+
+/// What the store's reachability looks like, for `/readyz` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The last round trip to the store succeeded.
+    pub reachable: bool,
+    /// Writes waiting for the store to come back.
+    pub queued_writes: usize,
 }
 
 /// What a journal row says about a lease.
@@ -42,6 +59,8 @@ pub struct JournalRow {
     pub end_reason: Option<String>,
     pub last_error: Option<String>,
     pub used_databases: BTreeSet<String>,
+    /// The instance that owns the lease (the one whose sessions use it, or that revokes it).
+    pub instance: String,
     pub granted_at: SystemTime,
     pub expires_at: SystemTime,
     pub max_expires_at: SystemTime,
@@ -99,6 +118,72 @@ pub trait LeaseStore: Send + Sync {
     /// Deletes leases that ended more than `retain` ago; returns how many.
     fn prune(&self, retain: Duration) -> StoreFuture<'_, u64>;
 
+    /// Every lease not ended, of every instance sharing the store (the admin API's list).
+    fn open_leases(&self) -> StoreFuture<'_, Vec<JournalRow>>;
+
+    /// The instances whose marks the orphan sweep may act on: this one, and with a shared
+    /// store every instance registered in it (their open leases are all in `open_users`).
+    fn known_instances(&self) -> StoreFuture<'_, HashSet<String>> {
+        Box::pin(async move { Ok(HashSet::from([self.instance().to_string()])) })
+    }
+
+    /// Reachability and queued writes; a local file is always reachable.
+    fn health(&self) -> StoreHealth {
+        StoreHealth { reachable: true, queued_writes: 0 }
+    }
+
+    /// Whether this instance may still act on its leases without asking the store: true
+    /// unless a shared store has not confirmed this instance alive for `takeover_after`
+    /// (another instance may have taken its leases over by now).
+    fn may_act(&self) -> bool {
+        true
+    }
+
+    /// What only a store shared by many instances does.
+    fn fleet(&self) -> Option<&dyn FleetStore> {
+        None
+    }
+
     /// Closes the store (shutdown); every write has already been made durable.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// This instance is registered and alive, at its current epoch.
+    Alive,
+    /// This instance was declared dead (its leases are being taken over), or another process
+    /// registered with its id: it owns nothing any more.
+    Fenced,
+}
+
+/// A lease claimed from a dead instance: the row and who owned it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub row: JournalRow,
+    pub from: String,
+}
+
+/// The shared store's part: instances, heartbeats on the store's clock, takeover, revocation
+/// requests between instances.
+pub trait FleetStore: Send + Sync {
+    /// Renews this instance's heartbeat (and flushes queued writes first).
+    fn heartbeat(&self) -> StoreFuture<'_, Beat>;
+
+    /// Declares dead every instance silent for `after`, then claims (moves to this instance,
+    /// row-locked, `SKIP LOCKED`) the unfinished leases of dead instances, at most `limit`.
+    fn claim_dead(&self, after: Duration, limit: i64) -> StoreFuture<'_, Vec<Claimed>>;
+
+    /// Registers this instance again with a new epoch (after it was fenced).
+    fn reregister(&self) -> StoreFuture<'_, ()>;
+
+    /// Leases of this instance that another instance's API asked to revoke.
+    fn revoke_requests(&self) -> StoreFuture<'_, Vec<String>>;
+
+    /// Asks the owner of an open lease to revoke it; false when no open lease has this id.
+    fn request_revoke<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// This instance stopped cleanly: its row says so (nothing is left to take over).
+    fn deregister(&self) -> StoreFuture<'_, ()>;
 }

@@ -54,6 +54,13 @@ pub fn render(why: &RefusalOf<Mysql>, login: &str, host: &str) -> Option<Vec<u8>
         Refusal::Client(FrontendError::Io(_) | FrontendError::Closed | FrontendError::Tls(_)) | Refusal::ClientGone => None,
         Refusal::Client(_) | Refusal::HandshakeTimeout(_) => err(BAD_HANDSHAKE, "08S01", "Bad handshake"),
         Refusal::TooManyClients | Refusal::Lease(LeaseError::TooMany(_)) => err(TOO_MANY_CONNECTIONS, "08004", "Too many connections"),
+        // The lease store cannot take the intent (the shared store is down, or this instance was
+        // fenced): fail closed as a server at its connection limit does, so clients retry.
+        Refusal::Lease(LeaseError::Journal(_)) => err(
+            TOO_MANY_CONNECTIONS,
+            "08004",
+            "Too many connections: leasegate cannot record new leases now (its lease store is unreachable); retry shortly",
+        ),
         Refusal::Lease(LeaseError::ShuttingDown) => err(SHUTDOWN, "08S01", "Server shutdown in progress"),
         Refusal::Lease(LeaseError::Mint { source: ProvisionError::Connect { addr, .. } | ProvisionError::Unreachable { addr, .. } }) => {
             err(UNREACHABLE, "08S01", &format!("Can't connect to server on '{addr}' (leasegate could not create a user there)"))

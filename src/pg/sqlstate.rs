@@ -76,9 +76,13 @@ fn lease_error(e: &LeaseError) -> ErrorResponse {
     match e {
         LeaseError::ShuttingDown => ErrorResponse::fatal(CANNOT_CONNECT_NOW, "leasegate is shutting down"),
         LeaseError::TooMany(_) => ErrorResponse::fatal(TOO_MANY_CONNECTIONS, "sorry, too many clients already"),
-        LeaseError::UnknownRole(_) | LeaseError::Journal(_) => {
-            ErrorResponse::fatal(SYSTEM_ERROR, "leasegate could not create a database user; see its log")
-        }
+        // The lease store cannot take the intent (the shared store is down, or this instance was
+        // fenced): fail closed as a server at its connection limit does, so clients retry.
+        LeaseError::Journal(_) => ErrorResponse::fatal(
+            TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already: leasegate cannot record new leases now (its lease store is unreachable); retry shortly",
+        ),
+        LeaseError::UnknownRole(_) => ErrorResponse::fatal(SYSTEM_ERROR, "leasegate could not create a database user; see its log"),
         LeaseError::Mint { source: ProvisionError::Connect { addr, .. } | ProvisionError::Unreachable { addr, .. } } => {
             ErrorResponse::fatal(CONNECTION_FAILURE, format!("leasegate could not reach the database server at {addr} to create a user"))
         }
