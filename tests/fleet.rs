@@ -8,6 +8,7 @@
 mod support;
 
 use leasegate::admin::client::Client;
+use leasegate::devdb::mariadb::PrivateMariaDb;
 use leasegate::devdb::postgres::{PgOptions, PrivatePostgres};
 use leasegate::devdb::{TempDir, free_port};
 use std::net::SocketAddr;
@@ -112,6 +113,12 @@ impl Drop for Instance {
     }
 }
 
+/// The server the fleet mints on.
+enum Upstream {
+    Pg(PrivatePostgres),
+    My(PrivateMariaDb),
+}
+
 /// The upstream, the store and the config every instance shares (each with its own id and ports).
 struct Fleet {
     // Instances are declared first: they stop (revoking their users) before the servers do.
@@ -120,7 +127,7 @@ struct Fleet {
     client_password: String,
     text: String,
     dir: TempDir,
-    upstream: PrivatePostgres,
+    upstream: Upstream,
 }
 
 impl Fleet {
@@ -148,7 +155,67 @@ impl Fleet {
             .replace("listen = \"127.0.0.1:0\"", "listen = \"ADMIN_ADDR\"")
             .replace(&format!("path = \"{}/audit.jsonl\"", dir.path().display()), "path = \"AUDIT_PATH\"");
         assert!(text.contains("url_file") && text.contains("ADMIN_ADDR") && text.contains("AUDIT_PATH"), "{text}");
-        Fleet { instances: vec![], store, client_password, text, dir, upstream: pg }
+        Fleet { instances: vec![], store, client_password, text, dir, upstream: Upstream::Pg(pg) }
+    }
+
+    /// Like `prepare`, in front of a private MariaDB (its admin with the documented grants).
+    fn prepare_mariadb() -> Fleet {
+        let db = PrivateMariaDb::start().expect("private mariadb starts");
+        db.root_sql("CREATE DATABASE appdb; CREATE ROLE app_group; GRANT ALL ON appdb.* TO app_group; GRANT app_group TO leasegate_admin WITH ADMIN OPTION;")
+            .unwrap();
+        let store = Store::start();
+        let dir = TempDir::new("leasegate-fleet-my").unwrap();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("store.url"), &store.url).unwrap();
+        std::fs::write(dir.path().join("admin.secret"), db.admin_password.expose()).unwrap();
+        std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
+        let client_password = format!("pw-{}", leasegate::name::password().expose());
+        let value = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(client_password.clone()));
+        let text = format!(
+            r#"
+[admin]
+listen = "ADMIN_ADDR"
+token_file = "{d}/admin.token"
+
+[audit]
+path = "AUDIT_PATH"
+
+[journal]
+url_file = "{d}/store.url"
+instance = "INSTANCE_ID"
+takeover_after = "{takeover}s"
+
+[service]
+shutdown_grace = "0s"
+
+[[database]]
+name = "main"
+kind = "mysql"
+listen = "LISTEN_ADDR"
+upstream = "{upstream}"
+admin_user = "{admin}"
+admin_password_file = "{d}/admin.secret"
+name_prefix = "{PREFIX}"
+upstream_tls = {{ mode = "disable" }}
+connect_timeout = "3s"
+
+[[role]]
+name = "app"
+database = "main"
+default_ttl = "1h"
+max_ttl = "24h"
+member_of = ["app_group"]
+
+[[client]]
+name = "ci"
+password = "{value}"
+roles = ["app"]
+"#,
+            takeover = TAKEOVER_AFTER.as_secs(),
+            upstream = db.addr(),
+            admin = db.admin_user,
+        );
+        Fleet { instances: vec![], store, client_password, text, dir, upstream: Upstream::My(db) }
     }
 
     /// Writes the config of the next instance (`lg-0`, `lg-1`, …) without starting it.
@@ -193,7 +260,13 @@ impl Fleet {
     }
 
     fn minted(&self) -> Vec<String> {
-        minted_roles(&self.upstream)
+        match &self.upstream {
+            Upstream::Pg(pg) => minted_roles(pg),
+            Upstream::My(db) => {
+                let sql = format!("SELECT User FROM mysql.user WHERE LEFT(User, {n}) = '{PREFIX}'", n = PREFIX.len());
+                db.root_sql(&sql).unwrap().lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+            }
+        }
     }
 
     /// `n` credentials for direct use from instance `i` (each a lease with its user).
@@ -392,4 +465,32 @@ fn when_the_store_goes_away_sessions_go_on_new_logins_fail_closed_and_all_recove
     let metrics = fleet.instances[0].api().call("GET", "/metrics", None).unwrap();
     assert!(metrics.contains("leasegate_journal_up 1") && metrics.contains("leasegate_journal_queued_writes 0"), "{metrics}");
     assert_eq!(fleet.store.sql("SELECT count(*) FROM leasegate.leases WHERE state <> 'ended'"), "0", "every lease ended in the store");
+}
+
+#[test]
+fn mariadb_users_of_a_killed_instance_are_revoked_by_a_survivor() {
+    let mut fleet = Fleet::prepare_mariadb();
+    fleet.add();
+    fleet.add();
+    let victims = fleet.creds(0, 20);
+    let session = Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &fleet.instances[0].addr.port().to_string(), "-u", "ci", "-N", "-B", "-e", "SELECT SLEEP(60)"])
+        .env("MYSQL_PWD", &fleet.client_password)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(15), || fleet.minted().len() == 21).is_some(), "{:?}\n{}", fleet.minted(), logs(&fleet));
+    fleet.instances[0].kill9();
+    let gone = wait_until(TAKEOVER_AFTER + Duration::from_secs(10), || fleet.minted().is_empty());
+    assert!(gone.is_some(), "{:?} left:\n{}", fleet.minted(), logs(&fleet));
+    for id in &victims {
+        assert_eq!(
+            fleet.store.sql(&format!("SELECT end_reason, ended_by FROM leasegate.leases WHERE id = '{id}'")),
+            "recovered|lg-1",
+            "{id}"
+        );
+    }
+    assert!(!finished(session).0, "the killed instance's session ended");
 }

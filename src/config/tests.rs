@@ -143,3 +143,47 @@ fn the_journal_instance_is_a_plain_name() {
         assert!(problems.iter().any(|p| p.path == "journal.instance"), "{bad:?}: {problems:?}");
     }
 }
+
+#[test]
+fn the_journal_is_a_file_or_a_shared_store_never_both() {
+    let with = |keys: &str| format!("[journal]\n{keys}\n{}", minimal());
+    let store = |keys: &str| Config::from_toml_str(&with(keys)).unwrap().journal_store();
+    assert_eq!(Config::from_toml_str(&minimal()).unwrap().journal_store(), JournalStore::Sqlite("leasegate.db".into()));
+    assert_eq!(store("path = \"j.db\""), JournalStore::Sqlite("j.db".into()));
+    assert_eq!(store("url_file = \"u\""), JournalStore::Postgres(SecretSource::File("u".into())));
+    assert_eq!(store("url_env = \"LG_STORE\""), JournalStore::Postgres(SecretSource::Env("LG_STORE".into())));
+    let parsed = Config::from_toml_str(&with("url_env = \"X\"\ntakeover_after = \"10s\"")).unwrap();
+    assert_eq!(parsed.journal_takeover_after(), std::time::Duration::from_secs(10));
+    for bad in ["path = \"j.db\"\nurl_file = \"u\"", "url_file = \"u\"\nurl_env = \"X\""] {
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&with(bad)) else { panic!("{bad:?} accepted") };
+        assert!(problems.iter().any(|p| p.path == "journal"), "{bad:?}: {problems:?}");
+    }
+    for bad in ["1s", "2h"] {
+        let text = with(&format!("url_env = \"X\"\ntakeover_after = \"{bad}\""));
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&text) else { panic!("{bad:?} accepted") };
+        assert!(problems.iter().any(|p| p.path == "journal.takeover_after"), "{bad:?}: {problems:?}");
+    }
+}
+
+#[test]
+fn a_store_url_that_is_not_postgres_is_a_file_problem() {
+    let text = format!("[journal]\nurl_env = \"LG_TEST_STORE_URL_NOT_PG\"\n{}", minimal());
+    let config = Config::from_toml_str(&text).unwrap();
+    // SAFETY (test): no other test reads or writes this variable.
+    unsafe { std::env::set_var("LG_TEST_STORE_URL_NOT_PG", "mysql://x@y/z") };
+    let problems = config.load_files();
+    assert!(problems.iter().any(|p| p.path == "journal.url_env" && p.message.contains("postgres://")), "{problems:?}");
+    // SAFETY (test): as above.
+    unsafe { std::env::remove_var("LG_TEST_STORE_URL_NOT_PG") };
+}
+
+#[test]
+fn an_instance_id_that_replicas_would_copy_is_a_sweep_hazard() {
+    let sweeping = minimal().replace("name_prefix = \"lg_\"", "name_prefix = \"lg_\"\nsweep_orphans = true");
+    let hazards = |journal: &str, db: &str| Config::from_toml_str(&format!("[journal]\n{journal}\n{db}")).unwrap().sweep_hazards();
+    assert!(hazards("path = \"j.db\"", &sweeping).is_empty(), "a generated id per journal is safe");
+    assert!(hazards("path = \"j.db\"\ninstance = \"a\"", &minimal()).is_empty(), "no sweep, nothing to drop");
+    assert_eq!(hazards("path = \"j.db\"\ninstance = \"a\"", &sweeping).len(), 1);
+    assert!(hazards("url_env = \"X\"", &sweeping).is_empty(), "a generated id per start is safe");
+    assert_eq!(hazards("url_env = \"X\"\ninstance = \"a\"", &minimal()).len(), 1, "a named instance fences its twin");
+}

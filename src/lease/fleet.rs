@@ -36,15 +36,13 @@ impl LeaseManager {
                 _ = stopped.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            if !self.is_granting() {
-                // Shutting down: its own revocations end its leases; nothing to take over.
-                return;
-            }
             let Some(fleet) = self.journal().fleet() else { return };
             match fleet.heartbeat().await {
                 Ok(Beat::Alive) => {
                     let since = *heard_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= takeover_after {
+                    // Shutting down, it keeps heartbeating while it revokes its own leases (so
+                    // nobody takes them over meanwhile), but takes on no one else's.
+                    if since.elapsed() >= takeover_after && self.is_granting() {
                         self.take_over_and_serve_requests(takeover_after).await;
                     }
                 }

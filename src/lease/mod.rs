@@ -204,10 +204,14 @@ impl SessionGuard {
         self.lease.clone()
     }
 
-    /// Records the database the session uses (journaled, for clean-up at revocation).
-    pub async fn note_database(&self, database: &str) {
+    /// Records the database the session uses (journaled, for clean-up at revocation). The
+    /// journal write runs in the background: it is not on the login's path (a shared store is
+    /// a network round trip away), and revocation finds the databases that hold something of
+    /// the user from `pg_shdepend` anyway.
+    pub fn note_database(&self, database: &str) {
         if self.lease.note_database(database) {
-            self.manager.journal_databases(&self.lease).await;
+            let (manager, lease) = (self.manager.clone(), self.lease.clone());
+            self.manager.inner.tasks.spawn(async move { manager.journal_databases(&lease).await });
         }
     }
 }

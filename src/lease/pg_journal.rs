@@ -95,7 +95,10 @@ impl Write {
 }
 
 pub struct PgJournal {
+    /// Durable commits: the intent, registration, claims, migrations.
     pool: PgPool,
+    /// Commits flushed in the background: state changes after the intent, heartbeats.
+    relaxed: PgPool,
     instance: String,
     epoch: AtomicI64,
     takeover_after: Duration,
@@ -113,15 +116,24 @@ const MAX_QUEUED: usize = 100_000;
 impl PgJournal {
     /// Connects, creates or migrates the schema, and registers this instance (a new epoch).
     pub async fn open(url: &str, instance: &str, takeover_after: Duration) -> Result<PgJournal, JournalError> {
-        let options = PgConnectOptions::from_str(url)?
-            .application_name("leasegate-journal")
-            // A store that hangs must not hang grants: a statement is bounded like a heartbeat.
-            .options([("statement_timeout", format!("{}", (takeover_after / 3).as_millis().max(1000)))]);
+        // A store that hangs must not hang grants: a statement is bounded like a heartbeat.
+        let timeout = format!("{}", (takeover_after / 3).as_millis().max(1000));
+        let options = PgConnectOptions::from_str(url)?.application_name("leasegate-journal");
+        let pools = PgPoolOptions::new().min_connections(1).acquire_timeout(takeover_after / 3);
         let pool =
-            PgPoolOptions::new().max_connections(8).min_connections(1).acquire_timeout(takeover_after / 3).connect_with(options).await?;
+            pools.clone().max_connections(4).connect_with(options.clone().options([("statement_timeout", timeout.as_str())])).await?;
+        // What follows an intent is made visible at once but flushed to disk in the background
+        // (`synchronous_commit = off`): a store crash may lose the last such writes, and then
+        // a lease looks less finished than it is and is revoked again (a user already gone is
+        // a success), never the reverse. The intent, claims and registration stay durable.
+        let relaxed = pools
+            .max_connections(8)
+            .connect_with(options.options([("statement_timeout", timeout.as_str()), ("synchronous_commit", "off")]))
+            .await?;
         migrate(&pool).await?;
         let journal = PgJournal {
             pool,
+            relaxed,
             instance: instance.to_string(),
             epoch: AtomicI64::new(0),
             takeover_after,
@@ -253,17 +265,20 @@ impl PgJournal {
             .bind(reason)
             .bind(at),
         };
-        let done = q.execute(&self.pool).await.map_err(|e| self.failed(e))?;
+        let done = q.execute(&self.relaxed).await.map_err(|e| self.failed(e))?;
         self.answered();
         if done.rows_affected() == 0 { Err(JournalError::NotOwner) } else { Ok(()) }
     }
 
     async fn insert(&self, i: &Intent<'_>, state: &str) -> Result<(), JournalError> {
         // Only while this instance is alive at its epoch: a declared-dead instance grants nothing.
+        // (No row lock on the instance: an intent that races its instance's declaration is
+        // claimed at the taker's next beat, and its mint, whose next write is refused, drops
+        // the user itself.)
         let done = sqlx::query(
             "INSERT INTO leasegate.leases (id, database, role, client, db_user, state, granted_at, expires_at, max_expires_at, instance, epoch)
              SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $2, $3 FROM leasegate.instances
-             WHERE id = $2 AND epoch = $3 AND dead_at IS NULL FOR SHARE",
+             WHERE id = $2 AND epoch = $3 AND dead_at IS NULL",
         )
         .bind(i.id) // $1 is unused so that $2/$3 mean what they mean in `OURS`
         .bind(&self.instance)
@@ -479,7 +494,10 @@ impl LeaseStore for PgJournal {
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            self.relaxed.close().await;
+            self.pool.close().await;
+        })
     }
 }
 
@@ -490,7 +508,7 @@ impl FleetStore for PgJournal {
             let done = sqlx::query("UPDATE leasegate.instances SET heartbeat_at = now() WHERE id = $1 AND epoch = $2 AND dead_at IS NULL")
                 .bind(&self.instance)
                 .bind(self.epoch())
-                .execute(&self.pool)
+                .execute(&self.relaxed)
                 .await
                 .map_err(|e| self.failed(e))?;
             self.answered();

@@ -125,7 +125,7 @@ impl Protocol for Postgres {
         let server = l.target.login(&lease.user, &lease.password, &c.startup.params).await.map_err(upstream_refusal)?;
         // Only a database the user really got into can hold objects it creates (the server's
         // default database is the user name).
-        guard.note_database(c.startup.param("database").unwrap_or(&lease.user)).await;
+        guard.note_database(c.startup.param("database").unwrap_or(&lease.user));
         Ok(server)
     }
 
