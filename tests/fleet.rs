@@ -335,28 +335,30 @@ fn instances_starting_at_once_against_an_empty_store_make_one_schema() {
 }
 
 #[test]
-fn a_killed_instances_leases_are_revoked_by_a_survivor_that_leaves_its_own_alone() {
-    let mut fleet = Fleet::start(2);
-    let survivor_session = fleet.session(1, 20);
+fn a_killed_instances_leases_are_revoked_by_the_survivors_that_leave_their_own_alone() {
+    let mut fleet = Fleet::start(3);
+    let survivor_sessions: Vec<Child> = (1..3).map(|i| fleet.session(i, 20)).collect();
     let victims = fleet.creds(0, 48);
     let victim_sessions: Vec<Child> = (0..2).map(|_| fleet.session(0, 60)).collect();
-    assert!(wait_until(Duration::from_secs(15), || fleet.minted().len() == 51).is_some(), "{}", fleet.minted().len());
+    assert!(wait_until(Duration::from_secs(15), || fleet.minted().len() == 52).is_some(), "{}", fleet.minted().len());
     fleet.instances[0].kill9();
     let killed = Instant::now();
-    let gone = wait_until(TAKEOVER_AFTER + Duration::from_secs(10), || fleet.minted().len() == 1);
+    let gone = wait_until(TAKEOVER_AFTER + Duration::from_secs(10), || fleet.minted().len() == 2);
     assert!(gone.is_some(), "{} users left after {:?}:\n{}", fleet.minted().len(), killed.elapsed(), logs(&fleet));
-    // The journal says who revoked them, and why.
+    // The journal says who revoked each (one of the survivors, which may split them), and why.
     for id in &victims {
-        let row = fleet.store.sql(&format!("SELECT state, end_reason, ended_by FROM leasegate.leases WHERE id = '{id}'"));
-        assert_eq!(row, "ended|recovered|lg-1", "{id}");
+        let row = fleet.store.sql(&format!("SELECT state, end_reason, taken_from, ended_by IN ('lg-1', 'lg-2') FROM leasegate.leases WHERE id = '{id}'"));
+        assert_eq!(row, "ended|recovered|lg-0|t", "{id}");
     }
     for s in victim_sessions {
         assert!(!finished(s).0, "a session of the killed instance cannot outlive it");
     }
-    let (ok, out, err) = finished(survivor_session);
-    assert!(ok && out.starts_with(PREFIX), "the survivor's own session is untouched: {err}");
-    let dead = fleet.store.sql("SELECT dead_at IS NOT NULL, taken_by FROM leasegate.instances WHERE id = 'lg-0'");
-    assert_eq!(dead, "t|lg-1");
+    for s in survivor_sessions {
+        let (ok, out, err) = finished(s);
+        assert!(ok && out.starts_with(PREFIX), "the survivors' own sessions are untouched: {err}");
+    }
+    let dead = fleet.store.sql("SELECT dead_at IS NOT NULL, taken_by IN ('lg-1', 'lg-2') FROM leasegate.instances WHERE id = 'lg-0'");
+    assert_eq!(dead, "t|t");
 }
 
 #[test]
@@ -493,4 +495,20 @@ fn mariadb_users_of_a_killed_instance_are_revoked_by_a_survivor() {
         );
     }
     assert!(!finished(session).0, "the killed instance's session ended");
+}
+
+#[test]
+fn a_stopped_instance_revokes_its_own_leases_and_leaves_nothing_to_take_over() {
+    let mut fleet = Fleet::start(2);
+    let ids = fleet.creds(0, 3);
+    fleet.instances[0].terminate();
+    assert!(fleet.minted().is_empty(), "shutdown revoked its users: {:?}", fleet.minted());
+    assert_eq!(fleet.store.sql("SELECT stopped, dead_at IS NULL FROM leasegate.instances WHERE id = 'lg-0'"), "t|t");
+    for id in &ids {
+        assert_eq!(fleet.store.sql(&format!("SELECT end_reason, ended_by FROM leasegate.leases WHERE id = '{id}'")), "shutdown|lg-0");
+    }
+    // Long past takeover_after, the survivor has declared nothing dead and claimed nothing.
+    std::thread::sleep(TAKEOVER_AFTER * 2);
+    assert_eq!(fleet.store.sql("SELECT count(*) FROM leasegate.leases WHERE taken_from IS NOT NULL"), "0");
+    assert!(!fleet.instances[1].log().contains("declared dead"), "{}", fleet.instances[1].log());
 }
