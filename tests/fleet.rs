@@ -347,7 +347,9 @@ fn a_killed_instances_leases_are_revoked_by_the_survivors_that_leave_their_own_a
     assert!(gone.is_some(), "{} users left after {:?}:\n{}", fleet.minted().len(), killed.elapsed(), logs(&fleet));
     // The journal says who revoked each (one of the survivors, which may split them), and why.
     for id in &victims {
-        let row = fleet.store.sql(&format!("SELECT state, end_reason, taken_from, ended_by IN ('lg-1', 'lg-2') FROM leasegate.leases WHERE id = '{id}'"));
+        let row = fleet
+            .store
+            .sql(&format!("SELECT state, end_reason, taken_from, ended_by IN ('lg-1', 'lg-2') FROM leasegate.leases WHERE id = '{id}'"));
         assert_eq!(row, "ended|recovered|lg-0|t", "{id}");
     }
     for s in victim_sessions {
@@ -454,6 +456,11 @@ fn when_the_store_goes_away_sessions_go_on_new_logins_fail_closed_and_all_recove
     assert!(refused > 0, "logins were refused during the outage");
     let metrics = fleet.instances[0].api().call("GET", "/metrics", None).unwrap();
     assert!(metrics.contains("leasegate_journal_up 0"), "{metrics}");
+    let ready = fleet.instances[0].api().call("GET", "/readyz", None);
+    assert!(
+        matches!(&ready, Err(leasegate::admin::client::ClientError::Api { status: 503, message }) if message.contains("lease store")),
+        "{ready:?}"
+    );
     fleet.store.pg.restart(&PgOptions::default()).unwrap();
     // Logins work again by themselves.
     let back =
@@ -466,6 +473,7 @@ fn when_the_store_goes_away_sessions_go_on_new_logins_fail_closed_and_all_recove
     assert!(wait_until(Duration::from_secs(15), || fleet.minted().is_empty()).is_some(), "{:?}", fleet.minted());
     let metrics = fleet.instances[0].api().call("GET", "/metrics", None).unwrap();
     assert!(metrics.contains("leasegate_journal_up 1") && metrics.contains("leasegate_journal_queued_writes 0"), "{metrics}");
+    assert!(fleet.instances[0].api().call("GET", "/readyz", None).is_ok(), "ready again");
     assert_eq!(fleet.store.sql("SELECT count(*) FROM leasegate.leases WHERE state <> 'ended'"), "0", "every lease ended in the store");
 }
 
