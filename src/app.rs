@@ -28,7 +28,7 @@ use crate::net::tls;
 use crate::net::upstream::Target;
 use crate::pg::Postgres;
 use crate::provision::{Provisioner, Provisioners};
-use crate::proxy::protocol::{Admission, Listener, Protocol};
+use crate::proxy::protocol::{Admission, Listener, Minter, Protocol};
 use crate::service::App;
 use crate::shutdown::{Shutdown, Signals};
 use std::collections::HashMap;
@@ -68,6 +68,8 @@ pub enum AppError {
 struct Prepared {
     name: String,
     provisioner: Arc<dyn Provisioner>,
+    /// A sidecar database's issuer client, whose watcher ends what the issuer ended.
+    remote: Option<Arc<crate::issuer::remote::RemoteProvisioner>>,
     /// The client leg's TLS, watched for file changes while the service runs.
     client_tls: Option<crate::net::reload::ReloadableTls>,
     serve: Box<dyn Fn(App, Bound, Shutdown, TaskTracker) -> tokio::task::JoinHandle<()> + Send>,
@@ -77,6 +79,8 @@ struct Prepared {
 pub struct Listeners {
     pub databases: HashMap<String, Vec<Bound>>,
     pub admin: Option<TcpListener>,
+    /// `[issuer].listen`: the API sidecars call.
+    pub issuer: Option<TcpListener>,
 }
 
 /// Binds every `[[database]].listen` and `[admin].listen`.
@@ -93,7 +97,11 @@ pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
         Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|source| AppError::Bind { addr: a.listen.to_string(), source })?),
         None => None,
     };
-    Ok(Listeners { databases, admin })
+    let issuer = match &config.issuer {
+        Some(i) => Some(TcpListener::bind(i.listen).await.map_err(|source| AppError::Bind { addr: i.listen.to_string(), source })?),
+        None => None,
+    };
+    Ok(Listeners { databases, admin, issuer })
 }
 
 /// Runs until `signals.begin` is cancelled, then shuts down in the order above.
@@ -163,6 +171,16 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
         if let Some(tls) = &db.client_tls {
             tokio::spawn(tls.clone().watch(db.name.clone(), signals.stopped.clone()));
         }
+        if let Some(remote) = &db.remote {
+            let watch = crate::issuer::remote::watch(app.leases.clone(), db.name.clone(), remote.clone(), signals.stopped.clone());
+            tokio::spawn(watch);
+        }
+    }
+    if let (Some(listener), Some(section)) = (listeners.issuer, &config.issuer) {
+        let t = &section.tls;
+        let tls = tls::server_tls_with(&t.cert, &t.key, t.client_ca.as_deref(), &[b"http/1.1"])
+            .map_err(|e| AppError::Config(vec![Problem::new("issuer.tls", e.to_string())]))?;
+        tokio::spawn(crate::issuer::server::serve(listener, tls, app.clone(), signals.stopped.clone()));
     }
     let connections = TaskTracker::new();
     let loops = spawn_listeners(&app, databases, listeners.databases, &signals, &connections);
@@ -363,11 +381,22 @@ fn build_databases(config: &Arc<Config>) -> Result<Vec<Prepared>, AppError> {
 fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<Prepared, Vec<Problem>> {
     let at = format!("database[{i}]");
     let mut problems = Vec::new();
-    let admin_password =
-        db.admin_password.load().map_err(|e| problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()))).ok();
-    if matches!(db.admin_password, crate::config::SecretSource::Inline(_)) {
-        tracing::warn!(database = %db.name, "admin_password is inline in the config; use admin_password_file or admin_password_env outside dev");
-    }
+    // A sidecar database asks its issuer; any other holds its admin password.
+    let remote = db.issuer.as_ref().and_then(|issuer| {
+        crate::issuer::remote::RemoteProvisioner::new(db, issuer)
+            .map_err(|e| problems.push(Problem::new(format!("{at}.issuer"), e)))
+            .ok()
+            .map(Arc::new)
+    });
+    let admin_password = match &db.admin_password {
+        Some(source) => {
+            if matches!(source, crate::config::SecretSource::Inline(_)) {
+                tracing::warn!(database = %db.name, "admin_password is inline in the config; use admin_password_file or admin_password_env outside dev");
+            }
+            source.load().map_err(|e| problems.push(Problem::new(format!("{at}.admin_password"), e.to_string()))).ok()
+        }
+        None => None,
+    };
     let client_tls = match &db.client_tls {
         Some(t) if db.client_tls_mode() != crate::config::ClientTlsMode::Disabled => match (&t.cert, &t.key) {
             (Some(cert), Some(key)) => crate::net::reload::ReloadableTls::load(cert.clone(), key.clone(), t.client_ca.clone(), P::ALPN)
@@ -383,8 +412,13 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
         .ok()
         .flatten();
     let (host, port) = db.upstream_host_port().unwrap_or_default();
-    let (Some(admin_password), true) = (admin_password, problems.is_empty()) else {
+    if !problems.is_empty() {
         return Err(problems);
+    }
+    let minter = match (&admin_password, &remote) {
+        (Some(password), _) => Minter::Admin(password),
+        (None, Some(remote)) => Minter::Issuer(remote.clone()),
+        (None, None) => return Err(vec![Problem::new(at, "neither admin credentials nor an issuer")]),
     };
     let target = Target {
         addr: db.upstream.clone(),
@@ -396,7 +430,7 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
         connect_timeout: db.connect_timeout,
         allow_trust: db.allow_upstream_trust,
     };
-    let (state, provisioner) = P::prepare(config, db, &admin_password);
+    let (state, provisioner) = P::prepare(config, db, minter);
     let handshakes = crate::net::handshakes::Handshakes::new(db.max_handshakes);
     let listener =
         Arc::new(Listener::<P> { db: db.clone(), config: config.clone(), client_tls: client_tls.clone(), target, handshakes, state });
@@ -404,6 +438,7 @@ fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> 
     Ok(Prepared {
         name: db.name.clone(),
         provisioner,
+        remote,
         client_tls,
         // One bound on connections for all of the listener's addresses.
         serve: Box::new(move |app, socket, stop, tasks| serve(listener.clone(), app, socket, stop, tasks, limit.clone())),

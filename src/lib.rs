@@ -51,6 +51,7 @@ pub mod devdb;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod issuer;
 pub mod lease;
 pub mod metrics;
 pub mod mysql;

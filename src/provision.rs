@@ -57,7 +57,8 @@ pub trait Provisioner: Send + Sync {
     fn mint_is_atomic(&self) -> bool;
 
     /// Creates `user` with the role's creation statements (or the server's safe default),
-    /// marked as minted by `instance` where the server has a place for it ([`Provisioner::marks_users`]).
+    /// marked as minted by `instance` where the server has a place for it ([`Provisioner::marks_users`]),
+    /// for `client` (an issuer checks that the asking sidecar may act for it).
     fn mint<'a>(
         &'a self,
         role: &'a RoleConfig,
@@ -65,6 +66,7 @@ pub trait Provisioner: Send + Sync {
         password: &'a Secret,
         valid_until: SystemTime,
         instance: &'a str,
+        client: &'a str,
     ) -> ProvisionFuture<'a, ()>;
 
     /// True when minted users carry their instance's mark (Postgres: a role comment), so the

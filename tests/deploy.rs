@@ -109,3 +109,57 @@ fn the_dockerfile_builds_the_binary_and_runs_as_non_root() {
     assert!(text.contains("USER 65532"));
     assert_eq!(text.matches("FROM ").count(), 2, "multi-stage");
 }
+
+/// The issuer example and the application pod whose sidecar asks it: the sidecar's pod mounts no
+/// Secret and its config holds no admin credential, the issuers are replicas over one store, and
+/// what the sidecar proves and asks for is what the issuer's rules allow.
+#[test]
+fn the_issuer_and_sidecar_manifests_hold_the_admin_secret_only_at_the_issuer() {
+    let script = r#"
+import json, sys, yaml
+def docs(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
+issuer, app = docs("deploy/kubernetes/issuer.yaml"), docs("deploy/kubernetes/app-with-sidecar.yaml")
+pod = next(d for d in app if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+# No container of the application's pod sees a Secret, by volume or by env.
+assert all("secret" not in v for v in pod["volumes"]), pod["volumes"]
+for c in pod["containers"]:
+    for e in c.get("env", []):
+        assert "valueFrom" not in e, e
+token = [s["serviceAccountToken"] for v in pod["volumes"] for s in v.get("projected", {}).get("sources", [])]
+json.dump({
+    "issuer_toml": next(d for d in issuer if d["kind"] == "ConfigMap")["data"]["leasegate.toml"],
+    "issuer_replicas": next(d for d in issuer if d["kind"] == "Deployment")["spec"]["replicas"],
+    "sidecar_toml": next(d for d in app if d["kind"] == "ConfigMap")["data"]["leasegate.toml"],
+    "audiences": [t["audience"] for t in token],
+    "service_account": pod["serviceAccountName"],
+    "namespace": next(d for d in app if d["kind"] == "Deployment")["metadata"]["namespace"],
+}, sys.stdout)
+"#;
+    let facts: serde_json::Value = serde_json::from_str(&ok(Command::new("python3").args(["-c", script]))).unwrap();
+    let parse = |key: &str| {
+        leasegate::config::Config::from_toml_str(facts[key].as_str().unwrap()).unwrap_or_else(|e| panic!("{key} does not parse: {e}"))
+    };
+    let (issuer, sidecar) = (parse("issuer_toml"), parse("sidecar_toml"));
+    let text = facts["sidecar_toml"].as_str().unwrap();
+    assert!(!text.contains("admin_user") && !text.contains("admin_password"), "the sidecar holds no admin credential");
+    assert!(sidecar.databases.iter().all(|d| d.issuer.is_some() && d.admin_password.is_none()));
+    assert!(issuer.issuer.is_some() && facts["issuer_replicas"].as_u64().unwrap() >= 2);
+    assert!(matches!(issuer.journal_store(), leasegate::config::JournalStore::Postgres(_)), "issuer replicas share a store");
+    assert!(issuer.sweep_hazards().is_empty() && sidecar.sweep_hazards().is_empty());
+    // The pod's token is for the issuer's audience, and its subject is what the sidecar rule names.
+    let audiences = &issuer.jwt_issuers[0].audiences;
+    assert!(facts["audiences"].as_array().unwrap().iter().all(|a| audiences.iter().any(|x| a == x.as_str())), "{facts}");
+    let subject = format!("system:serviceaccount:{}:{}", facts["namespace"].as_str().unwrap(), facts["service_account"].as_str().unwrap());
+    let rule = issuer.sidecars.iter().find(|s| s.jwt.as_ref().and_then(|j| j.subject.as_deref()) == Some(subject.as_str()));
+    let rule = rule.unwrap_or_else(|| panic!("no [[sidecar]] rule for {subject}"));
+    for client in &sidecar.clients {
+        assert!(rule.clients.contains(&client.name), "the issuer does not let this sidecar act for {}", client.name);
+        let at_issuer = issuer.client(&client.name).expect("the issuer knows the client");
+        assert!(client.roles.iter().all(|r| at_issuer.roles.contains(r)), "{:?} vs {:?}", client.roles, at_issuer.roles);
+    }
+    for db in &sidecar.databases {
+        let theirs = issuer.databases.iter().find(|d| d.name == db.name).expect("the issuer mints for this database");
+        assert_eq!(db.name_prefix, theirs.name_prefix, "the issuer checks the sidecar's names against its prefix");
+    }
+}

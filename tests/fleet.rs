@@ -7,111 +7,16 @@
 
 mod support;
 
-use leasegate::admin::client::Client;
+use leasegate::devdb::TempDir;
 use leasegate::devdb::mariadb::PrivateMariaDb;
 use leasegate::devdb::postgres::{PgOptions, PrivatePostgres};
-use leasegate::devdb::{TempDir, free_port};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::process::{Instance, Store};
 use support::*;
 
 /// Short, so the tests are: heartbeats every 600 ms, a silent instance is dead after 3 s.
 const TAKEOVER_AFTER: Duration = Duration::from_secs(3);
-
-/// The shared store: a private cluster of its own (so it can be stopped while the upstream
-/// runs), reached as a role that may only create a schema in its database.
-struct Store {
-    pg: PrivatePostgres,
-    url: String,
-}
-
-impl Store {
-    fn start() -> Store {
-        let pg = PrivatePostgres::start(&PgOptions::default()).expect("the store's postgres starts");
-        let password = format!("store-{}", leasegate::name::password().expose());
-        admin_psql(&pg, &format!("CREATE ROLE leasegate_store LOGIN PASSWORD '{password}'"));
-        // What docs/privileges.md lists for the store, no more.
-        admin_psql(&pg, "GRANT CREATE ON DATABASE postgres TO leasegate_store");
-        let url = format!("postgres://leasegate_store:{password}@127.0.0.1:{}/postgres", pg.port());
-        Store { pg, url }
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        admin_psql(&self.pg, sql)
-    }
-}
-
-/// One leasegate process of the fleet.
-struct Instance {
-    name: String,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    config: PathBuf,
-    log: PathBuf,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Instance {
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-            .args(["--log-level", "info,leasegate=debug", "serve", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn wait_up(&self) {
-        let up = wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(self.addr).is_ok());
-        assert!(up.is_some(), "{} did not start:\n{}", self.name, self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn api(&self) -> Client {
-        Client { addr: self.admin.to_string(), token: ADMIN_TOKEN.into() }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = wait_until(Duration::from_secs(20), || c.try_wait().ok().flatten().is_some());
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
 
 /// The server the fleet mints on.
 enum Upstream {
@@ -220,22 +125,15 @@ roles = ["app"]
 
     /// Writes the config of the next instance (`lg-0`, `lg-1`, …) without starting it.
     fn configure(&mut self) -> &mut Instance {
-        let i = self.instances.len();
-        let name = format!("lg-{i}");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
-        let dir = self.dir.path().join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let text = self
-            .text
-            .replace("LISTEN_ADDR", &addr.to_string())
-            .replace("ADMIN_ADDR", &admin.to_string())
-            .replace("INSTANCE_ID", &name)
-            .replace("AUDIT_PATH", &dir.join("audit.jsonl").display().to_string());
-        let config = dir.join("leasegate.toml");
-        std::fs::write(&config, text).unwrap();
-        let log = dir.join("leasegate.log");
-        self.instances.push(Instance { name, addr, admin, config, log, dir, child: None });
+        let name = format!("lg-{}", self.instances.len());
+        let instance = Instance::configure(self.dir.path(), &name, |addr, admin, dir| {
+            self.text
+                .replace("LISTEN_ADDR", &addr.to_string())
+                .replace("ADMIN_ADDR", &admin.to_string())
+                .replace("INSTANCE_ID", &name)
+                .replace("AUDIT_PATH", &dir.join("audit.jsonl").display().to_string())
+        });
+        self.instances.push(instance);
         self.instances.last_mut().unwrap()
     }
 
@@ -326,7 +224,17 @@ fn instances_starting_at_once_against_an_empty_store_make_one_schema() {
     for i in &fleet.instances {
         i.wait_up();
     }
-    assert_eq!(fleet.store.sql("SELECT count(*) FROM leasegate.schema_version"), "1", "{}", logs(&fleet));
+    // Each migration applied once (two so far: the schema, then the sidecar column).
+    let versions = fleet.store.sql("SELECT count(*), count(DISTINCT version), max(version) FROM leasegate.schema_version");
+    assert_eq!(versions, "2|2|2", "{}", logs(&fleet));
+    // A store at version 1, as an older leasegate left it, is moved to the newest at start.
+    fleet.store.sql("ALTER TABLE leasegate.leases DROP COLUMN held_by; DELETE FROM leasegate.schema_version WHERE version = 2");
+    fleet.instances[0].terminate();
+    fleet.instances[0].spawn();
+    fleet.instances[0].wait_up();
+    assert_eq!(fleet.store.sql("SELECT count(*), max(version) FROM leasegate.schema_version"), "2|2");
+    let column = "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'leasegate' AND column_name = 'held_by'";
+    assert_eq!(fleet.store.sql(column), "1");
     assert_eq!(fleet.store.sql("SELECT count(*) FROM leasegate.instances"), "3");
     for i in 0..3 {
         let out = psql_cmd(&fleet.url(i, "ci")).args(["-Atc", "SELECT 1"]).output().unwrap();

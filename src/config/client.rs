@@ -108,7 +108,8 @@ impl ClientConfig {
         }
     }
 
-    pub(super) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
+    /// `via_sidecar`: a `[[sidecar]]` names this client, so it may have no proof here.
+    pub(super) fn validate(&self, at: &str, via_sidecar: bool, problems: &mut Vec<Problem>) {
         if self.name.is_empty() || self.name.contains('/') {
             problems.push(Problem::new(format!("{at}.name"), "must be non-empty and contain no '/'"));
         }
@@ -117,7 +118,7 @@ impl ClientConfig {
         }
         let methods =
             [self.password.is_some(), self.peer.is_some(), self.jwt.is_some(), self.cert.is_some()].iter().filter(|s| **s).count();
-        if methods != 1 {
+        if methods > 1 || (methods == 0 && !via_sidecar) {
             problems.push(Problem::new(at.to_string(), "a client proves who it is in exactly one way: password, peer, jwt or cert"));
         }
         if let Some(cert) = &self.cert

@@ -141,8 +141,12 @@ pub struct DatabaseConfig {
     pub upstream: String,
     /// `upstream`, parsed.
     pub upstream_addr: HostPort,
+    /// Empty when `issuer` is set (a sidecar holds no admin credential).
     pub admin_user: String,
-    pub admin_password: SecretSource,
+    /// `None` exactly when `issuer` is set.
+    pub admin_password: Option<SecretSource>,
+    /// This database's leases come from an issuer (this instance is its sidecar).
+    pub issuer: Option<super::IssuerRef>,
     /// The database the admin connection opens (Postgres); also where creation statements run.
     pub admin_database: String,
     pub name_prefix: String,
@@ -181,7 +185,8 @@ struct RawDatabase {
     #[serde(default)]
     unix_socket: UnixSocket,
     upstream: String,
-    admin_user: String,
+    admin_user: Option<String>,
+    issuer: Option<super::IssuerRef>,
     admin_password: Option<String>,
     admin_password_file: Option<PathBuf>,
     admin_password_env: Option<String>,
@@ -227,8 +232,24 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
     type Error = String;
 
     fn try_from(raw: RawDatabase) -> Result<Self, String> {
-        let admin_password = SecretSource::from_keys(raw.admin_password, raw.admin_password_file, raw.admin_password_env)
-            .map_err(|e| format!("database {:?}: admin_password: {e}", raw.name))?;
+        // Either admin credentials, or an issuer that holds them (a sidecar), never both.
+        let (admin_user, admin_password) = match (raw.admin_user, &raw.issuer) {
+            (Some(user), None) => {
+                let source = SecretSource::from_keys(raw.admin_password, raw.admin_password_file, raw.admin_password_env)
+                    .map_err(|e| format!("database {:?}: admin_password: {e}", raw.name))?;
+                (user, Some(source))
+            }
+            (None, Some(_)) if raw.admin_password.is_none() && raw.admin_password_file.is_none() && raw.admin_password_env.is_none() => {
+                (String::new(), None)
+            }
+            (None, None) => return Err(format!("database {:?}: admin_user (and its password) or issuer is required", raw.name)),
+            _ => {
+                return Err(format!(
+                    "database {:?}: a database with an issuer holds no admin credential: drop admin_user and admin_password*",
+                    raw.name
+                ));
+            }
+        };
         let sweep_orphans = match raw.sweep_orphans {
             Some(s) => SweepOrphans::try_from(s).map_err(|e| format!("database {:?}: {e}", raw.name))?,
             None => SweepOrphans::Off,
@@ -257,8 +278,9 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
             unix_socket: raw.unix_socket,
             upstream: raw.upstream,
             upstream_addr,
-            admin_user: raw.admin_user,
+            admin_user,
             admin_password,
+            issuer: raw.issuer,
             admin_database,
             name_prefix: raw.name_prefix,
             sweep_orphans,
@@ -301,6 +323,12 @@ impl DatabaseConfig {
         }
         if let Err(e) = self.unix_socket.gid() {
             problems.push(Problem::new(format!("{at}.unix_socket.group"), e));
+        }
+        if let Some(issuer) = &self.issuer {
+            issuer.validate(at, problems);
+            if self.sweep_orphans != SweepOrphans::Off {
+                problems.push(Problem::new(format!("{at}.sweep_orphans"), "a sidecar drops no users: its issuer sweeps"));
+            }
         }
         if self.client_auth_plugin.is_some() && self.kind == DbKind::Postgres {
             problems.push(Problem::new(format!("{at}.client_auth_plugin"), "applies to kind = \"mysql\" only"));

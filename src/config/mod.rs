@@ -6,6 +6,7 @@
 mod client;
 mod database;
 mod error;
+mod issuer;
 pub mod jwt_issuer;
 mod listen;
 mod role;
@@ -18,6 +19,7 @@ pub use database::{
     ClientAuthPlugin, ClientTls, ClientTlsMode, DatabaseConfig, DbKind, HostPort, SweepOrphans, UpstreamTls, UpstreamTlsMode,
 };
 pub use error::{ConfigError, Problem};
+pub use issuer::{IssuerRef, IssuerSection, IssuerTls, SidecarConfig};
 pub use jwt_issuer::{JwtIssuerConfig, JwtRule};
 pub use listen::{Listen, ListenAddr, UnixSocket};
 pub use role::{RoleConfig, Scope};
@@ -51,6 +53,12 @@ pub struct Config {
     /// Who may sign the tokens `jwt` clients log in with (DESIGN.md §2a).
     #[serde(default, rename = "jwt_issuer")]
     pub jwt_issuers: Vec<JwtIssuerConfig>,
+    /// This instance mints for remote sidecars (DESIGN.md §2b).
+    #[serde(default)]
+    pub issuer: Option<IssuerSection>,
+    /// Who may ask this issuer for leases, and for which clients.
+    #[serde(default, rename = "sidecar")]
+    pub sidecars: Vec<SidecarConfig>,
 }
 
 impl Config {
@@ -115,7 +123,9 @@ impl Config {
                     problems.push(Problem::new(format!("{at}.roles[{j}]"), format!("no [[role]] is named {role:?}")));
                 }
             }
-            client.validate(&at, &mut problems);
+            // A client that only sidecars serve proves itself to them, not here.
+            let via_sidecar = self.sidecars.iter().any(|sc| sc.clients.contains(&client.name));
+            client.validate(&at, via_sidecar, &mut problems);
             if let Some(rule) = &client.jwt {
                 rule.validate(&format!("{at}.jwt"), &self.jwt_issuers, &mut problems);
             }
@@ -136,6 +146,23 @@ impl Config {
         }
         if let Some(j) = &self.journal {
             j.validate(&mut problems);
+        }
+        let mut seen_sidecar = HashSet::new();
+        for (i, sidecar) in self.sidecars.iter().enumerate() {
+            let at = format!("sidecar[{i}]");
+            if !seen_sidecar.insert(sidecar.name.as_str()) {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate sidecar name {:?}", sidecar.name)));
+            }
+            sidecar.validate(&at, self, &mut problems);
+        }
+        // A sidecar's roles live at its issuer: what a minted user may do is decided there.
+        for (i, role) in self.roles.iter().enumerate() {
+            if self.database(&role.database).is_some_and(|d| d.issuer.is_some()) && role.has_statements() {
+                problems.push(Problem::new(
+                    format!("role[{i}]"),
+                    "a role on a database with an issuer names no statements or member_of: the issuer's role decides",
+                ));
+            }
         }
         if self.databases.is_empty() {
             problems.push(Problem::new("database", "at least one [[database]] is required"));
@@ -161,13 +188,25 @@ impl Config {
         }
         for (i, db) in self.databases.iter().enumerate() {
             let at = format!("database[{i}]");
-            if let Err(e) = db.admin_password.load() {
-                let key = match db.admin_password {
+            if let Some(source) = &db.admin_password
+                && let Err(e) = source.load()
+            {
+                let key = match source {
                     SecretSource::File(_) => "admin_password_file",
                     SecretSource::Env(_) => "admin_password_env",
                     SecretSource::Inline(_) => "admin_password",
                 };
                 problems.push(Problem::new(format!("{at}.{key}"), e.to_string()));
+            }
+            if let Some(issuer) = &db.issuer {
+                if let Err(e) = SecretSource::File(issuer.token_file.clone()).load() {
+                    problems.push(Problem::new(format!("{at}.issuer.token_file"), e.to_string()));
+                }
+                if let Some(ca) = &issuer.ca
+                    && let Err(e) = std::fs::metadata(ca)
+                {
+                    problems.push(Problem::new(format!("{at}.issuer.ca"), format!("{}: {e}", ca.display())));
+                }
             }
             if let Some(tls) = &db.client_tls {
                 for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {

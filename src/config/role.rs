@@ -62,6 +62,15 @@ fn default_hard_close_grace() -> Duration {
 }
 
 impl RoleConfig {
+    /// Whether the role says what a minted user may do (statements or groups): a sidecar's
+    /// roles must not, since the issuer's role decides.
+    pub fn has_statements(&self) -> bool {
+        !(self.creation_statements.is_empty()
+            && self.revocation_statements.is_empty()
+            && self.renew_statements.is_empty()
+            && self.member_of.is_empty())
+    }
+
     /// Defaults only: used to revoke a user whose role is no longer configured (recovery,
     /// orphans), so the default revocation statements apply.
     pub fn fallback(database: &str) -> RoleConfig {

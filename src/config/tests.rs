@@ -35,7 +35,7 @@ fn parses_a_minimal_config_with_defaults() {
     let db = &c.databases[0];
     assert_eq!(db.admin_database, "postgres");
     assert_eq!(db.handshake_timeout, std::time::Duration::from_secs(10));
-    assert_eq!(db.admin_password, SecretSource::Env("PG_ADMIN".into()));
+    assert_eq!(db.admin_password, Some(SecretSource::Env("PG_ADMIN".into())));
     assert_eq!(c.roles[0].scope, Scope::Connection);
     assert_eq!(c.roles[0].idle_grace, std::time::Duration::from_secs(30));
 }

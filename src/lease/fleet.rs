@@ -64,6 +64,13 @@ impl LeaseManager {
             Ok(claimed) => {
                 for c in claimed {
                     let row = c.row;
+                    // Issued to a remote sidecar, whose sessions did not die with the issuer:
+                    // kept, to be renewed, released or expired here.
+                    if row.held_by.is_some() && row.state == "active" && row.expires_at > std::time::SystemTime::now() {
+                        tracing::info!(lease = %row.id, user = %row.db_user, from = %c.from, held_by = ?row.held_by, "took over a dead issuer's live lease");
+                        self.adopt_live(&row).await;
+                        continue;
+                    }
                     tracing::info!(lease = %row.id, user = %row.db_user, from = %c.from, "took over a dead instance's lease; revoking it");
                     let lease = Lease::unfinished(row.id, Identity { client: row.client, role: row.role }, row.database, row.db_user);
                     for db in &row.used_databases {
@@ -106,6 +113,22 @@ impl LeaseManager {
         if let Err(e) = super::recovery::recover(self).await {
             tracing::warn!(error = %e, "revoking what the fenced epoch left failed");
         }
+    }
+
+    /// Keeps a live lease taken over from a dead issuer: its deadlines here, its row active
+    /// under this instance.
+    async fn adopt_live(&self, row: &super::JournalRow) {
+        let lease = Lease::adopted(row);
+        for db in &row.used_databases {
+            lease.note_database(db);
+        }
+        if let Some(count) = self.inner.role_leases.get(&row.role) {
+            count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.inner.leases.insert(lease.id.clone(), lease.clone());
+        self.inner.timers.set(super::deadlines::Timer::Expire.key(&lease), lease.expiry_deadline());
+        self.inner.timers.set(super::deadlines::Timer::MaxTtl.key(&lease), lease.max_deadline);
+        self.record_state(&lease, None).await;
     }
 
     /// Lets go of a lease another instance owns now: its sessions close, nothing is revoked

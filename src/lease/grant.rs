@@ -39,7 +39,7 @@ impl LeaseManager {
         }
         let role = self.role(&identity.role).ok_or_else(|| LeaseError::UnknownRole(identity.role.clone()))?;
         if role.scope == Scope::Connection {
-            return self.mint(identity, role, origin, false).await;
+            return self.mint(identity, role, origin, false, None).await;
         }
         // One mint per identity at a time, so concurrent first connections share one user;
         // bounded, so a stalled mint turns the others away instead of queueing them forever.
@@ -51,7 +51,7 @@ impl LeaseManager {
         if let Some(guard) = self.join_current(identity) {
             return Ok(guard);
         }
-        self.mint(identity, role, origin, true).await
+        self.mint(identity, role, origin, true, None).await
     }
 
     /// A new lease for direct use (admin API credentials): never shared with another caller,
@@ -62,7 +62,26 @@ impl LeaseManager {
         }
         let role = self.role(role).ok_or_else(|| LeaseError::UnknownRole(role.to_string()))?;
         let identity = Identity { client: client.to_string(), role: role.name.clone() };
-        Ok(self.mint(&identity, role, origin, false).await?.detach())
+        Ok(self.mint(&identity, role, origin, false, None).await?.detach())
+    }
+
+    /// A lease for a remote sidecar (this instance is its issuer): like `grant_detached`, with
+    /// the user name and password the sidecar chose (it connects upstream with them). The
+    /// caller has checked the name (prefix, characters, length).
+    pub async fn grant_named(
+        &self,
+        role: &str,
+        client: &str,
+        user: String,
+        password: crate::secret::Secret,
+        origin: Option<crate::auth::Origin>,
+    ) -> Result<Arc<Lease>, LeaseError> {
+        if !self.is_granting() {
+            return Err(LeaseError::ShuttingDown);
+        }
+        let role = self.role(role).ok_or_else(|| LeaseError::UnknownRole(role.to_string()))?;
+        let identity = Identity { client: client.to_string(), role: role.name.clone() };
+        Ok(self.mint(&identity, role, origin, false, Some((user, password))).await?.detach())
     }
 
     /// Joins the identity's current lease if it takes sessions.
@@ -77,18 +96,23 @@ impl LeaseManager {
         Some(SessionGuard::new(lease, self.clone()))
     }
 
-    /// Mints a lease for `identity` (`share`: it becomes the identity's current lease).
+    /// Mints a lease for `identity` (`share`: it becomes the identity's current lease; `named`:
+    /// the user name and password to use instead of fresh ones).
     async fn mint(
         &self,
         identity: &Identity,
         role: &RoleConfig,
         origin: Option<crate::auth::Origin>,
         share: bool,
+        named: Option<(String, crate::secret::Secret)>,
     ) -> Result<SessionGuard, LeaseError> {
-        let Admitted { provisioner, _slot, lease } = self.admit(identity, role, origin).await?;
+        let Admitted { provisioner, _slot, lease } = self.admit(identity, role, origin, named).await?;
         self.record_intent(&lease, role).await?;
         let started = std::time::Instant::now();
-        if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.expires_at(), self.journal().instance()).await {
+        if let Err(source) = provisioner
+            .mint(role, &lease.user, &lease.password, lease.expires_at(), self.journal().instance(), &lease.identity.client)
+            .await
+        {
             tracing::error!(lease = %lease.id, user = %lease.user, role = %role.name, error = %source, "mint failed");
             // A refused or never-sent atomic batch created nothing; a lost connection, or a
             // server whose DDL commits statement by statement, leaves the outcome unknown, so
@@ -127,7 +151,13 @@ impl LeaseManager {
     }
 
     /// A mint slot, the server's name limit and a unit of `max_leases`: the new lease.
-    async fn admit(&self, identity: &Identity, role: &RoleConfig, origin: Option<crate::auth::Origin>) -> Result<Admitted, LeaseError> {
+    async fn admit(
+        &self,
+        identity: &Identity,
+        role: &RoleConfig,
+        origin: Option<crate::auth::Origin>,
+        named: Option<(String, crate::secret::Secret)>,
+    ) -> Result<Admitted, LeaseError> {
         let unknown = || LeaseError::UnknownRole(identity.role.clone());
         let db = self.inner.config.database(&role.database).ok_or_else(unknown)?;
         let provisioner = self.provisioner(&role.database).ok_or_else(unknown)?;
@@ -141,12 +171,14 @@ impl LeaseManager {
         if !self.take_count(role) {
             return Err(LeaseError::TooMany("the role's max_leases is reached"));
         }
+        let (user, password) =
+            named.unwrap_or_else(|| (name::user_name(&db.name_prefix, &identity.client, &identity.role, max_user_len), name::password()));
         let lease = Lease::minting(NewLease {
             id: name::lease_id(),
             identity: identity.clone(),
             database: role.database.clone(),
-            user: name::user_name(&db.name_prefix, &identity.client, &identity.role, max_user_len),
-            password: name::password(),
+            user,
+            password,
             origin,
             ttl: role.default_ttl.min(role.max_ttl),
             max_ttl: role.max_ttl,

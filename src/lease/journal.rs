@@ -118,7 +118,8 @@ impl LeaseStore for Journal {
     fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, role: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let now = SystemTime::now();
-            let i = Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+            let i =
+                Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now, held_by: None };
             self.insert(&i, "revoking").await
         })
     }
@@ -208,6 +209,7 @@ impl IntoRow for RawRow {
             last_error,
             used_databases: used.lines().filter(|l| !l.is_empty()).map(str::to_string).collect(),
             instance: instance.to_string(),
+            held_by: None,
             granted_at: from_millis(granted),
             expires_at: from_millis(expires),
             max_expires_at: from_millis(max),
@@ -252,6 +254,7 @@ mod tests {
                 granted_at: now,
                 expires_at: now,
                 max_expires_at: now,
+                held_by: None,
             };
             j.intent(&intent).await.unwrap();
             j.intent(&Intent { id: "l2", db_user: "lg_y", ..intent }).await.unwrap();

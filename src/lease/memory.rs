@@ -66,6 +66,7 @@ impl MemoryStore {
             last_error: None,
             used_databases: BTreeSet::new(),
             instance: "memory".into(),
+            held_by: i.held_by.map(str::to_string),
             granted_at: i.granted_at,
             expires_at: i.expires_at,
             max_expires_at: i.max_expires_at,
@@ -100,7 +101,7 @@ impl LeaseStore for MemoryStore {
 
     fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, role: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
         let now = SystemTime::now();
-        let i = Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+        let i = Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now, held_by: None };
         ready(self.insert(&i, "revoking"))
     }
 

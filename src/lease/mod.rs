@@ -149,6 +149,30 @@ impl Lease {
         Lease::build(new, granted, Life::unfinished(granted))
     }
 
+    /// A live lease another instance issued to a remote sidecar, taken over when that
+    /// instance died: its times are the row's (wall clock turned into Tokio instants now).
+    fn adopted(row: &JournalRow) -> Arc<Lease> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let at = |t: SystemTime| now + t.duration_since(wall).unwrap_or_default();
+        let granted = now.checked_sub(wall.duration_since(row.granted_at).unwrap_or_default()).unwrap_or(now);
+        Arc::new(Lease {
+            id: row.id.clone(),
+            identity: Identity { client: row.client.clone(), role: row.role.clone() },
+            database: row.database.clone(),
+            user: row.db_user.clone(),
+            // Not needed: renewal and revocation run as the admin; the sidecar has the password.
+            password: Secret::new(""),
+            origin: None,
+            granted_at: row.granted_at,
+            max_expires_at: row.max_expires_at,
+            ended: Signal::new(),
+            drain: Signal::new(),
+            granted,
+            max_deadline: at(row.max_expires_at),
+            life: Mutex::new(Life::adopted(at(row.expires_at))),
+        })
+    }
+
     fn build(new: NewLease, granted: Instant, life: Life) -> Arc<Lease> {
         let granted_at = SystemTime::now();
         Arc::new(Lease {

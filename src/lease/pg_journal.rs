@@ -34,7 +34,8 @@ use std::time::{Duration, Instant, SystemTime};
 const MIGRATION_LOCK: i64 = 0x6c65_6173_6567_6174;
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE leasegate.instances (
     id TEXT PRIMARY KEY,
     epoch BIGINT NOT NULL,
@@ -68,10 +69,14 @@ CREATE TABLE leasegate.leases (
 );
 CREATE INDEX leases_open ON leasegate.leases (instance) WHERE state <> 'ended';
 CREATE INDEX leases_ended ON leasegate.leases (ended_at) WHERE state = 'ended';
-"];
+",
+    "
+ALTER TABLE leasegate.leases ADD COLUMN held_by TEXT;
+",
+];
 
 const SELECT_ROW: &str = "SELECT id, database, role, client, db_user, state, end_reason, last_error, used_databases, \
-     granted_at, expires_at, max_expires_at, instance FROM leasegate.leases";
+     granted_at, expires_at, max_expires_at, instance, held_by FROM leasegate.leases";
 
 /// The fencing condition every write about a lease carries ($2 = this instance, $3 = its epoch).
 const OURS: &str = "instance = $2 AND epoch = $3 AND EXISTS \
@@ -276,8 +281,8 @@ impl PgJournal {
         // claimed at the taker's next beat, and its mint, whose next write is refused, drops
         // the user itself.)
         let done = sqlx::query(
-            "INSERT INTO leasegate.leases (id, database, role, client, db_user, state, granted_at, expires_at, max_expires_at, instance, epoch)
-             SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $2, $3 FROM leasegate.instances
+            "INSERT INTO leasegate.leases (id, database, role, client, db_user, state, granted_at, expires_at, max_expires_at, instance, epoch, held_by)
+             SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $2, $3, $13 FROM leasegate.instances
              WHERE id = $2 AND epoch = $3 AND dead_at IS NULL",
         )
         .bind(i.id) // $1 is unused so that $2/$3 mean what they mean in `OURS`
@@ -292,6 +297,7 @@ impl PgJournal {
         .bind(millis(i.granted_at))
         .bind(millis(i.expires_at))
         .bind(millis(i.max_expires_at))
+        .bind(i.held_by)
         .execute(&self.pool)
         .await
         .map_err(|e| self.failed(e))?;
@@ -310,10 +316,12 @@ impl PgJournal {
     }
 }
 
-/// `SELECT_ROW`'s columns: the SQLite journal's, then the owning instance.
-type PgRow = (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64, String);
+/// `SELECT_ROW`'s columns: the SQLite journal's, then the owning instance and the sidecar.
+type PgRow =
+    (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64, String, Option<String>);
 /// A claimed row, then the instance it was taken from.
-type ClaimedRow = (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64, String, String);
+type ClaimedRow =
+    (String, String, String, String, String, String, Option<String>, Option<String>, String, i64, i64, i64, String, Option<String>, String);
 
 trait PgIntoRow {
     fn into_row(self) -> JournalRow;
@@ -321,9 +329,9 @@ trait PgIntoRow {
 
 impl PgIntoRow for PgRow {
     fn into_row(self) -> JournalRow {
-        let (id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max, instance) = self;
+        let (id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max, instance, held_by) = self;
         let raw: RawRow = (id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max);
-        raw.into_row(&instance)
+        JournalRow { held_by, ..raw.into_row(&instance) }
     }
 }
 
@@ -388,7 +396,8 @@ impl LeaseStore for PgJournal {
     fn orphan_intent<'a>(&'a self, id: &'a str, database: &'a str, role: &'a str, db_user: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let now = SystemTime::now();
-            let i = Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now };
+            let i =
+                Intent { id, database, role, client: "", db_user, granted_at: now, expires_at: now, max_expires_at: now, held_by: None };
             self.insert(&i, "revoking").await
         })
     }
@@ -420,7 +429,7 @@ impl LeaseStore for PgJournal {
             let rows: Vec<PgRow> = sqlx::query_as(
                 "UPDATE leasegate.leases SET epoch = $2 WHERE instance = $1 AND epoch <> $2 AND state <> 'ended'
                  RETURNING id, database, role, client, db_user, state, end_reason, last_error, used_databases,
-                     granted_at, expires_at, max_expires_at, instance",
+                     granted_at, expires_at, max_expires_at, instance, held_by",
             )
             .bind(&self.instance)
             .bind(self.epoch())
@@ -544,7 +553,7 @@ impl FleetStore for PgJournal {
                            ORDER BY granted_at LIMIT $3 FOR UPDATE SKIP LOCKED) c
                      WHERE l.id = c.id
                      RETURNING l.id, l.database, l.role, l.client, l.db_user, l.state, l.end_reason, l.last_error, l.used_databases,
-                         l.granted_at, l.expires_at, l.max_expires_at, l.instance, c.instance",
+                         l.granted_at, l.expires_at, l.max_expires_at, l.instance, l.held_by, c.instance",
             )
             .bind(&self.instance)
             .bind(self.epoch())
@@ -555,10 +564,30 @@ impl FleetStore for PgJournal {
             tx.commit().await.map_err(|e| self.failed(e))?;
             Ok(rows
                 .into_iter()
-                .map(|(id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max, instance, from)| {
-                    let row = (id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max, instance);
-                    Claimed { row: row.into_row(), from }
-                })
+                .map(
+                    |(
+                        id,
+                        database,
+                        role,
+                        client,
+                        db_user,
+                        state,
+                        end_reason,
+                        last_error,
+                        used,
+                        granted,
+                        expires,
+                        max,
+                        instance,
+                        held,
+                        from,
+                    )| {
+                        let row = (
+                            id, database, role, client, db_user, state, end_reason, last_error, used, granted, expires, max, instance, held,
+                        );
+                        Claimed { row: row.into_row(), from }
+                    },
+                )
                 .collect())
         })
     }

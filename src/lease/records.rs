@@ -23,6 +23,7 @@ impl LeaseManager {
             granted_at: lease.granted_at,
             expires_at: lease.expires_at(),
             max_expires_at: lease.max_expires_at,
+            held_by: lease.origin.as_ref().filter(|o| o.auth_method == "sidecar").and_then(|o| o.subject.as_deref()),
         };
         self.inner.store.intent(&intent).await
     }

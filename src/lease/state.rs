@@ -122,6 +122,12 @@ impl Life {
         Life { state, sessions: 1, expires, used_databases: BTreeSet::new(), counted: true }
     }
 
+    /// A live lease taken over from a dead instance (issued to a remote sidecar): `Active`,
+    /// holding a unit of its role's `max_leases` here now.
+    pub(super) fn adopted(expires: Instant) -> Life {
+        Life { state: LeaseState::Active, sessions: 0, expires, used_databases: BTreeSet::new(), counted: true }
+    }
+
     pub(super) fn unfinished(expires: Instant) -> Life {
         Life { state: LeaseState::Revoking, sessions: 0, expires, used_databases: BTreeSet::new(), counted: false }
     }

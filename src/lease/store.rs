@@ -61,6 +61,9 @@ pub struct JournalRow {
     pub used_databases: BTreeSet<String>,
     /// The instance that owns the lease (the one whose sessions use it, or that revokes it).
     pub instance: String,
+    /// The remote sidecar the lease was issued to (an issuer's lease): its sessions live there,
+    /// so an instance taking it over keeps it (a shared store only).
+    pub held_by: Option<String>,
     pub granted_at: SystemTime,
     pub expires_at: SystemTime,
     pub max_expires_at: SystemTime,
@@ -77,6 +80,8 @@ pub struct Intent<'a> {
     pub granted_at: SystemTime,
     pub expires_at: SystemTime,
     pub max_expires_at: SystemTime,
+    /// The remote sidecar it is issued to, if any.
+    pub held_by: Option<&'a str>,
 }
 
 /// What every store method returns: boxed so the trait stays dyn-compatible.

@@ -23,9 +23,8 @@ use crate::lease::{DrainReason, SessionGuard};
 use crate::net::hold::Holdable;
 use crate::net::stream::Stream;
 use crate::provision::Provisioner;
-use crate::proxy::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
+use crate::proxy::protocol::{Admission, Listener, Live, Minter, Opened, Protocol, RefusalOf};
 use crate::proxy::refusal::{Denial, Refusal, ServerSaid};
-use crate::secret::Secret;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -39,8 +38,9 @@ pub struct MyState {
     pub threads: Threads,
     /// The greeting new clients get.
     pub greeting: GreetingCache,
-    /// The admin connection that runs such a KILL.
-    pub admin: Arc<MyProvisioner>,
+    /// The admin connection that runs such a KILL (none on a sidecar, which holds no admin
+    /// credential: there a KILL of another session answers "Unknown thread id").
+    pub admin: Option<Arc<MyProvisioner>>,
 }
 
 /// A greeted client, and the server connection whose greeting it got when it was not greeted
@@ -74,9 +74,15 @@ impl Protocol for Mysql {
     type ClientError = FrontendError;
     type UpstreamError = BackendError;
 
-    fn prepare(_config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (MyState, Arc<dyn Provisioner>) {
-        let admin = Arc::new(MyProvisioner::new(db, admin_password));
-        (MyState { threads: Threads::default(), greeting: GreetingCache::default(), admin: admin.clone() }, admin)
+    fn prepare(_config: &Config, db: &DatabaseConfig, minter: Minter<'_>) -> (MyState, Arc<dyn Provisioner>) {
+        let (admin, provisioner): (Option<Arc<MyProvisioner>>, Arc<dyn Provisioner>) = match minter {
+            Minter::Admin(password) => {
+                let admin = Arc::new(MyProvisioner::new(db, password));
+                (Some(admin.clone()), admin)
+            }
+            Minter::Issuer(remote) => (None, remote),
+        };
+        (MyState { threads: Threads::default(), greeting: GreetingCache::default(), admin }, provisioner)
     }
 
     async fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> Opened<Self> {
@@ -256,7 +262,11 @@ fn kill_handler(state: &MyState, client: &str, seen: u32, own: u32) -> KillHandl
             tracing::debug!(thread = k.thread, "KILL QUERY for an idle session: nothing to end");
             return Some(Box::pin(async { Ok(()) }));
         }
-        let admin = admin.clone();
+        let Some(admin) = admin.clone() else {
+            tracing::info!(thread = k.thread, "KILL of another session on a sidecar: no admin connection here to run it");
+            let msg = format!("Unknown thread id: {}", k.thread);
+            return Some(Box::pin(async move { Err(err_payload(errcode::NO_SUCH_THREAD, "HY000", &msg)) }));
+        };
         Some(Box::pin(async move {
             let _held = target.activity.hold();
             admin.kill(target.real, k.query_only, &target.user).await.map_err(|e| {

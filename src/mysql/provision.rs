@@ -286,6 +286,7 @@ impl Provisioner for MyProvisioner {
         password: &'a Secret,
         _valid_until: SystemTime,
         _instance: &'a str,
+        _client: &'a str,
     ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             // A user leasegate could not end the sessions of is never made.

@@ -7,6 +7,7 @@ pub mod der;
 pub mod framed;
 pub mod handshakes;
 pub mod hold;
+pub mod https;
 pub mod listener;
 pub mod pump;
 pub mod reload;

@@ -17,9 +17,8 @@ use crate::net::framed::Framed;
 use crate::net::hold::{Activity, Holdable};
 use crate::net::stream::Stream;
 use crate::provision::Provisioner;
-use crate::proxy::protocol::{Admission, Listener, Live, Opened, Protocol, RefusalOf};
+use crate::proxy::protocol::{Admission, Listener, Live, Minter, Opened, Protocol, RefusalOf};
 use crate::proxy::refusal::{Denial, Refusal, ServerSaid};
-use crate::secret::Secret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -66,8 +65,12 @@ impl Protocol for Postgres {
     type ClientError = FrontendError;
     type UpstreamError = BackendError;
 
-    fn prepare(config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (PgState, Arc<dyn Provisioner>) {
-        (PgState::new(config), Arc::new(PgProvisioner::new(db, admin_password)))
+    fn prepare(config: &Config, db: &DatabaseConfig, minter: Minter<'_>) -> (PgState, Arc<dyn Provisioner>) {
+        let provisioner: Arc<dyn Provisioner> = match minter {
+            Minter::Admin(password) => Arc::new(PgProvisioner::new(db, password)),
+            Minter::Issuer(remote) => remote,
+        };
+        (PgState::new(config), provisioner)
     }
 
     async fn open(l: &Listener<Self>, socket: Stream, admission: Admission, deadline: Instant) -> Opened<Self> {

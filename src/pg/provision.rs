@@ -188,6 +188,7 @@ impl Provisioner for PgProvisioner {
         password: &'a Secret,
         valid_until: SystemTime,
         instance: &'a str,
+        _client: &'a str,
     ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let salt: [u8; 16] = rand::random();

@@ -67,6 +67,13 @@ pub struct Live<P: Protocol> {
     pub registration: P::Registration,
 }
 
+/// Who creates a database's users: this instance, with the admin password, or an issuer that
+/// this instance (a sidecar) asks through the given provisioner.
+pub enum Minter<'a> {
+    Admin(&'a Secret),
+    Issuer(Arc<dyn Provisioner>),
+}
+
 pub trait Protocol: Sized + Send + Sync + 'static {
     /// The `protocol` label of connection metrics.
     const NAME: &'static str;
@@ -89,8 +96,8 @@ pub trait Protocol: Sized + Send + Sync + 'static {
     type UpstreamError: std::error::Error + Send + Sync + 'static;
 
     /// The listener's own state and the provisioner the lease engine mints with, for one
-    /// `[[database]]` of this protocol.
-    fn prepare(config: &Config, db: &DatabaseConfig, admin_password: &Secret) -> (Self::State, Arc<dyn Provisioner>);
+    /// `[[database]]` of this protocol: its own admin connection, or the issuer's (a sidecar).
+    fn prepare(config: &Config, db: &DatabaseConfig, minter: Minter<'_>) -> (Self::State, Arc<dyn Provisioner>);
 
     /// TLS and the startup packet (MySQL: the greeting first), within `deadline`. `socket` is
     /// a fresh TCP (`Stream::Plain`) or Unix-socket (`Stream::Unix`, never TLS) connection.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod my;
+pub mod process;
 
 use leasegate::app::{self, Running};
 use leasegate::config::Config;
@@ -338,7 +339,7 @@ impl InProcess {
             for unix in db.listen.0.iter().filter(|a| matches!(a, leasegate::config::ListenAddr::Unix(_))) {
                 bound.push(leasegate::net::listener::Bound::bind(unix, &db.unix_socket).await.expect("the Unix socket binds"));
             }
-            let listeners = app::Listeners { databases: [("main".to_string(), bound)].into_iter().collect(), admin };
+            let listeners = app::Listeners { databases: [("main".to_string(), bound)].into_iter().collect(), admin, issuer: None };
             (addr, admin_addr, app::start(config, listeners, signals.clone()).await.expect("leasegate starts"))
         });
         InProcess { addr, admin_addr, app: running.app.clone(), signals, running: Some(running), rt: Some(rt) }

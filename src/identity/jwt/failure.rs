@@ -98,22 +98,4 @@ pub enum KeysError {
 }
 
 /// One HTTPS GET failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
-    #[error("invalid server name")]
-    ServerName,
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("HTTP request: {0}")]
-    Request(#[from] hyper::http::Error),
-    #[error("HTTP status {0}")]
-    Status(u16),
-    #[error("response body over {max} bytes")]
-    TooLarge { max: usize },
-    #[error("no answer within {0:?}")]
-    Timeout(std::time::Duration),
-}
+pub use crate::net::https::FetchError;

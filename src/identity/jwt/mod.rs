@@ -11,7 +11,7 @@
 
 mod checks;
 mod failure;
-mod https;
+use crate::net::https;
 pub(crate) mod jwks;
 mod keys;
 mod source;

@@ -2,8 +2,8 @@
 //! names the JWKS URL. Each load returns the whole key set; the cache decides when to load.
 
 use super::failure::KeysError;
-use super::https::{MAX_BODY, TIMEOUT, https_get, parse_https};
 use super::jwks::{PublicKey, parse_jwks};
+use crate::net::https::{MAX_BODY, TIMEOUT, https_get, parse_https};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;

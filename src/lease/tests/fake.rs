@@ -130,7 +130,15 @@ impl Provisioner for FakeProvisioner {
         true
     }
 
-    fn mint<'a>(&'a self, _: &'a RoleConfig, user: &'a str, _: &'a Secret, _: SystemTime, _: &'a str) -> ProvisionFuture<'a, ()> {
+    fn mint<'a>(
+        &'a self,
+        _: &'a RoleConfig,
+        user: &'a str,
+        _: &'a Secret,
+        _: SystemTime,
+        _: &'a str,
+        _: &'a str,
+    ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let outcome = self.call(Op::Mint).await;
             // A lost connection or a non-atomic server may leave the user behind.

@@ -97,6 +97,7 @@ async fn leases_a_previous_run_left_are_revoked_through_the_same_path() {
         granted_at: now,
         expires_at: now,
         max_expires_at: now,
+        held_by: None,
     };
     h.store.intent(&intent).await.unwrap();
     h.fake.fail(Op::StopSessions, 1, Failure::Lost);

@@ -2,8 +2,8 @@
 //! discovery (whose issuer must match), a body over the cap, and a non-200 answer.
 
 use super::*;
-use crate::identity::jwt::https::{https_get, parse_https};
 use crate::identity::jwt::{FetchError, JwtFailure};
+use crate::net::https::{https_get, parse_https};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves `routes` (path → body; anything else 404) over TLS on 127.0.0.1; returns the base URL.
@@ -95,14 +95,14 @@ async fn discovery_leads_to_the_jwks_uri() {
 async fn the_body_is_capped_and_only_200_is_accepted() {
     let dir = TempDir::new();
     let (base, ca) = serve(&dir, vec![("/big".into(), "x".repeat(2000))]).await;
-    let tls = crate::identity::jwt::https::client_config(Some(&ca)).unwrap();
+    let tls = crate::net::https::client_config(Some(&ca)).unwrap();
     let big = parse_https(&format!("{base}/big")).unwrap();
     assert_eq!(https_get(&big, tls.clone(), Duration::from_secs(5), 2000).await.unwrap().len(), 2000);
     assert!(matches!(https_get(&big, tls.clone(), Duration::from_secs(5), 1999).await, Err(FetchError::TooLarge { max: 1999 })));
     let missing = parse_https(&format!("{base}/missing")).unwrap();
     assert!(matches!(https_get(&missing, tls, Duration::from_secs(5), 2000).await, Err(FetchError::Status(404))));
     // The web PKI roots do not trust a self-signed certificate.
-    let public = crate::identity::jwt::https::client_config(None).unwrap();
+    let public = crate::net::https::client_config(None).unwrap();
     assert!(matches!(https_get(&big, public, Duration::from_secs(5), 2000).await, Err(FetchError::Tls(_))));
     assert!(parse_https("http://localhost/jwks").is_none());
 }

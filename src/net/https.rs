@@ -1,10 +1,10 @@
-//! A minimal HTTPS GET for key sets and discovery documents: hyper's HTTP/1 client over
-//! tokio-rustls with the crate's ring provider, one connection per request, a deadline on the
-//! whole exchange and a cap on the body (an issuer's endpoint is not trusted to be small).
+//! A minimal HTTPS client: hyper's HTTP/1 client over tokio-rustls with the crate's ring
+//! provider, one connection per request, a deadline on the whole exchange and a cap on the body
+//! (a remote endpoint is not trusted to be small). Key sets and discovery documents (GET), and
+//! a sidecar's calls to its issuer (JSON POST with a bearer token).
 
-use super::failure::FetchError;
 use crate::net::tls::TlsError;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rustls_pki_types::ServerName;
 use std::path::Path;
@@ -32,12 +32,56 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
     Ok(Arc::new(config))
 }
 
-/// GETs `url` and returns the body of a 200 answer.
-pub async fn https_get(url: &Url, tls: Arc<rustls::ClientConfig>, timeout: Duration, max_body: usize) -> Result<Vec<u8>, FetchError> {
-    tokio::time::timeout(timeout, get(url, tls, max_body)).await.map_err(|_| FetchError::Timeout(timeout))?
+/// One HTTPS exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("invalid server name")]
+    ServerName,
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("HTTP request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("response body over {max} bytes")]
+    TooLarge { max: usize },
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
-async fn get(url: &Url, tls: Arc<rustls::ClientConfig>, max_body: usize) -> Result<Vec<u8>, FetchError> {
+/// A request to send: `GET` without a body, or `POST` with a JSON one; a bearer token when given.
+pub struct Request<'a> {
+    pub method: hyper::Method,
+    pub url: &'a Url,
+    pub bearer: Option<&'a str>,
+    pub json: Option<Vec<u8>>,
+}
+
+/// GETs `url` and returns the body of a 200 answer.
+pub async fn https_get(url: &Url, tls: Arc<rustls::ClientConfig>, timeout: Duration, max_body: usize) -> Result<Vec<u8>, FetchError> {
+    let request = Request { method: hyper::Method::GET, url, bearer: None, json: None };
+    match https_request(request, tls, timeout, max_body).await? {
+        (200, body) => Ok(body),
+        (status, _) => Err(FetchError::Status(status)),
+    }
+}
+
+/// Sends `request`; returns the status and body, whatever the status.
+pub async fn https_request(
+    request: Request<'_>,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    tokio::time::timeout(timeout, exchange(request, tls, max_body)).await.map_err(|_| FetchError::Timeout(timeout))?
+}
+
+async fn exchange(r: Request<'_>, tls: Arc<rustls::ClientConfig>, max_body: usize) -> Result<(u16, Vec<u8>), FetchError> {
+    let url = r.url;
     let host = url.host_str().ok_or(FetchError::ServerName)?;
     // `host_str` keeps IPv6 brackets; the socket and the TLS name want the bare address.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -49,7 +93,7 @@ async fn get(url: &Url, tls: Arc<rustls::ClientConfig>, max_body: usize) -> Resu
     // The connection task ends when `sender` is dropped (or on error); nothing to join.
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "JWKS fetch connection ended with an error");
+            tracing::debug!(error = %e, "HTTPS client connection ended with an error");
         }
     });
     let authority = match url.port() {
@@ -60,15 +104,21 @@ async fn get(url: &Url, tls: Arc<rustls::ClientConfig>, max_body: usize) -> Resu
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_string(),
     };
-    let request = hyper::Request::get(target)
+    let mut request = hyper::Request::builder()
+        .method(r.method)
+        .uri(target)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::USER_AGENT, concat!("leasegate/", env!("CARGO_PKG_VERSION")))
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    if response.status() != hyper::StatusCode::OK {
-        return Err(FetchError::Status(response.status().as_u16()));
+        .header(hyper::header::USER_AGENT, concat!("leasegate/", env!("CARGO_PKG_VERSION")));
+    if let Some(token) = r.bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
+    if r.json.is_some() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(Full::new(Bytes::from(r.json.unwrap_or_default())))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
     let mut body = response.into_body();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -79,5 +129,5 @@ async fn get(url: &Url, tls: Arc<rustls::ClientConfig>, max_body: usize) -> Resu
             out.extend_from_slice(&data);
         }
     }
-    Ok(out)
+    Ok((status, out))
 }

@@ -1,0 +1,262 @@
+//! Issuers and sidecars (DESIGN §2b): an issuer process holds the admin credential and mints
+//! for sidecar processes, which hold none. A private Postgres upstream; the sidecars prove
+//! themselves to the issuer with a JWT signed by the test's own key (tests/clients/jwt_tokens.py).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step should stop the test
+
+mod support;
+
+use leasegate::devdb::postgres::PrivatePostgres;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::process::{Instance, Store};
+use support::*;
+
+const JWT_ISSUER: &str = "https://issuer.test.invalid";
+const SIDECAR_SUB: &str = "system:serviceaccount:shop:leasegate-sidecar";
+
+fn jwt_tool(args: &[&str]) -> String {
+    let out = Command::new("python3").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jwt_tokens.py")).args(args).output().unwrap();
+    assert!(out.status.success(), "jwt_tokens.py {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Issuers in front of a private Postgres and one sidecar asking them, each its own process.
+struct Pair {
+    sidecar: Instance,
+    issuers: Vec<Instance>,
+    store: Option<Store>,
+    client_password: String,
+    _dir: leasegate::devdb::TempDir,
+    pg: PrivatePostgres,
+}
+
+impl Pair {
+    /// One issuer with its own journal; `ttl`: the role's default and max TTL at the issuer
+    /// and the sidecar.
+    fn start(ttl: (&'static str, &'static str)) -> Pair {
+        Pair::start_with(ttl, 1)
+    }
+
+    /// `issuers` issuer replicas; more than one share a store (takeover after 3 s).
+    fn start_with(ttl: (&'static str, &'static str), issuers: usize) -> Pair {
+        let setup = Setup { admin_api: true, ttl, ..Setup::default() };
+        let Prepared { pg, dir, client_password, text } = prepare(&setup, "LISTEN_ADDR");
+        let d = dir.path().to_path_buf();
+        let keys = d.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        jwt_tool(&["keys", keys.to_str().unwrap(), "k1"]);
+        let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{SIDECAR_SUB}", "aud": ["leasegate"], "exp_in": 600, "iat_in": -5}}"#);
+        std::fs::write(d.join("sidecar.token"), jwt_tool(&["sign", keys.to_str().unwrap(), "k1", &claims])).unwrap();
+        let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        std::fs::write(d.join("issuer.crt"), cert).unwrap();
+        std::fs::write(d.join("issuer.key"), key).unwrap();
+        let ports: Vec<u16> = (0..issuers).map(|_| leasegate::devdb::free_port().unwrap()).collect();
+        let verifier = text.split("password = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        let store = (issuers > 1).then(Store::start);
+        if let Some(store) = &store {
+            std::fs::write(d.join("store.url"), &store.url).unwrap();
+        }
+        let journal = format!("[journal]\npath = \"{}/journal.db\"\ninstance = \"{INSTANCE}\"\n", d.display());
+
+        // The issuer: the ordinary config (admin credential, roles with member_of) plus the
+        // issuer API, the key that signs sidecar tokens, and which sidecar may act for whom.
+        let issuer_config = |i: usize, issuer_port: u16| {
+            let name = format!("issuer-{i}");
+            let shared = format!("[journal]\nurl_file = \"{}/store.url\"\ninstance = \"{name}\"\ntakeover_after = \"3s\"\n", d.display());
+            let text = if store.is_some() { text.replace(&journal, &shared) } else { text.clone() };
+            Instance::configure(&d, &name, |addr, admin, dir| {
+                let base = text
+                    .replace("LISTEN_ADDR", &addr.to_string())
+                    .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{admin}\""))
+                    .replace(&format!("{}/audit.jsonl", d.display()), &dir.join("audit.jsonl").display().to_string());
+                format!(
+                    r#"
+[issuer]
+listen = "127.0.0.1:{issuer_port}"
+tls = {{ cert = "{d}/issuer.crt", key = "{d}/issuer.key" }}
+
+[[jwt_issuer]]
+name = "k8s"
+issuer = "{JWT_ISSUER}"
+jwks_file = "{keys}/jwks.json"
+audiences = ["leasegate"]
+
+[[sidecar]]
+name = "shop-pods"
+jwt = {{ issuer = "k8s", subject = "{SIDECAR_SUB}" }}
+clients = ["billing"]
+
+# Served only through sidecars: it proves itself to them, not here.
+[[client]]
+name = "billing"
+roles = ["app"]
+{base}"#,
+                    d = d.display(),
+                    keys = keys.display(),
+                )
+            })
+        };
+        let mut issuers: Vec<Instance> = ports.iter().enumerate().map(|(i, port)| issuer_config(i, *port)).collect();
+        let urls = ports.iter().map(|p| format!("\"https://127.0.0.1:{p}\"")).collect::<Vec<_>>().join(", ");
+        // The sidecar: no admin credential, no statements; the app proves itself here.
+        let mut sidecar = Instance::configure(&d, "sidecar", |addr, admin, dir| {
+            format!(
+                r#"
+[admin]
+listen = "{admin}"
+token_file = "{d}/admin.token"
+
+[journal]
+path = "{dir}/journal.db"
+
+[service]
+shutdown_grace = "0s"
+
+[[database]]
+name = "main"
+kind = "postgres"
+listen = "{addr}"
+upstream = "{upstream}"
+name_prefix = "{PREFIX}"
+issuer = {{ urls = [{urls}], ca = "{d}/issuer.crt", token_file = "{d}/sidecar.token" }}
+upstream_tls = {{ mode = "prefer" }}
+connect_timeout = "3s"
+
+[[role]]
+name = "app"
+database = "main"
+default_ttl = "{ttl}"
+max_ttl = "{max_ttl}"
+
+[[client]]
+name = "billing"
+password = "{verifier}"
+roles = ["app"]
+
+# Known to the sidecar, but the issuer does not let this sidecar act for it.
+[[client]]
+name = "intruder"
+password = "{verifier}"
+roles = ["app"]
+"#,
+                d = d.display(),
+                dir = dir.display(),
+                upstream = pg.addr(),
+                ttl = ttl.0,
+                max_ttl = ttl.1,
+            )
+        });
+        for (issuer, port) in issuers.iter_mut().zip(&ports) {
+            issuer.spawn();
+            issuer.wait_up();
+            let issuing = wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
+            assert!(issuing.is_some(), "{}", issuer.log());
+        }
+        sidecar.spawn();
+        sidecar.wait_up();
+        Pair { sidecar, issuers, store, client_password, _dir: dir, pg }
+    }
+
+    fn audit(&self, i: usize) -> String {
+        std::fs::read_to_string(self.issuers[i].dir.join("audit.jsonl")).unwrap_or_default()
+    }
+
+    fn url(&self, login: &str) -> String {
+        leasegate_url(self.sidecar.addr, &self.client_password, login, "")
+    }
+
+    fn session(&self, login: &str, sql: &str) -> Child {
+        psql_cmd(&self.url(login)).args(["-Atc", sql]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    fn minted(&self) -> Vec<String> {
+        minted_roles(&self.pg)
+    }
+
+    fn logs(&self) -> String {
+        let issuers: String = self.issuers.iter().map(|i| format!("--- {}\n{}\n", i.name, i.log())).collect();
+        format!("{issuers}--- sidecar\n{}", self.sidecar.log())
+    }
+}
+
+#[test]
+fn a_sidecar_without_admin_credentials_gets_users_from_its_issuer_for_its_clients_only() {
+    let p = Pair::start(("1h", "24h"));
+    let config = std::fs::read_to_string(&p.sidecar.config).unwrap();
+    assert!(!config.contains("admin_user") && !config.contains("admin_password"), "the sidecar holds no admin credential");
+    let out = psql_cmd(&p.url("billing")).args(["-Atc", "SELECT current_user"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), p.logs());
+    assert!(stdout(&out).starts_with(&format!("{PREFIX}billing_app_")), "{}", stdout(&out));
+    // The issuer journaled it as its lease, with the sidecar named in its audit log.
+    let audit = p.audit(0);
+    assert!(audit.contains("sidecar shop-pods"), "{audit}");
+    // Closing the session released the lease at the issuer, which dropped the user.
+    assert!(wait_until(Duration::from_secs(10), || p.minted().is_empty()).is_some(), "{:?}\n{}", p.minted(), p.logs());
+    // A client the sidecar is not bound to at the issuer gets nothing.
+    let refused = psql_cmd(&p.url("intruder")).args(["-Atc", "SELECT 1"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(p.issuers[0].log().contains("may not act for this client"), "{}", p.logs());
+    assert!(p.minted().is_empty());
+}
+
+#[test]
+fn revoking_at_the_issuer_ends_the_session_behind_the_sidecar_within_two_seconds() {
+    let p = Pair::start(("1h", "24h"));
+    let session = p.session("billing", "SELECT pg_sleep(60)");
+    assert!(wait_until(Duration::from_secs(10), || p.minted().len() == 1).is_some(), "{}", p.logs());
+    let api = p.issuers[0].api();
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&api.call("GET", "/v1/leases", None).unwrap()).unwrap();
+    let id = leases[0]["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    api.call("POST", &format!("/v1/leases/{id}/revoke"), Some("{}")).unwrap();
+    let mut session = session;
+    let ended = wait_until(Duration::from_secs(2), || session.try_wait().unwrap().is_some());
+    assert!(ended.is_some(), "the session still runs {:?} after the revocation\n{}", started.elapsed(), p.logs());
+    assert!(!session.wait().unwrap().success());
+    assert!(p.minted().is_empty());
+    // The sidecar's own lease for it ended too (its session closed, or the watcher saw it).
+    let none_left = wait_until(Duration::from_secs(5), || p.sidecar.api().call("GET", "/v1/leases", None).unwrap() == "[]");
+    assert!(none_left.is_some(), "{}", p.sidecar.log());
+}
+
+#[test]
+fn the_sidecar_renews_through_the_issuer_and_a_dead_sidecars_lease_expires_there() {
+    let mut p = Pair::start(("4s", "1m"));
+    // A session longer than the TTL lives on: the sidecar renews at the issuer.
+    let long = p.session("billing", "SELECT pg_sleep(7); SELECT current_user");
+    let out = long.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), p.logs());
+    let audit = p.audit(0);
+    assert!(audit.contains("\"event\":\"renewed\""), "the issuer renewed it: {audit}\n{}", p.logs());
+    assert!(wait_until(Duration::from_secs(10), || p.minted().is_empty()).is_some());
+    // A sidecar killed with its session: the issuer ends the lease at its TTL.
+    let orphaned = p.session("billing", "SELECT pg_sleep(60)");
+    assert!(wait_until(Duration::from_secs(10), || p.minted().len() == 1).is_some());
+    p.sidecar.kill9();
+    let gone = wait_until(Duration::from_secs(15), || p.minted().is_empty());
+    assert!(gone.is_some(), "{:?} left after the sidecar died\n{}", p.minted(), p.logs());
+    assert!(!finished(orphaned), "its client saw the sidecar go");
+}
+
+fn finished(child: Child) -> bool {
+    child.wait_with_output().unwrap().status.success()
+}
+
+#[test]
+fn killing_the_issuer_that_granted_moves_its_leases_to_another_and_the_session_goes_on() {
+    let mut p = Pair::start_with(("9s", "2m"), 2);
+    // Longer than the TTL: it lives only if the surviving issuer renews it.
+    let session = p.session("billing", "SELECT pg_sleep(14); SELECT current_user");
+    assert!(wait_until(Duration::from_secs(10), || p.minted().len() == 1).is_some(), "{}", p.logs());
+    assert!(p.issuers[0].log().contains("issued a lease to a sidecar"), "the sidecar asks its first issuer first: {}", p.logs());
+    p.issuers[0].kill9();
+    let out = session.wait_with_output().unwrap();
+    assert!(out.status.success(), "the session went on: {}\n{}", stderr(&out), p.logs());
+    assert!(p.issuers[1].log().contains("took over a dead issuer's live lease"), "{}", p.logs());
+    assert!(p.audit(1).contains("\"event\":\"renewed\""), "the survivor renewed it: {}", p.logs());
+    // Released at close to the survivor, which dropped the user.
+    assert!(wait_until(Duration::from_secs(10), || p.minted().is_empty()).is_some(), "{:?}\n{}", p.minted(), p.logs());
+    let store = p.store.as_ref().unwrap();
+    assert_eq!(store.sql("SELECT ended_by, taken_from FROM leasegate.leases WHERE state = 'ended'"), "issuer-1|issuer-0");
+}
