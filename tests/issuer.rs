@@ -25,6 +25,7 @@ fn jwt_tool(args: &[&str]) -> String {
 struct Pair {
     sidecar: Instance,
     issuers: Vec<Instance>,
+    issuer_ports: Vec<u16>,
     store: Option<Store>,
     client_password: String,
     _dir: leasegate::devdb::TempDir,
@@ -155,7 +156,7 @@ roles = ["app"]
         }
         sidecar.spawn();
         sidecar.wait_up();
-        Pair { sidecar, issuers, store, client_password, _dir: dir, pg }
+        Pair { sidecar, issuers, issuer_ports: ports, store, client_password, _dir: dir, pg }
     }
 
     fn audit(&self, i: usize) -> String {
@@ -259,4 +260,45 @@ fn killing_the_issuer_that_granted_moves_its_leases_to_another_and_the_session_g
     assert!(wait_until(Duration::from_secs(10), || p.minted().is_empty()).is_some(), "{:?}\n{}", p.minted(), p.logs());
     let store = p.store.as_ref().unwrap();
     assert_eq!(store.sql("SELECT ended_by, taken_from FROM leasegate.leases WHERE state = 'ended'"), "issuer-1|issuer-0");
+}
+
+/// A sidecar's call straight to issuer `i` (what a load balancer in front of the issuers does).
+fn call_issuer(p: &Pair, i: usize, path: &str, body: &str) -> (u16, String) {
+    let d = p.sidecar.dir.parent().unwrap();
+    let token = std::fs::read_to_string(d.join("sidecar.token")).unwrap();
+    let port = p.issuer_ports[i];
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "40", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(d.join("issuer.crt"))
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim()), "-H", "Content-Type: application/json", "-d", body])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn any_issuer_renews_and_releases_a_lease_another_issuer_granted() {
+    let p = Pair::start_with(("1h", "24h"), 2);
+    let session = p.session("billing", "SELECT pg_sleep(60)");
+    assert!(wait_until(Duration::from_secs(10), || p.minted().len() == 1).is_some(), "{}", p.logs());
+    let user = p.minted()[0].clone();
+    assert!(p.issuers[0].log().contains("issued a lease to a sidecar"));
+    // Renewed at the issuer that did not grant it: the server's expiry and the store move.
+    let until = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(7200)).to_string();
+    let (code, body) = call_issuer(&p, 1, "/v1/issuer/renew", &format!(r#"{{"user": "{user}", "until": "{until}"}}"#));
+    assert_eq!(code, 200, "{body}\n{}", p.logs());
+    let valid = admin_psql(&p.pg, &format!("SELECT rolvaliduntil > now() + interval '100 minutes' FROM pg_roles WHERE rolname = '{user}'"));
+    assert_eq!(valid, "t", "the server-side expiry moved");
+    assert!(p.issuers[1].log().contains("renewed a lease another instance owns"), "{}", p.logs());
+    // Released there too: the owner revokes it, the session behind the sidecar ends.
+    let (code, body) = call_issuer(&p, 1, "/v1/issuer/release", &format!(r#"{{"user": "{user}"}}"#));
+    assert_eq!(code, 200, "{body}\n{}", p.logs());
+    assert!(p.minted().is_empty());
+    assert!(!session.wait_with_output().unwrap().status.success());
+    // A user that no issuer holds is 404 at either.
+    let (code, _) = call_issuer(&p, 1, "/v1/issuer/renew", &format!(r#"{{"user": "{user}"}}"#));
+    assert_eq!(code, 404);
 }

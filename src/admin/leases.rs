@@ -221,29 +221,21 @@ async fn revoke(
 /// store says it ended. `None` when the store knows no open lease of another instance by this id.
 async fn revoke_elsewhere(s: &AdminState, caller: &Caller, id: &str) -> Result<Option<LeaseView>, ApiError> {
     let journal = s.app.leases.journal();
-    let Some(fleet) = journal.fleet() else { return Ok(None) };
+    if journal.fleet().is_none() {
+        return Ok(None);
+    }
     let unavailable = |e: crate::lease::JournalError| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let Some(row) = journal.get(id).await.map_err(unavailable)? else { return Ok(None) };
     if row.state == "ended" || row.instance == journal.instance() || !caller.owns(&row.client) {
         return Ok(None);
     }
-    fleet.request_revoke(id).await.map_err(unavailable)?;
-    let deadline = tokio::time::Instant::now() + REVOKE_WAIT;
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let row = journal.get(id).await.map_err(unavailable)?;
-        match row {
-            Some(r) if r.state == "ended" => return Ok(Some(LeaseView::ended(r))),
-            Some(r) if tokio::time::Instant::now() >= deadline => {
-                return Err(ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("instance {} was asked to revoke the lease and has not finished yet (state {})", r.instance, r.state),
-                ));
-            }
-            Some(_) => {}
-            None => return Ok(None),
-        }
+    if !s.app.leases.revoke_elsewhere(id, REVOKE_WAIT).await.map_err(unavailable)? {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("instance {} was asked to revoke the lease and has not finished yet", row.instance),
+        ));
     }
+    Ok(journal.get(id).await.map_err(unavailable)?.map(LeaseView::ended))
 }
 
 /// Revokes and answers once the user is gone; 503 with the last error if it is not yet.

@@ -249,11 +249,18 @@ async fn renew(
     body: Result<Json<UserRequest>, JsonRejection>,
 ) -> Result<Json<Granted>, IssuerError> {
     let Json(req) = body.map_err(bad_json)?;
-    let lease = lease_of(&s, &sidecar, &req.user)?;
     let until = match &req.until {
-        Some(t) => humantime::parse_rfc3339(t).map_err(|_| refuse(StatusCode::BAD_REQUEST, "until must be an RFC 3339 time"))?,
-        None => SystemTime::now() + s.app.config.role(&lease.identity.role).map_or(Duration::from_secs(3600), |r| r.default_ttl),
+        Some(t) => Some(humantime::parse_rfc3339(t).map_err(|_| refuse(StatusCode::BAD_REQUEST, "until must be an RFC 3339 time"))?),
+        None => None,
     };
+    let lease = match lease_of(&s, &sidecar, &req.user) {
+        Ok(lease) => lease,
+        // Another issuer sharing the store owns it: renewed from here.
+        Err(missing) => return renew_elsewhere(&s, &sidecar, &req.user, until).await.map(Json).map_err(|e| e.unwrap_or(missing)),
+    };
+    let until = until.unwrap_or_else(|| {
+        SystemTime::now() + s.app.config.role(&lease.identity.role).map_or(Duration::from_secs(3600), |r| r.default_ttl)
+    });
     let increment = until.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1));
     match s.app.leases.renew_by(&lease, increment).await {
         Ok(_) => Ok(Json(Granted {
@@ -266,13 +273,52 @@ async fn renew(
     }
 }
 
+/// The open lease of `user` at another issuer sharing the store; `Err(None)` when there is
+/// none this sidecar may act on (the caller's 404 stands).
+async fn elsewhere(s: &IssuerState, sidecar: &Sidecar, user: &str) -> Result<crate::lease::JournalRow, Option<IssuerError>> {
+    let Some(fleet) = s.app.leases.journal().fleet() else { return Err(None) };
+    match fleet.find_user(user).await {
+        Ok(Some(row)) if sidecar.clients.contains(&row.client) && row.instance != s.app.leases.journal().instance() => Ok(row),
+        Ok(_) => Err(None),
+        Err(e) => Err(Some(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))),
+    }
+}
+
+async fn renew_elsewhere(
+    s: &IssuerState,
+    sidecar: &Sidecar,
+    user: &str,
+    until: Option<SystemTime>,
+) -> Result<Granted, Option<IssuerError>> {
+    let row = elsewhere(s, sidecar, user).await?;
+    let ttl = s.app.config.role(&row.role).map_or(Duration::from_secs(3600), |r| r.default_ttl);
+    let until = until.unwrap_or_else(|| SystemTime::now() + ttl);
+    match s.app.leases.renew_elsewhere(&row, until).await {
+        Ok(t) => Ok(Granted { lease_id: row.id, expires_at: rfc3339(t), max_expires_at: rfc3339(row.max_expires_at) }),
+        Err(e @ RenewError::NotActive(_)) => Err(Some(refuse(StatusCode::NOT_FOUND, e.to_string()))),
+        Err(e @ RenewError::Provision(_)) => Err(Some(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))),
+    }
+}
+
 async fn release(
     State(s): State<IssuerState>,
     Extension(sidecar): Extension<Sidecar>,
     body: Result<Json<UserRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, IssuerError> {
     let Json(req) = body.map_err(bad_json)?;
-    let lease = lease_of(&s, &sidecar, &req.user)?;
+    let lease = match lease_of(&s, &sidecar, &req.user) {
+        Ok(lease) => lease,
+        Err(missing) => {
+            // Another issuer owns it: it is asked through the store, and this answers once the
+            // store shows it ended.
+            let row = elsewhere(&s, &sidecar, &req.user).await.map_err(|e| e.unwrap_or(missing))?;
+            return match s.app.leases.revoke_elsewhere(&row.id, RELEASE_WAIT).await {
+                Ok(true) => Ok(Json(serde_json::json!({ "released": row.id }))),
+                Ok(false) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, format!("instance {} has not revoked it yet", row.instance))),
+                Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+            };
+        }
+    };
     match s.app.leases.revoke_and_wait(&lease, RELEASE_WAIT).await {
         LeaseState::Ended => Ok(Json(serde_json::json!({ "released": lease.id }))),
         other => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, format!("the revocation is still running (state {})", other.as_str()))),

@@ -56,7 +56,7 @@ impl LeaseManager {
         let Some(lease) = self.get(&id) else { return };
         match timer {
             Timer::Renew => self.spawn_renewal(lease),
-            Timer::Expire => self.end(&lease, EndReason::Expired),
+            Timer::Expire => self.expire(lease),
             Timer::MaxTtl => self.begin_drain(&lease),
             Timer::HardClose => self.end(&lease, EndReason::MaxTtl),
             Timer::IdleEnd => self.end_if_idle(&lease, EndReason::Closed),

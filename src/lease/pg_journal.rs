@@ -628,6 +628,28 @@ impl FleetStore for PgJournal {
         })
     }
 
+    fn find_user<'a>(&'a self, db_user: &'a str) -> StoreFuture<'a, Option<JournalRow>> {
+        Box::pin(async move {
+            let rows = self.select(format!("{SELECT_ROW} WHERE db_user = $1 AND state <> 'ended'"), Some(db_user)).await?;
+            Ok(rows.into_iter().next())
+        })
+    }
+
+    fn extend<'a>(&'a self, id: &'a str, expires_at: SystemTime) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE leasegate.leases SET expires_at = GREATEST(expires_at, $2), renewed_at = $3 WHERE id = $1 AND state = 'active'",
+            )
+            .bind(id)
+            .bind(millis(expires_at))
+            .bind(millis(SystemTime::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.failed(e))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
     fn deregister(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.flush().await;

@@ -71,4 +71,50 @@ impl LeaseManager {
         self.record_renewed(lease, Some("api")).await;
         Ok(expires_at)
     }
+
+    /// Renews a lease another instance owns (shared store: an issuer asked by a sidecar whose
+    /// lease another issuer granted): the server's expiry moves here, with this instance's admin
+    /// connection, and the store's row tells the owner, which reads it before expiring the lease.
+    pub async fn renew_elsewhere(&self, row: &super::JournalRow, until: SystemTime) -> Result<SystemTime, RenewError> {
+        let fleet = self.journal().fleet().ok_or(RenewError::NotActive("not shared"))?;
+        if row.state != "active" {
+            return Err(RenewError::NotActive("not active"));
+        }
+        let role = self.role(&row.role).cloned().ok_or(RenewError::NotActive("unknown role"))?;
+        let provisioner = self.provisioner(&row.database).ok_or(RenewError::NotActive("unknown database"))?;
+        let until = until.min(row.max_expires_at);
+        provisioner.renew(&role, &row.db_user, until).await.map_err(RenewError::Provision)?;
+        match fleet.extend(&row.id, until).await {
+            Ok(true) => {
+                tracing::info!(lease = %row.id, owner = %row.instance, expires_at = %humantime::format_rfc3339_seconds(until), "renewed a lease another instance owns");
+                Ok(until)
+            }
+            Ok(false) => Err(RenewError::NotActive("ended meanwhile")),
+            Err(e) => Err(RenewError::Provision(crate::provision::ProvisionError::Unreachable {
+                addr: "lease store".into(),
+                message: e.to_string(),
+            })),
+        }
+    }
+
+    /// The Expire deadline passed. With a shared store another instance may have renewed the
+    /// lease meanwhile ([`LeaseManager::renew_elsewhere`]): then its expiry moves instead.
+    pub(super) fn expire(&self, lease: Arc<Lease>) {
+        if self.journal().fleet().is_none() {
+            return self.end(&lease, super::EndReason::Expired);
+        }
+        let manager = self.clone();
+        self.inner.tasks.spawn(async move {
+            let row = manager.journal().get(&lease.id).await.ok().flatten();
+            let later = row.map(|r| r.expires_at).filter(|t| *t > lease.expires_at() && *t > SystemTime::now());
+            match later {
+                Some(t) => {
+                    let deadline = Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default();
+                    lease.set_expiry(deadline.min(lease.max_deadline));
+                    manager.inner.timers.set(Timer::Expire.key(&lease), deadline.min(lease.max_deadline));
+                }
+                None => manager.end(&lease, super::EndReason::Expired),
+            }
+        });
+    }
 }

@@ -19,6 +19,8 @@ const SESSION_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How often the waiting callers look whether their leases are gone.
 const REVOKE_AND_WAIT_POLL: Duration = Duration::from_millis(10);
 const REVOKE_ALL_POLL: Duration = Duration::from_millis(20);
+/// How often a revocation asked of another instance is looked up in the shared store.
+const REVOKE_ELSEWHERE_POLL: Duration = Duration::from_millis(100);
 
 impl LeaseManager {
     /// Starts ending `lease` (once); the revocation runs in the background until it succeeds.
@@ -108,6 +110,23 @@ impl LeaseManager {
             tokio::time::sleep(REVOKE_AND_WAIT_POLL).await;
         }
         lease.state()
+    }
+
+    /// Asks the owner of a lease another instance holds (shared store) to revoke it, and waits
+    /// up to `limit` for the store to show it ended: true when it did.
+    pub async fn revoke_elsewhere(&self, id: &str, limit: Duration) -> Result<bool, JournalError> {
+        let Some(fleet) = self.journal().fleet() else { return Ok(false) };
+        if !fleet.request_revoke(id).await? {
+            return Ok(true); // no open lease by this id: ended already
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            tokio::time::sleep(REVOKE_ELSEWHERE_POLL).await;
+            if self.journal().get(id).await?.is_none_or(|r| r.state == "ended") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Ends every lease with `reason` and waits up to `limit` for the users to be dropped;

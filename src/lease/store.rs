@@ -191,4 +191,11 @@ pub trait FleetStore: Send + Sync {
 
     /// This instance stopped cleanly: its row says so (nothing is left to take over).
     fn deregister(&self) -> StoreFuture<'_, ()>;
+
+    /// The open lease of `db_user`, whichever instance owns it.
+    fn find_user<'a>(&'a self, db_user: &'a str) -> StoreFuture<'a, Option<JournalRow>>;
+
+    /// Moves an active lease's expiry (never earlier) for an instance that renewed it without
+    /// owning it; the owner reads it before expiring the lease. False when it is not active.
+    fn extend<'a>(&'a self, id: &'a str, expires_at: SystemTime) -> StoreFuture<'a, bool>;
 }
