@@ -129,7 +129,8 @@ impl Running {
 /// Starts the listeners; returns once they accept connections.
 pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Result<Running, AppError> {
     let config = Arc::new(config);
-    let databases = build_databases(&config)?;
+    let metrics = Metrics::default();
+    let databases = build_databases(&config, &metrics)?;
     let provisioners: Provisioners = databases.iter().map(|d| (d.name.clone(), d.provisioner.clone())).collect();
     for (name, p) in &provisioners {
         match p.check().await {
@@ -142,7 +143,6 @@ pub async fn start(config: Config, listeners: Listeners, signals: Signals) -> Re
     let audit_path = config.audit.as_ref().map(|a| a.path.clone());
     let audit = Audit::open(audit_path.as_deref())
         .map_err(|e| AppError::Config(vec![Problem::new("audit.path", format!("{}: {e}", audit_path.unwrap_or_default().display()))]))?;
-    let metrics = Metrics::default();
     metrics.prime(config.databases.iter().map(|d| d.name.as_str()), config.roles.iter().map(|r| (r.database.as_str(), r.name.as_str())));
     let leases = LeaseManager::new(config.clone(), provisioners.clone(), journal, metrics.clone(), audit.clone());
     let jwt = crate::identity::jwt::Verifiers::new(&config.jwt_issuers)
@@ -357,17 +357,17 @@ async fn shut_down(
 /// Every database's provisioner (admin connections open lazily), built as `serve` builds them:
 /// what `leasegate doctor` checks.
 pub fn provisioners(config: &Arc<Config>) -> Result<Vec<crate::provision::Named>, AppError> {
-    Ok(build_databases(config)?.into_iter().map(|p| (p.name, p.provisioner)).collect())
+    Ok(build_databases(config, &Metrics::default())?.into_iter().map(|p| (p.name, p.provisioner)).collect())
 }
 
-fn build_databases(config: &Arc<Config>) -> Result<Vec<Prepared>, AppError> {
+fn build_databases(config: &Arc<Config>, metrics: &Metrics) -> Result<Vec<Prepared>, AppError> {
     let mut problems = Vec::new();
     let mut prepared = Vec::new();
     for (i, db) in config.databases.iter().enumerate() {
         // The one line per protocol: which implementation serves which `kind`.
         let built = match db.kind {
-            DbKind::Postgres => prepare::<Postgres>(config, db, i),
-            DbKind::Mysql => prepare::<Mysql>(config, db, i),
+            DbKind::Postgres => prepare::<Postgres>(config, db, i, metrics),
+            DbKind::Mysql => prepare::<Mysql>(config, db, i, metrics),
         };
         match built {
             Ok(p) => prepared.push(p),
@@ -378,12 +378,12 @@ fn build_databases(config: &Arc<Config>) -> Result<Vec<Prepared>, AppError> {
 }
 
 /// Loads the database's secrets and certificates and builds its listener and provisioner.
-fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize) -> Result<Prepared, Vec<Problem>> {
+fn prepare<P: Protocol>(config: &Arc<Config>, db: &DatabaseConfig, i: usize, metrics: &Metrics) -> Result<Prepared, Vec<Problem>> {
     let at = format!("database[{i}]");
     let mut problems = Vec::new();
     // A sidecar database asks its issuer; any other holds its admin password.
     let remote = db.issuer.as_ref().and_then(|issuer| {
-        crate::issuer::remote::RemoteProvisioner::new(db, issuer)
+        crate::issuer::remote::RemoteProvisioner::new(db, issuer, metrics.issuer_calls.clone())
             .map_err(|e| problems.push(Problem::new(format!("{at}.issuer"), e)))
             .ok()
             .map(Arc::new)

@@ -20,6 +20,25 @@ pub struct DbLabels {
     pub database: String,
 }
 
+/// An issuer's answer to a sidecar: which sidecar rule, for which client (empty for status),
+/// which call, and `ok`, `refused` (4xx) or `failed` (5xx).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub sidecar: String,
+    pub client: String,
+    pub call: String,
+    pub outcome: String,
+}
+
+/// A sidecar's call to its issuers, for one database: `ok`, `refused` (the issuer said no),
+/// `unreachable` (no issuer answered).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerCallLabels {
+    pub database: String,
+    pub call: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabels {
     pub database: String,
@@ -80,6 +99,10 @@ pub struct Metrics {
     pub auth_failures: Family<AuthFailureLabels, Counter>,
     pub bytes_forwarded: Family<DirectionLabels, Counter>,
     pub sessions_closed: Family<ReasonLabels, Counter>,
+    /// Issuer side: what it answered sidecars.
+    pub issuer_requests: Family<IssuerLabels, Counter>,
+    /// Sidecar side: its calls to the issuers.
+    pub issuer_calls: Family<IssuerCallLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +118,8 @@ impl Default for Metrics {
             auth_failures: Family::default(),
             bytes_forwarded: Family::default(),
             sessions_closed: Family::default(),
+            issuer_requests: Family::default(),
+            issuer_calls: Family::default(),
         }
     }
 }
@@ -132,6 +157,12 @@ impl Metrics {
         r.register("auth_failures", "Failed client authentications, by method and reason", self.auth_failures.clone());
         r.register_with_unit("forwarded", "Bytes forwarded after authentication", Unit::Bytes, self.bytes_forwarded.clone());
         r.register("sessions_closed", "Sessions closed by leasegate (lease ended, max TTL, shutdown)", self.sessions_closed.clone());
+        r.register(
+            "issuer_requests",
+            "Requests sidecars made of this issuer, by sidecar, client, call and outcome",
+            self.issuer_requests.clone(),
+        );
+        r.register("issuer_calls", "Calls this sidecar made to its issuers, by database, call and outcome", self.issuer_calls.clone());
         r.register_collector(lease_gauges);
         r
     }

@@ -199,6 +199,16 @@ fn a_sidecar_without_admin_credentials_gets_users_from_its_issuer_for_its_client
     assert!(!refused.status.success());
     assert!(p.issuers[0].log().contains("may not act for this client"), "{}", p.logs());
     assert!(p.minted().is_empty());
+    // Both sides' metrics name the sidecar and the client.
+    let issuer = p.issuers[0].api().call("GET", "/metrics", None).unwrap();
+    for series in [
+        r#"leasegate_issuer_requests_total{sidecar="shop-pods",client="billing",call="grant",outcome="ok"} 1"#,
+        r#"leasegate_issuer_requests_total{sidecar="shop-pods",client="intruder",call="grant",outcome="refused"} 1"#,
+    ] {
+        assert!(issuer.contains(series), "{series} missing:\n{issuer}");
+    }
+    let sidecar = p.sidecar.api().call("GET", "/metrics", None).unwrap();
+    assert!(sidecar.contains(r#"leasegate_issuer_calls_total{database="main",call="grant",outcome="ok"} 1"#), "{sidecar}");
 }
 
 #[test]

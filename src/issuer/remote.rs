@@ -9,9 +9,12 @@
 use super::wire::{GrantRequest, Granted, Status, StatusRequest, UserRequest};
 use crate::config::{DatabaseConfig, DbKind, IssuerRef, RoleConfig};
 use crate::lease::{EndReason, LeaseManager};
+use crate::metrics::IssuerCallLabels;
 use crate::net::https::{FetchError, Request, https_request, parse_https};
 use crate::provision::{Found, Privilege, ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
@@ -39,10 +42,11 @@ pub struct RemoteProvisioner {
     tls: Arc<rustls::ClientConfig>,
     /// The issuer that answered last: tried first.
     preferred: AtomicUsize,
+    calls: Family<IssuerCallLabels, Counter>,
 }
 
 impl RemoteProvisioner {
-    pub fn new(db: &DatabaseConfig, issuer: &IssuerRef) -> Result<RemoteProvisioner, String> {
+    pub fn new(db: &DatabaseConfig, issuer: &IssuerRef, calls: Family<IssuerCallLabels, Counter>) -> Result<RemoteProvisioner, String> {
         let urls: Vec<Url> = issuer.urls().iter().filter_map(|u| parse_https(u)).collect();
         if urls.is_empty() {
             return Err("no https:// issuer URL".into());
@@ -55,6 +59,7 @@ impl RemoteProvisioner {
             token_file: issuer.token_file.clone(),
             tls,
             preferred: AtomicUsize::new(0),
+            calls,
         })
     }
 
@@ -69,6 +74,24 @@ impl RemoteProvisioner {
     /// issuer's decision and is not retried elsewhere; 404 means the user is not (any more) a
     /// lease there.
     async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        step: &'static str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, ProvisionError> {
+        let outcome = self.call_once(step, path, body, timeout).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(ProvisionError::Statement { .. } | ProvisionError::UserGone { .. }) => "refused",
+            Err(_) => "unreachable",
+        };
+        let call = path.rsplit('/').next().unwrap_or(path).to_string();
+        self.calls.get_or_create(&IssuerCallLabels { database: self.database.clone(), call, outcome: label.into() }).inc();
+        outcome
+    }
+
+    async fn call_once<B: Serialize, R: DeserializeOwned>(
         &self,
         step: &'static str,
         path: &str,

@@ -11,6 +11,7 @@ use crate::auth::Origin;
 use crate::config::SidecarConfig;
 use crate::identity::cert::CertIdentity;
 use crate::lease::{Lease, LeaseError, LeaseState, RenewError};
+use crate::metrics::IssuerLabels;
 use crate::net::tls::ServerTls;
 use crate::secret::Secret;
 use crate::service::App;
@@ -70,6 +71,7 @@ fn router(state: IssuerState) -> Router {
         .route("/v1/issuer/renew", post(renew))
         .route("/v1/issuer/release", post(release))
         .route("/v1/issuer/status", post(status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), count))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
@@ -138,6 +140,29 @@ async fn authenticate(State(s): State<IssuerState>, headers: HeaderMap, mut requ
     }
 }
 
+/// Counts each answer by sidecar, call and outcome (the client is named by grants, whose
+/// body says it; the other calls name users, not clients).
+async fn count(State(s): State<IssuerState>, request: Request, next: Next) -> Response {
+    let sidecar = request.extensions().get::<Sidecar>().map(|sc| sc.name.clone()).unwrap_or_default();
+    let call = request.uri().path().rsplit('/').next().unwrap_or_default().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let outcome = if status.is_success() {
+        "ok"
+    } else if status.is_client_error() {
+        "refused"
+    } else {
+        "failed"
+    };
+    let client = response.extensions().get::<ForClient>().map(|c| c.0.clone()).unwrap_or_default();
+    s.app.metrics.issuer_requests.get_or_create(&IssuerLabels { sidecar, client, call, outcome: outcome.into() }).inc();
+    response
+}
+
+/// Set on a grant's response: the client it was for, for the metric.
+#[derive(Clone)]
+struct ForClient(String);
+
 async fn sidecar_of(app: &App, bearer: Option<&str>, cert: Option<&CertIdentity>) -> Option<Sidecar> {
     let of =
         |rule: &SidecarConfig, subject: String, method| Sidecar { name: rule.name.clone(), clients: rule.clients.clone(), subject, method };
@@ -168,6 +193,17 @@ fn bad_json(e: JsonRejection) -> IssuerError {
 async fn grant(
     State(s): State<IssuerState>,
     Extension(sidecar): Extension<Sidecar>,
+    body: Result<Json<GrantRequest>, JsonRejection>,
+) -> Response {
+    let client = body.as_ref().map(|Json(r)| r.client.clone()).unwrap_or_default();
+    let mut response = grant_for(s, sidecar, body).await.into_response();
+    response.extensions_mut().insert(ForClient(client));
+    response
+}
+
+async fn grant_for(
+    s: IssuerState,
+    sidecar: Sidecar,
     body: Result<Json<GrantRequest>, JsonRejection>,
 ) -> Result<Json<Granted>, IssuerError> {
     let Json(req) = body.map_err(bad_json)?;
