@@ -312,3 +312,106 @@ fn any_issuer_renews_and_releases_a_lease_another_issuer_granted() {
     let (code, _) = call_issuer(&p, 1, "/v1/issuer/renew", &format!(r#"{{"user": "{user}"}}"#));
     assert_eq!(code, 404);
 }
+
+#[test]
+fn a_mariadb_client_through_a_sidecar_gets_a_user_its_issuer_minted() {
+    let db = leasegate::devdb::mariadb::PrivateMariaDb::start().expect("private mariadb starts");
+    db.root_sql("CREATE DATABASE appdb; CREATE ROLE app_group; GRANT ALL ON appdb.* TO app_group; GRANT app_group TO leasegate_admin WITH ADMIN OPTION;")
+        .unwrap();
+    let dir = leasegate::devdb::TempDir::new("leasegate-issuer-my").unwrap();
+    let d = dir.path().to_path_buf();
+    let keys = d.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    jwt_tool(&["keys", keys.to_str().unwrap(), "k1"]);
+    let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{SIDECAR_SUB}", "aud": ["leasegate"], "exp_in": 600, "iat_in": -5}}"#);
+    std::fs::write(d.join("sidecar.token"), jwt_tool(&["sign", keys.to_str().unwrap(), "k1", &claims])).unwrap();
+    let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(d.join("issuer.crt"), cert).unwrap();
+    std::fs::write(d.join("issuer.key"), key).unwrap();
+    std::fs::write(d.join("admin.secret"), db.admin_password.expose()).unwrap();
+    let password = format!("pw-{}", leasegate::name::password().expose());
+    let value = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(password.clone()));
+    let port = leasegate::devdb::free_port().unwrap();
+    let role = "[[role]]\nname = \"app\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"24h\"\n";
+    let mut issuer = Instance::configure(&d, "issuer", |addr, admin, dir| {
+        format!(
+            r#"
+[admin]
+listen = "{admin}"
+[journal]
+path = "{dir}/journal.db"
+[issuer]
+listen = "127.0.0.1:{port}"
+tls = {{ cert = "{d}/issuer.crt", key = "{d}/issuer.key" }}
+[[jwt_issuer]]
+name = "k8s"
+issuer = "{JWT_ISSUER}"
+jwks_file = "{keys}/jwks.json"
+audiences = ["leasegate"]
+[[sidecar]]
+name = "shop-pods"
+jwt = {{ issuer = "k8s", subject = "{SIDECAR_SUB}" }}
+clients = ["billing"]
+[[database]]
+name = "main"
+kind = "mysql"
+listen = "{addr}"
+upstream = "{upstream}"
+admin_user = "{admin_user}"
+admin_password_file = "{d}/admin.secret"
+name_prefix = "{PREFIX}"
+upstream_tls = {{ mode = "disable" }}
+{role}member_of = ["app_group"]
+[[client]]
+name = "billing"
+roles = ["app"]
+"#,
+            d = d.display(),
+            dir = dir.display(),
+            keys = keys.display(),
+            upstream = db.addr(),
+            admin_user = db.admin_user,
+        )
+    });
+    let mut sidecar = Instance::configure(&d, "sidecar", |addr, admin, dir| {
+        format!(
+            r#"
+[admin]
+listen = "{admin}"
+[journal]
+path = "{dir}/journal.db"
+[[database]]
+name = "main"
+kind = "mysql"
+listen = "{addr}"
+upstream = "{upstream}"
+name_prefix = "{PREFIX}"
+issuer = {{ url = "https://127.0.0.1:{port}", ca = "{d}/issuer.crt", token_file = "{d}/sidecar.token" }}
+upstream_tls = {{ mode = "disable" }}
+{role}
+[[client]]
+name = "billing"
+password = "{value}"
+roles = ["app"]
+"#,
+            d = d.display(),
+            dir = dir.display(),
+            upstream = db.addr(),
+        )
+    });
+    issuer.spawn();
+    issuer.wait_up();
+    sidecar.spawn();
+    sidecar.wait_up();
+    let out = Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &sidecar.addr.port().to_string(), "-u", "billing", "-N", "-B", "-e", "SELECT CURRENT_USER()"])
+        .env("MYSQL_PWD", &password)
+        .output()
+        .unwrap();
+    let logs = || format!("--- issuer\n{}\n--- sidecar\n{}", issuer.log(), sidecar.log());
+    assert!(out.status.success(), "{}\n{}", stderr(&out), logs());
+    assert!(stdout(&out).starts_with(&format!("{PREFIX}billing_app_")), "{}", stdout(&out));
+    let minted = || db.root_sql(&format!("SELECT User FROM mysql.user WHERE LEFT(User, {}) = '{PREFIX}'", PREFIX.len())).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || minted().trim().is_empty()).is_some(), "released and dropped: {}\n{}", minted(), logs());
+}
