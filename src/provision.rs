@@ -58,7 +58,7 @@ pub trait Provisioner: Send + Sync {
 
     /// Creates `user` with the role's creation statements (or the server's safe default),
     /// marked as minted by `instance` where the server has a place for it ([`Provisioner::marks_users`]),
-    /// for `client` (an issuer checks that the asking sidecar may act for it).
+    /// for `who` (an issuer checks that the asking sidecar may act for that client).
     fn mint<'a>(
         &'a self,
         role: &'a RoleConfig,
@@ -66,7 +66,7 @@ pub trait Provisioner: Send + Sync {
         password: &'a Secret,
         valid_until: SystemTime,
         instance: &'a str,
-        client: &'a str,
+        who: MintFor<'a>,
     ) -> ProvisionFuture<'a, ()>;
 
     /// True when minted users carry their instance's mark (Postgres: a role comment), so the
@@ -99,6 +99,14 @@ pub trait Provisioner: Send + Sync {
     /// Each privilege the admin needs to serve `roles` (this database's), held or not, with the
     /// statement that grants it: what `leasegate doctor` prints.
     fn privileges<'a>(&'a self, roles: &'a [RoleConfig]) -> ProvisionFuture<'a, Vec<Privilege>>;
+}
+
+/// Whom a user is minted for: the client, and the token it proved itself with when it used
+/// one (a sidecar forwards it, so its issuer checks the application too).
+#[derive(Clone, Copy)]
+pub struct MintFor<'a> {
+    pub client: &'a str,
+    pub token: Option<&'a Secret>,
 }
 
 /// A user the orphan sweep found: its name, and the instance and role its mark names.

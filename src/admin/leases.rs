@@ -328,14 +328,15 @@ async fn creds(
     let config = &s.app.config;
     // A client's token grants its own roles only, as its database logins do.
     let (client, origin) = match &caller {
-        Caller::Operator => {
-            (API_CLIENT.to_string(), crate::auth::Origin { peer: Some(peer.into()), auth_method: "admin_token", subject: None })
-        }
+        Caller::Operator => (
+            API_CLIENT.to_string(),
+            crate::auth::Origin { peer: Some(peer.into()), auth_method: "admin_token", subject: None, token: None },
+        ),
         Caller::Client { name, roles, subject } => {
             if !roles.contains(&role) {
                 return Err(ApiError(StatusCode::FORBIDDEN, format!("this token's client may not use role {role:?}")));
             }
-            (name.clone(), crate::auth::Origin { peer: Some(peer.into()), auth_method: "jwt", subject: Some(subject.clone()) })
+            (name.clone(), crate::auth::Origin { peer: Some(peer.into()), auth_method: "jwt", subject: Some(subject.clone()), token: None })
         }
     };
     let role_cfg = config.role(&role).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no role {role:?}")))?;

@@ -33,6 +33,9 @@ pub struct Origin {
     pub auth_method: &'static str,
     /// What the proof named (a peer's uid, a token's iss and sub); `None` for a password.
     pub subject: Option<String>,
+    /// The JWT the client proved itself with, until its lease is minted (a sidecar forwards it
+    /// to its issuer); the lease keeps its origin without it.
+    pub token: Option<crate::secret::Secret>,
 }
 
 /// The outcome of looking a login name up. Callers run the same exchange in every case, with

@@ -11,7 +11,7 @@ use crate::config::{DatabaseConfig, DbKind, IssuerRef, RoleConfig};
 use crate::lease::{EndReason, LeaseManager};
 use crate::metrics::IssuerCallLabels;
 use crate::net::https::{FetchError, Request, https_request, parse_https};
-use crate::provision::{Found, Privilege, ProvisionError, ProvisionFuture, Provisioner};
+use crate::provision::{Found, MintFor, Privilege, ProvisionError, ProvisionFuture, Provisioner};
 use crate::secret::Secret;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -190,15 +190,16 @@ impl Provisioner for RemoteProvisioner {
         password: &'a Secret,
         _valid_until: SystemTime,
         _instance: &'a str,
-        client: &'a str,
+        who: MintFor<'a>,
     ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let body = GrantRequest {
                 role: role.name.clone(),
-                client: client.to_string(),
+                client: who.client.to_string(),
                 user: user.to_string(),
                 password: password.expose().to_string(),
-                app_token: None,
+                // The application's own JWT, when it proved itself with one: the issuer checks it too.
+                app_token: who.token.map(|t| t.expose().to_string()),
             };
             let granted: Granted = self.call("asking the issuer for a user", "/v1/issuer/grant", &body, CALL_TIMEOUT).await?;
             tracing::debug!(database = %self.database, user, issuer_lease = %granted.lease_id, expires_at = %granted.expires_at, "issuer granted");

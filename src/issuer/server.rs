@@ -227,6 +227,7 @@ async fn grant_for(
         let rule = client.jwt.as_ref().ok_or_else(|| refuse(StatusCode::FORBIDDEN, "this client does not prove itself with a JWT"))?;
         let verified = s.app.jwt.verify(token).await.map_err(|e| refuse(StatusCode::FORBIDDEN, format!("the application's token: {e}")))?;
         if !verified.satisfies(rule) {
+            tracing::warn!(sidecar = %sidecar.name, client = %req.client, subject = %verified.subject(), "issuer refused: the application's token does not prove this client");
             return Err(refuse(StatusCode::FORBIDDEN, "the application's token does not prove this client"));
         }
     }
@@ -238,6 +239,7 @@ async fn grant_for(
         peer: None,
         auth_method: "sidecar",
         subject: Some(format!("sidecar {} ({}: {})", sidecar.name, sidecar.method, sidecar.subject)),
+        token: None,
     };
     let lease = s
         .app

@@ -106,12 +106,14 @@ impl LeaseManager {
         share: bool,
         named: Option<(String, crate::secret::Secret)>,
     ) -> Result<SessionGuard, LeaseError> {
+        // The proof token is passed on to the mint, never kept with the lease.
+        let mut origin = origin;
+        let token = origin.as_mut().and_then(|o| o.token.take());
         let Admitted { provisioner, _slot, lease } = self.admit(identity, role, origin, named).await?;
         self.record_intent(&lease, role).await?;
+        let who = crate::provision::MintFor { client: &lease.identity.client, token: token.as_ref() };
         let started = std::time::Instant::now();
-        if let Err(source) = provisioner
-            .mint(role, &lease.user, &lease.password, lease.expires_at(), self.journal().instance(), &lease.identity.client)
-            .await
+        if let Err(source) = provisioner.mint(role, &lease.user, &lease.password, lease.expires_at(), self.journal().instance(), who).await
         {
             tracing::error!(lease = %lease.id, user = %lease.user, role = %role.name, error = %source, "mint failed");
             // A refused or never-sent atomic batch created nothing; a lost connection, or a

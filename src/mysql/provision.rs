@@ -286,7 +286,7 @@ impl Provisioner for MyProvisioner {
         password: &'a Secret,
         _valid_until: SystemTime,
         _instance: &'a str,
-        _client: &'a str,
+        _who: crate::provision::MintFor<'a>,
     ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             // A user leasegate could not end the sessions of is never made.

@@ -188,7 +188,7 @@ impl Provisioner for PgProvisioner {
         password: &'a Secret,
         valid_until: SystemTime,
         instance: &'a str,
-        _client: &'a str,
+        _who: crate::provision::MintFor<'a>,
     ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let salt: [u8; 16] = rand::random();

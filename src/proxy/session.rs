@@ -89,6 +89,8 @@ async fn authenticate<P: Protocol>(
     let login = P::login(client).to_string();
     let found = auth::lookup(&l.config, &l.db.name, &login);
     let timed_out = |_| Refusal::HandshakeTimeout(l.db.handshake_timeout);
+    // The JWT the client proved itself with, for a sidecar to forward to its issuer.
+    let mut proof_token = None;
     let subject = match (found.password(), found.proof()) {
         (Some(check), _) => {
             tokio::time::timeout_at(deadline, P::check_password(l, client, check)).await.map_err(timed_out)??;
@@ -113,6 +115,7 @@ async fn authenticate<P: Protocol>(
             if !verified.satisfies(rule) {
                 return Err(Refusal::Denied(Denial::Token("no_match")));
             }
+            proof_token = Some(crate::secret::Secret::new(text));
             Some(verified.subject())
         }
         (None, Some(Proof::Cert(rule))) => {
@@ -133,7 +136,7 @@ async fn authenticate<P: Protocol>(
         _ => Denial::WrongCredential,
     }))?;
     let auth_method = found.proof().map_or("password", |p| p.method());
-    Ok((identity, Origin { peer: Some(*peer), auth_method, subject }))
+    Ok((identity, Origin { peer: Some(*peer), auth_method, subject, token: proof_token }))
 }
 
 /// Counts, audits and logs a refusal, then lets the protocol answer it (quoting the login as

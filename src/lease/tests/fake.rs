@@ -137,7 +137,7 @@ impl Provisioner for FakeProvisioner {
         _: &'a Secret,
         _: SystemTime,
         _: &'a str,
-        _: &'a str,
+        _: crate::provision::MintFor<'a>,
     ) -> ProvisionFuture<'a, ()> {
         Box::pin(async move {
             let outcome = self.call(Op::Mint).await;
