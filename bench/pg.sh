@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Postgres benchmark: pgbench -S direct vs through PgBouncer (session mode) vs through leasegate,
-# in interleaved rounds on one private server, plus pgbench -C (a connection per transaction)
-# direct vs leasegate, and leasegate's mint latency (p50/p99) from its own log.
+# Postgres benchmark: pgbench -S direct vs through PgBouncer (session mode), HAProxy (`mode tcp`,
+# one thread: the floor of any relay) and leasegate, in interleaved rounds on one private server,
+# plus pgbench -C (a connection per transaction) against each, and leasegate's mint latency
+# (p50/p99) from its own log.
 #
 #   bench/pg.sh                         # defaults: ROUNDS=3 DURATION=10 SCALE=10 CLIENTS="8 32"
 #   ROUNDS=5 DURATION=20 bench/pg.sh
 #   LG_BASELINE=/path/to/older/leasegate bench/pg.sh   # also that binary, in the same rounds
 #
-# Needs: postgresql (initdb, pgbench), pgbouncer (installed when missing, as root), asyncpg (for the
-# cancel latency). Only 127.0.0.1.
+# Needs: postgresql (initdb, pgbench), pgbouncer and haproxy (installed when missing, as root),
+# asyncpg (for the cancel latency). Only 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,6 +23,11 @@ if ! command -v pgbouncer >/dev/null && ! [ -x /usr/sbin/pgbouncer ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+if ! command -v haproxy >/dev/null && ! [ -x /usr/sbin/haproxy ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "haproxy is missing (apt-get install haproxy)" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 BIN=$(pg_config --bindir)
 cargo build --release --quiet
 LG="${CARGO_TARGET_DIR:-target}/release/leasegate"
@@ -42,7 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PG_PORT=$(free_port); BOUNCER_PORT=$(free_port); LG_PORT=$(free_port)
+PG_PORT=$(free_port); BOUNCER_PORT=$(free_port); LG_PORT=$(free_port); HAPROXY_PORT=$(free_port)
 ADMIN_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 echo "$ADMIN_PW" > "$work/pwfile"; [ "$(id -u)" -eq 0 ] && chown postgres "$work/pwfile"
 as_pg "$BIN/initdb" -D "$work/data" -U bench_admin --auth=scram-sha-256 --pwfile="$work/pwfile" --no-sync --no-instructions >/dev/null
@@ -81,6 +87,24 @@ fi
 PGB_PID=$!
 pids+=($PGB_PID)
 
+# HAProxy: a bare TCP relay, one thread (what any proxy costs at least).
+cat > "$work/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 2000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen pg
+  bind 127.0.0.1:$HAPROXY_PORT
+  server pg 127.0.0.1:$PG_PORT
+CFG
+"$HAPROXY" -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+HAP_PID=$!
+pids+=($HAP_PID)
+
 # leasegate (and, with LG_BASELINE, an older binary beside it: its own port, journal and prefix)
 CLIENT_PW=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 VERIFIER=$(echo "$CLIENT_PW" | "$LG" hash-password)
@@ -117,8 +141,8 @@ lg_config leasegate "$LG_PORT" lgb_ > "$work/leasegate.toml"
 "$LG" --log-format json --log-level info serve --config "$work/leasegate.toml" 2> "$work/leasegate.log" &
 LG_PID=$!
 pids+=($LG_PID)
-TARGETS="direct pgbouncer leasegate"
-C_TARGETS="direct leasegate"
+TARGETS="direct pgbouncer haproxy leasegate"
+C_TARGETS="direct pgbouncer haproxy leasegate"
 BASE_PORT=$LG_PORT BASE_PID=""
 if [ -n "${LG_BASELINE:-}" ]; then
   BASE_PORT=$(free_port)
@@ -128,7 +152,7 @@ if [ -n "${LG_BASELINE:-}" ]; then
   pids+=($BASE_PID)
   TARGETS="$TARGETS baseline" C_TARGETS="$C_TARGETS baseline"
 fi
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BOUNCER_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BASE_PORT) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BOUNCER_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$HAPROXY_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BASE_PORT) 2>/dev/null && break; sleep 0.1; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 run() { # target clients extra-args… → "TPS proxy-CPU-µs-per-transaction"
@@ -137,6 +161,7 @@ run() { # target clients extra-args… → "TPS proxy-CPU-µs-per-transaction"
   case $target in
     direct) port=$PG_PORT user=bench_direct pw=$ADMIN_PW ;;
     pgbouncer) port=$BOUNCER_PORT user=bench_direct pw=$ADMIN_PW proxy=$PGB_PID ;;
+    haproxy) port=$HAPROXY_PORT user=bench_direct pw=$ADMIN_PW proxy=$HAP_PID ;;
     leasegate) port=$LG_PORT user=bench pw=$CLIENT_PW proxy=$LG_PID ;;
     baseline) port=$BASE_PORT user=bench pw=$CLIENT_PW proxy=$BASE_PID ;;
   esac
@@ -169,14 +194,13 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "| workload | direct TPS | PgBouncer TPS (ratio) | leasegate TPS (ratio) |"
-echo "|---|---|---|---|"
-for c in $CLIENTS; do
-  d=$(calc "${sum[direct,$c]} / $ROUNDS"); b=$(calc "${sum[pgbouncer,$c]} / $ROUNDS"); l=$(calc "${sum[leasegate,$c]} / $ROUNDS")
-  printf '| pgbench -S, %s clients | %.0f | %.0f (%.2f×) | %.0f (%.2f×) |\n' "$c" "$d" "$b" "$(calc "$b/$d")" "$l" "$(calc "$l/$d")"
+echo "| workload | direct TPS | PgBouncer TPS (ratio) | HAProxy TPS (ratio) | leasegate TPS (ratio) | leasegate / PgBouncer | leasegate / HAProxy |"
+echo "|---|---|---|---|---|---|---|"
+for c in $CLIENTS C; do
+  d=$(calc "${sum[direct,$c]} / $ROUNDS"); b=$(calc "${sum[pgbouncer,$c]} / $ROUNDS"); h=$(calc "${sum[haproxy,$c]} / $ROUNDS"); l=$(calc "${sum[leasegate,$c]} / $ROUNDS")
+  label="pgbench -S, $c clients"; [ "$c" = C ] && label="pgbench -S -C, 8 clients (connect per transaction)"
+  printf '| %s | %.0f | %.0f (%.2f×) | %.0f (%.2f×) | %.0f (%.2f×) | %.2f× | %.2f× |\n' "$label" "$d" "$b" "$(calc "$b/$d")" "$h" "$(calc "$h/$d")" "$l" "$(calc "$l/$d")" "$(calc "$l/$b")" "$(calc "$l/$h")"
 done
-d=$(calc "${sum[direct,C]} / $ROUNDS"); l=$(calc "${sum[leasegate,C]} / $ROUNDS")
-printf '| pgbench -S -C, 8 clients (connect per transaction) | %.0f | — | %.0f (%.2f×) |\n' "$d" "$l" "$(calc "$l/$d")"
 if [ -n "${LG_BASELINE:-}" ]; then
   echo
   echo "| workload | leasegate TPS | baseline ($LG_BASELINE) TPS | leasegate / baseline |"

@@ -471,3 +471,28 @@ fn an_applications_token_goes_through_the_sidecar_to_the_issuer_which_checks_it_
     assert!(allowed.status.success(), "{}\n{}", stderr(&allowed), p.logs());
     assert!(wait_until(Duration::from_secs(10), || p.minted().is_empty()).is_some());
 }
+
+#[test]
+fn killing_an_issuer_during_churn_costs_at_most_a_retried_login() {
+    let mut p = Pair::start_with(("1h", "24h"), 2);
+    let url = p.url("billing");
+    // Logins one after another through the sidecar while the first issuer dies.
+    let churn = std::thread::spawn(move || {
+        (0..40)
+            .map(|_| {
+                let ok = psql_cmd(&url).args(["-Atc", "SELECT 1"]).output().unwrap().status.success();
+                std::thread::sleep(Duration::from_millis(50));
+                ok
+            })
+            .collect::<Vec<bool>>()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    p.issuers[0].kill9();
+    let outcomes = churn.join().unwrap();
+    let failed = outcomes.iter().filter(|ok| !**ok).count();
+    assert!(failed <= 2, "{failed} of {} logins failed:\n{}", outcomes.len(), p.logs());
+    assert!(outcomes.iter().rev().take(10).all(|ok| *ok), "logins work again after the failover: {outcomes:?}");
+    // Releases the dead issuer owed are made once the survivor has taken its leases over.
+    let gone = wait_until(Duration::from_secs(45), || p.minted().is_empty());
+    assert!(gone.is_some(), "{:?} left\n{}", p.minted(), p.logs());
+}
