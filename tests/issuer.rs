@@ -21,6 +21,46 @@ fn jwt_tool(args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// In `d`: the test's signing key (`keys/`), the sidecar's token signed with it, and the
+/// issuers' self-signed certificate (`issuer.crt`, `issuer.key`). Returns the keys' directory.
+fn credentials(d: &std::path::Path) -> std::path::PathBuf {
+    let keys = d.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    jwt_tool(&["keys", keys.to_str().unwrap(), "k1"]);
+    let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{SIDECAR_SUB}", "aud": ["leasegate"], "exp_in": 600, "iat_in": -5}}"#);
+    std::fs::write(d.join("sidecar.token"), jwt_tool(&["sign", keys.to_str().unwrap(), "k1", &claims])).unwrap();
+    let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(d.join("issuer.crt"), cert).unwrap();
+    std::fs::write(d.join("issuer.key"), key).unwrap();
+    keys
+}
+
+/// An issuer's own part of its config: its API on `port`, the key that signs sidecar tokens,
+/// and the one sidecar rule, acting for `clients`.
+fn issuer_section(d: &std::path::Path, keys: &std::path::Path, port: u16, clients: &[&str]) -> String {
+    let clients = clients.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+[issuer]
+listen = "127.0.0.1:{port}"
+tls = {{ cert = "{d}/issuer.crt", key = "{d}/issuer.key" }}
+
+[[jwt_issuer]]
+name = "k8s"
+issuer = "{JWT_ISSUER}"
+jwks_file = "{keys}/jwks.json"
+audiences = ["leasegate"]
+
+[[sidecar]]
+name = "shop-pods"
+jwt = {{ issuer = "k8s", subject = "{SIDECAR_SUB}" }}
+clients = [{clients}]
+"#,
+        d = d.display(),
+        keys = keys.display(),
+    )
+}
+
 /// Issuers in front of a private Postgres and one sidecar asking them, each its own process.
 struct Pair {
     sidecar: Instance,
@@ -46,14 +86,7 @@ impl Pair {
         let setup = Setup { admin_api: true, ttl, ..Setup::default() };
         let Prepared { pg, dir, client_password, text } = prepare(&setup, "LISTEN_ADDR");
         let d = dir.path().to_path_buf();
-        let keys = d.join("keys");
-        std::fs::create_dir_all(&keys).unwrap();
-        jwt_tool(&["keys", keys.to_str().unwrap(), "k1"]);
-        let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{SIDECAR_SUB}", "aud": ["leasegate"], "exp_in": 600, "iat_in": -5}}"#);
-        std::fs::write(d.join("sidecar.token"), jwt_tool(&["sign", keys.to_str().unwrap(), "k1", &claims])).unwrap();
-        let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
-        std::fs::write(d.join("issuer.crt"), cert).unwrap();
-        std::fs::write(d.join("issuer.key"), key).unwrap();
+        let keys = credentials(&d);
         let ports: Vec<u16> = (0..issuers).map(|_| leasegate::devdb::free_port().unwrap()).collect();
         let verifier = text.split("password = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
         let store = (issuers > 1).then(Store::start);
@@ -73,23 +106,9 @@ impl Pair {
                     .replace("LISTEN_ADDR", &addr.to_string())
                     .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{admin}\""))
                     .replace(&format!("{}/audit.jsonl", d.display()), &dir.join("audit.jsonl").display().to_string());
+                let own = issuer_section(&d, &keys, issuer_port, &["billing", "tokenapp", "strict"]);
                 format!(
-                    r#"
-[issuer]
-listen = "127.0.0.1:{issuer_port}"
-tls = {{ cert = "{d}/issuer.crt", key = "{d}/issuer.key" }}
-
-[[jwt_issuer]]
-name = "k8s"
-issuer = "{JWT_ISSUER}"
-jwks_file = "{keys}/jwks.json"
-audiences = ["leasegate"]
-
-[[sidecar]]
-name = "shop-pods"
-jwt = {{ issuer = "k8s", subject = "{SIDECAR_SUB}" }}
-clients = ["billing", "tokenapp", "strict"]
-
+                    r#"{own}
 # Served only through sidecars: it proves itself to them, not here.
 [[client]]
 name = "billing"
@@ -107,8 +126,6 @@ name = "strict"
 roles = ["app"]
 jwt = {{ issuer = "k8s", subject = "system:serviceaccount:shop:strict" }}
 {base}"#,
-                    d = d.display(),
-                    keys = keys.display(),
                 )
             })
         };
@@ -353,19 +370,13 @@ fn a_mariadb_client_through_a_sidecar_gets_a_user_its_issuer_minted() {
         .unwrap();
     let dir = leasegate::devdb::TempDir::new("leasegate-issuer-my").unwrap();
     let d = dir.path().to_path_buf();
-    let keys = d.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    jwt_tool(&["keys", keys.to_str().unwrap(), "k1"]);
-    let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{SIDECAR_SUB}", "aud": ["leasegate"], "exp_in": 600, "iat_in": -5}}"#);
-    std::fs::write(d.join("sidecar.token"), jwt_tool(&["sign", keys.to_str().unwrap(), "k1", &claims])).unwrap();
-    let (cert, key) = leasegate::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    std::fs::write(d.join("issuer.crt"), cert).unwrap();
-    std::fs::write(d.join("issuer.key"), key).unwrap();
+    let keys = credentials(&d);
     std::fs::write(d.join("admin.secret"), db.admin_password.expose()).unwrap();
     let password = format!("pw-{}", leasegate::name::password().expose());
     let value = leasegate::auth::hash::client_password_value(&leasegate::secret::Secret::new(password.clone()));
     let port = leasegate::devdb::free_port().unwrap();
     let role = "[[role]]\nname = \"app\"\ndatabase = \"main\"\ndefault_ttl = \"1h\"\nmax_ttl = \"24h\"\n";
+    let own = issuer_section(&d, &keys, port, &["billing"]);
     let mut issuer = Instance::configure(&d, "issuer", |addr, admin, dir| {
         format!(
             r#"
@@ -373,18 +384,7 @@ fn a_mariadb_client_through_a_sidecar_gets_a_user_its_issuer_minted() {
 listen = "{admin}"
 [journal]
 path = "{dir}/journal.db"
-[issuer]
-listen = "127.0.0.1:{port}"
-tls = {{ cert = "{d}/issuer.crt", key = "{d}/issuer.key" }}
-[[jwt_issuer]]
-name = "k8s"
-issuer = "{JWT_ISSUER}"
-jwks_file = "{keys}/jwks.json"
-audiences = ["leasegate"]
-[[sidecar]]
-name = "shop-pods"
-jwt = {{ issuer = "k8s", subject = "{SIDECAR_SUB}" }}
-clients = ["billing"]
+{own}
 [[database]]
 name = "main"
 kind = "mysql"
@@ -401,7 +401,6 @@ roles = ["app"]
 "#,
             d = d.display(),
             dir = dir.display(),
-            keys = keys.display(),
             upstream = db.addr(),
             admin_user = db.admin_user,
         )

@@ -88,25 +88,36 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdow
             tracing::warn!(%peer, limit = MAX_CONNECTIONS, "admin connection refused: too many open");
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        let routes = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let stop = shutdown.clone();
         connections.spawn(async move {
             let _place = place;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await;
-                }
-            }
+            serve_connection(socket, routes, stop).await;
         });
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Serves HTTP/1 requests on one connection until it closes, its headers take longer than
+/// [`HEADER_READ_TIMEOUT`], or `stop` fires (then in-flight requests get that long to finish).
+/// The admin API and the issuer API (over TLS) serve their connections through here.
+pub(crate) async fn serve_connection<I>(io: I, routes: Router, stop: crate::shutdown::Shutdown)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(routes);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await;
+        }
+    }
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

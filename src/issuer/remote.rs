@@ -113,7 +113,7 @@ impl RemoteProvisioner {
                     return serde_json::from_slice(&answer).map_err(|e| statement(step, "200", &format!("unreadable answer: {e}")));
                 }
                 Ok((status @ 400..=499, answer)) => {
-                    let message = serde_json::from_slice::<super::wire::Failure>(&answer).map(|f| f.error).unwrap_or_default();
+                    let message = failure(&answer);
                     let code = status.to_string();
                     return Err(if status == 404 {
                         ProvisionError::UserGone { step, code, message }
@@ -123,7 +123,7 @@ impl RemoteProvisioner {
                 }
                 Ok((status, answer)) => {
                     // The issuer answered but could not do it (its database is down…): another may.
-                    let message = serde_json::from_slice::<super::wire::Failure>(&answer).map(|f| f.error).unwrap_or_default();
+                    let message = failure(&answer);
                     tracing::warn!(database = %self.database, issuer = %self.urls[i], status, error = %message, "issuer refused; trying the next");
                     last = Some(statement(step, &status.to_string(), &message));
                 }
@@ -158,6 +158,11 @@ impl RemoteProvisioner {
         let status: Status = self.call("asking the issuer", "/v1/issuer/status", &StatusRequest { users }, CALL_TIMEOUT).await?;
         Ok(status.ended)
     }
+}
+
+/// The `error` of an issuer's failure answer (empty when the body is not one).
+fn failure(answer: &[u8]) -> String {
+    serde_json::from_slice::<super::wire::Failure>(answer).map(|f| f.error).unwrap_or_default()
 }
 
 fn statement(step: &'static str, code: &str, message: &str) -> ProvisionError {

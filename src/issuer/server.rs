@@ -25,10 +25,10 @@ use axum::{Extension, Json, Router};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Open connections at once, and how long a request's headers may take (a slow client holds a
-/// connection at most this long).
+/// Open connections at once, and how long a TLS handshake may take (a slow client holds a
+/// connection at most this long before its request; `admin::serve_connection` bounds the rest).
 const MAX_CONNECTIONS: usize = 1024;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a release waits for the user to be dropped.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
 /// What a sidecar-chosen password must look like: long, and nothing a statement could misread.
@@ -104,23 +104,12 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: ServerTls, app: App, 
         let (acceptor, routes, stop) = (tls.acceptor.clone(), routes.clone(), shutdown.clone());
         connections.spawn(async move {
             let _place = place;
-            let Ok(Ok(stream)) = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(socket)).await else {
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await else {
                 tracing::debug!(%peer, "issuer TLS handshake failed");
                 return;
             };
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::identity::cert::identity_of(c));
-            let service = hyper_util::service::TowerToHyperService::new(routes.layer(Extension(PeerCert(cert))));
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await;
-                }
-            }
+            crate::admin::serve_connection(stream, routes.layer(Extension(PeerCert(cert))), stop).await;
         });
     }
     connections.close();
