@@ -428,3 +428,27 @@ fn a_stopped_instance_revokes_its_own_leases_and_leaves_nothing_to_take_over() {
     assert_eq!(fleet.store.sql("SELECT count(*) FROM leasegate.leases WHERE taken_from IS NOT NULL"), "0");
     assert!(!fleet.instances[1].log().contains("declared dead"), "{}", fleet.instances[1].log());
 }
+
+#[test]
+fn a_mysql_login_fails_closed_with_1040_while_the_store_is_away() {
+    let mut fleet = Fleet::prepare_mariadb();
+    fleet.add();
+    let login = |fleet: &Fleet| {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &fleet.instances[0].addr.port().to_string(), "-u", "ci", "-N", "-B", "-e", "SELECT 1"])
+            .env("MYSQL_PWD", &fleet.client_password)
+            .output()
+            .unwrap()
+    };
+    assert!(login(&fleet).status.success(), "{}", logs(&fleet));
+    fleet.store.pg.stop();
+    let refused = login(&fleet);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(err.contains("ERROR 1040") && err.contains("lease store"), "{err}");
+    fleet.store.pg.restart(&PgOptions::default()).unwrap();
+    let back = wait_until(Duration::from_secs(15), || login(&fleet).status.success());
+    assert!(back.is_some(), "{}", logs(&fleet));
+    assert!(wait_until(Duration::from_secs(10), || fleet.minted().is_empty()).is_some(), "{:?}", fleet.minted());
+}
