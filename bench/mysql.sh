@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # MariaDB benchmark: sysbench oltp_point_select (prepared statements, binary protocol) direct vs
-# through leasegate, in interleaved rounds on one private MariaDB, with leasegate's CPU per
-# query and its mint latency (p50/p99) from its own log. No pooler is compared: Debian ships
-# none for MySQL (ProxySQL and MaxScale are not packaged).
+# through HAProxy (`mode tcp`, one thread: the floor of any relay) vs through leasegate, in
+# interleaved rounds on one private MariaDB, with each proxy's CPU per query and leasegate's
+# mint latency (p50/p99) from its own log. No pooler is compared: Debian ships none for MySQL
+# (ProxySQL and MaxScale are not packaged).
 #
 #   bench/mysql.sh                      # defaults: ROUNDS=3 DURATION=10 THREADS_LIST="8 32"
 #   ROUNDS=5 DURATION=20 bench/mysql.sh
 #   LG_BASELINE=/path/to/older/leasegate bench/mysql.sh   # also that binary, in the same rounds
 #
-# Needs: mariadb-server, sysbench (installed when missing, as root). Only 127.0.0.1.
+# Needs: mariadb-server, sysbench, haproxy (installed when missing, as root). Only 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -20,6 +21,11 @@ if ! command -v sysbench >/dev/null; then
   [ "$(id -u)" -eq 0 ] || { echo "sysbench is missing (apt-get install sysbench)" >&2; exit 1; }
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sysbench >/dev/null
 fi
+if ! command -v haproxy >/dev/null && ! [ -x /usr/sbin/haproxy ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "haproxy is missing (apt-get install haproxy)" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 cargo build --release --quiet
 LG="${CARGO_TARGET_DIR:-target}/release/leasegate"
 
@@ -38,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-MY_PORT=$(free_port); LG_PORT=$(free_port)
+MY_PORT=$(free_port); LG_PORT=$(free_port); HAPROXY_PORT=$(free_port)
 as_my mariadb-install-db --no-defaults --datadir="$work/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null
 # mariadbd runs as mysql by itself when started by root (--user), so the trap's kill reaches it.
 mariadbd --no-defaults --user=mysql --datadir="$work/data" --port="$MY_PORT" --bind-address=127.0.0.1 \
@@ -95,7 +101,23 @@ lg_config journal "$LG_PORT" lgb_ > "$work/leasegate.toml"
 "$LG" --log-format json --log-level info serve --config "$work/leasegate.toml" 2> "$work/leasegate.log" &
 LG_PID=$!
 pids+=($LG_PID)
-TARGETS="direct leasegate"
+cat > "$work/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 2000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen my
+  bind 127.0.0.1:$HAPROXY_PORT
+  server my 127.0.0.1:$MY_PORT
+CFG
+"$HAPROXY" -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+HAP_PID=$!
+pids+=($HAP_PID)
+TARGETS="direct haproxy leasegate"
 BASE_PORT=$LG_PORT BASE_PID=""
 if [ -n "${LG_BASELINE:-}" ]; then
   BASE_PORT=$(free_port)
@@ -105,13 +127,14 @@ if [ -n "${LG_BASELINE:-}" ]; then
   pids+=($BASE_PID)
   TARGETS="$TARGETS baseline"
 fi
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BASE_PORT) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$LG_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$HAPROXY_PORT) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$BASE_PORT) 2>/dev/null && break; sleep 0.1; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 run() { # target threads → "QPS proxy-CPU-µs-per-query"
   local target=$1 threads=$2 port user pw proxy=""
   case $target in
     direct) port=$MY_PORT user=bench_direct pw=$ADMIN_PW ;;
+    haproxy) port=$HAPROXY_PORT user=bench_direct pw=$ADMIN_PW proxy=$HAP_PID ;;
     leasegate) port=$LG_PORT user=bench pw=$CLIENT_PW proxy=$LG_PID ;;
     baseline) port=$BASE_PORT user=bench pw=$CLIENT_PW proxy=$BASE_PID ;;
   esac
@@ -136,11 +159,11 @@ for t in $THREADS_LIST; do
   done
 done
 echo
-echo "| workload | direct QPS | leasegate QPS (ratio) |"
-echo "|---|---|---|"
+echo "| workload | direct QPS | HAProxy QPS (ratio) | leasegate QPS (ratio) | leasegate / HAProxy |"
+echo "|---|---|---|---|---|"
 for t in $THREADS_LIST; do
-  d=$(calc "${sum[direct,$t]} / $ROUNDS"); l=$(calc "${sum[leasegate,$t]} / $ROUNDS")
-  printf '| sysbench oltp_point_select, %s threads | %.0f | %.0f (%.2f×) |\n' "$t" "$d" "$l" "$(calc "$l/$d")"
+  d=$(calc "${sum[direct,$t]} / $ROUNDS"); h=$(calc "${sum[haproxy,$t]} / $ROUNDS"); l=$(calc "${sum[leasegate,$t]} / $ROUNDS")
+  printf '| sysbench oltp_point_select, %s threads | %.0f | %.0f (%.2f×) | %.0f (%.2f×) | %.2f× |\n' "$t" "$d" "$h" "$(calc "$h/$d")" "$l" "$(calc "$l/$d")" "$(calc "$l/$h")"
 done
 if [ -n "${LG_BASELINE:-}" ]; then
   echo
