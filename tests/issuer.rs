@@ -14,6 +14,7 @@ use support::*;
 
 const JWT_ISSUER: &str = "https://issuer.test.invalid";
 const SIDECAR_SUB: &str = "system:serviceaccount:shop:leasegate-sidecar";
+const OTHER_SUB: &str = "system:serviceaccount:shop:other-sidecar";
 
 fn jwt_tool(args: &[&str]) -> String {
     let out = Command::new("python3").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jwt_tokens.py")).args(args).output().unwrap();
@@ -109,6 +110,12 @@ impl Pair {
                 let own = issuer_section(&d, &keys, issuer_port, &["billing", "tokenapp", "strict"]);
                 format!(
                     r#"{own}
+# A second kind of sidecar, which may act for "strict" only.
+[[sidecar]]
+name = "other-pods"
+jwt = {{ issuer = "k8s", subject = "{OTHER_SUB}" }}
+clients = ["strict"]
+
 # Served only through sidecars: it proves itself to them, not here.
 [[client]]
 name = "billing"
@@ -494,4 +501,46 @@ fn killing_an_issuer_during_churn_costs_at_most_a_retried_login() {
     // Releases the dead issuer owed are made once the survivor has taken its leases over.
     let gone = wait_until(Duration::from_secs(45), || p.minted().is_empty());
     assert!(gone.is_some(), "{:?} left\n{}", p.minted(), p.logs());
+}
+
+#[test]
+fn two_sidecars_each_get_users_only_for_the_clients_their_rule_names() {
+    let p = Pair::start_with(("1h", "24h"), 2);
+    // A second sidecar process, proving itself with another token: the other-pods rule.
+    let d = p.sidecar.dir.parent().unwrap().to_path_buf();
+    let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{OTHER_SUB}", "aud": ["leasegate"], "exp_in": 600, "iat_in": -5}}"#);
+    std::fs::write(d.join("other.token"), jwt_tool(&["sign", p.keys.to_str().unwrap(), "k1", &claims])).unwrap();
+    let first = std::fs::read_to_string(&p.sidecar.config).unwrap();
+    let mut other = Instance::configure(&d, "other-sidecar", |addr, admin, dir| {
+        let (token, journal) = (d.join("sidecar.token"), p.sidecar.dir.join("journal.db"));
+        first
+            .replace(&token.display().to_string(), &d.join("other.token").display().to_string())
+            .replace(&journal.display().to_string(), &dir.join("journal.db").display().to_string())
+            .replace(&p.sidecar.addr.to_string(), &addr.to_string())
+            .replace(&p.sidecar.admin.to_string(), &admin.to_string())
+    });
+    other.spawn();
+    other.wait_up();
+    let token_login = |sidecar: &Instance, client: &str, sub: &str| {
+        let claims = format!(r#"{{"iss": "{JWT_ISSUER}", "sub": "{sub}", "aud": ["leasegate"], "exp_in": 300, "iat_in": -5}}"#);
+        let url = format!("postgres://{client}@127.0.0.1:{}/postgres?sslmode=require", sidecar.addr.port());
+        psql_cmd(&url)
+            .env("PGPASSWORD", jwt_tool(&["sign", p.keys.to_str().unwrap(), "k1", &claims]))
+            .args(["-Atc", "SELECT current_user"])
+            .output()
+            .unwrap()
+    };
+    // Each sidecar gets users for its own clients...
+    let billing = psql_cmd(&p.url("billing")).args(["-Atc", "SELECT current_user"]).output().unwrap();
+    assert!(billing.status.success(), "{}\n{}", stderr(&billing), p.logs());
+    let strict = token_login(&other, "strict", "system:serviceaccount:shop:strict");
+    assert!(strict.status.success(), "{}\n{}\n{}", stderr(&strict), p.logs(), other.log());
+    assert!(stdout(&strict).starts_with(&format!("{PREFIX}strict_app_")), "{}", stdout(&strict));
+    // ...and nothing for another sidecar's: the issuer refuses the other-pods sidecar "billing".
+    let url = leasegate_url(other.addr, &p.client_password, "billing", "");
+    let refused = psql_cmd(&url).args(["-Atc", "SELECT 1"]).output().unwrap();
+    assert!(!refused.status.success());
+    let issuers: String = p.issuers.iter().map(|i| i.log()).collect();
+    assert!(issuers.contains("sidecar=other-pods client=billing") && issuers.contains("may not act for this client"), "{issuers}");
+    assert!(wait_until(Duration::from_secs(10), || p.minted().is_empty()).is_some(), "{:?}", p.minted());
 }

@@ -64,10 +64,10 @@ impl RemoteProvisioner {
     }
 
     fn token(&self) -> Result<Secret, ProvisionError> {
-        crate::config::SecretSource::File(self.token_file.clone()).load().map_err(|e| ProvisionError::Unreachable {
-            addr: self.token_file.display().to_string(),
-            message: format!("the sidecar's token: {e}"),
-        })
+        // Nothing was sent: a refusal of this sidecar's own making, not an unreachable server.
+        crate::config::SecretSource::File(self.token_file.clone())
+            .load()
+            .map_err(|e| statement("reading the sidecar's token", "token_file", &e.to_string()))
     }
 
     /// POSTs `body` to `path` at the issuers in turn until one answers. A 4xx answer is the
