@@ -131,16 +131,22 @@ fn every_grafana_panel_returns_data_from_a_real_prometheus_scraping_leasegate() 
     };
     assert!(wait_until(Duration::from_secs(10), || live_lease().is_none()).is_some(), "earlier sessions still counted");
     let sleeper = psql_cmd(&lg.url("ci", "")).args(["-Atc", "SELECT pg_sleep(30)"]).stderr(Stdio::null()).spawn().unwrap();
-    let mut sleeping = None;
+    // The sleeper's lease is the one whose user the server shows running its statement (a
+    // lease counts its session from the mint on, so "one session" alone could name another).
+    let running = "SELECT usename FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    let mut user = String::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            sleeping = live_lease();
-            sleeping.is_some()
+            user = lg.admin(running);
+            !user.is_empty()
         })
         .is_some(),
-        "no live session"
+        "the sleeper never ran"
     );
-    api.call("POST", &format!("/v1/leases/{}/revoke", sleeping.unwrap()), None).unwrap();
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&api.call("GET", "/v1/leases", None).unwrap()).unwrap();
+    let sleeping = leases.iter().find(|l| l["db_user"] == user.as_str()).and_then(|l| l["id"].as_str()).expect("the sleeper's lease");
+    assert!(live_lease().is_some(), "the sleeper's session is counted");
+    api.call("POST", &format!("/v1/leases/{sleeping}/revoke"), None).unwrap();
     assert!(!sleeper.wait_with_output().unwrap().status.success(), "the revoked session was closed");
     let script = lg.dir.path().join("past-max-ttl.sql");
     std::fs::write(&script, "SELECT pg_sleep(2);\nSELECT 1;\n").unwrap();
