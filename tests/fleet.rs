@@ -143,8 +143,11 @@ roles = ["app"]
         instance.wait_up();
     }
 
+    /// Plain TCP: with libpq's default `sslmode=prefer` a login refused on the TLS attempt is
+    /// tried again without TLS, and a session whose lease was revoked while it connected would
+    /// then come back on a fresh lease (seen in the frozen-instance test).
     fn url(&self, i: usize, login: &str) -> String {
-        leasegate_url(self.instances[i].addr, &self.client_password, login, "")
+        leasegate_url(self.instances[i].addr, &self.client_password, login, "sslmode=disable")
     }
 
     /// A session through instance `i` that sleeps `seconds` and then says who it was.
