@@ -66,33 +66,51 @@ const MAX_CONNECTIONS: usize = 256;
 /// Serves until `shutdown` fires. Each connection is HTTP/1.1 with a header-read timeout;
 /// at shutdown, open connections finish their request and close.
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: crate::shutdown::Shutdown) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin API listening");
-    }
     let app = router(state);
+    accept_loop("admin", listener, MAX_CONNECTIONS, shutdown, move |socket, peer, stop| {
+        serve_connection(socket, app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))), stop)
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` until `shutdown` fires, at most `limit` open at once (more
+/// are closed at accept), each handled by `handle` in a task of its own; then waits for those
+/// tasks. The admin API and the issuer API both accept through here (`name` is for the log).
+pub(crate) async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    limit: usize,
+    shutdown: crate::shutdown::Shutdown,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, crate::shutdown::Shutdown) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "{name} API listening");
+    }
     let connections = tokio_util::task::TaskTracker::new();
-    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let places = Arc::new(tokio::sync::Semaphore::new(limit));
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed; retrying");
+                    tracing::warn!(error = %e, "{name} accept failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let Ok(place) = places.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "admin connection refused: too many open");
+            tracing::warn!(%peer, limit, "{name} connection refused: too many open");
             continue;
         };
-        let routes = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-        let stop = shutdown.clone();
+        let connection = handle(socket, peer, shutdown.clone());
         connections.spawn(async move {
             let _place = place;
-            serve_connection(socket, routes, stop).await;
+            connection.await;
         });
     }
     connections.close();

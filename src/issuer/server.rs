@@ -79,41 +79,19 @@ fn router(state: IssuerState) -> Router {
 
 /// Serves the issuer API on `listener` over TLS until `shutdown`.
 pub async fn serve(listener: tokio::net::TcpListener, tls: ServerTls, app: App, shutdown: crate::shutdown::Shutdown) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "issuer API listening");
-    }
     let routes = router(IssuerState { app });
-    let connections = tokio_util::task::TaskTracker::new();
-    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "issuer accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "issuer connection refused: too many open");
-            continue;
-        };
-        let (acceptor, routes, stop) = (tls.acceptor.clone(), routes.clone(), shutdown.clone());
-        connections.spawn(async move {
-            let _place = place;
+    crate::admin::accept_loop("issuer", listener, MAX_CONNECTIONS, shutdown, move |socket, peer, stop| {
+        let (acceptor, routes) = (tls.acceptor.clone(), routes.clone());
+        async move {
             let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await else {
                 tracing::debug!(%peer, "issuer TLS handshake failed");
                 return;
             };
             let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::identity::cert::identity_of(c));
             crate::admin::serve_connection(stream, routes.layer(Extension(PeerCert(cert))), stop).await;
-        });
-    }
-    connections.close();
-    connections.wait().await;
+        }
+    })
+    .await;
 }
 
 /// Finds the `[[sidecar]]` whose rule the caller's proof satisfies; 401 otherwise.
